@@ -1,0 +1,1 @@
+"""Fast inference core (placeholder while building the skeleton)."""

@@ -1,0 +1,1 @@
+"""Simulated bench board."""
