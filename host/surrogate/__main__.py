@@ -1,0 +1,185 @@
+"""Train, export and check DNPU surrogate models.
+
+    python -m host.surrogate train data/train --test data/test --out models/surrogate.onnx
+    python -m host.surrogate check models/surrogate.onnx --data data/test
+    python -m host.surrogate info models/surrogate.onnx
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from host import dataset as ds
+from host.surrogate import onnx_file
+
+
+def _train(args: argparse.Namespace) -> int:
+    from host.surrogate import report
+    from host.surrogate.train import TrainConfig, config_json, export_onnx, fit, predict
+
+    train = ds.load(args.data)
+    test = ds.load(args.test) if args.test else None
+    if test is not None:
+        _check_same_device(train, test)
+    cfg = TrainConfig(hidden=args.hidden, layers=args.layers, lr=args.lr, batch=args.batch,
+                      max_epochs=args.epochs, patience=args.patience, val_fraction=args.val_fraction,
+                      seed=args.seed, device=args.device, max_wall_s=args.max_minutes * 60 if args.max_minutes else math.inf)
+    n = len(train.samples) if args.limit is None else min(args.limit, len(train.samples))
+    volts = train.samples.volts[:n].astype(np.float64)
+    cur = train.samples.current_na[:n].astype(np.float64)
+    res = fit(volts, cur, train.ranges, cfg, progress=not args.no_progress)
+
+    out_lo, out_hi = float(np.percentile(cur, 0.0)), float(np.percentile(cur, 100.0))
+    span = out_hi - out_lo
+    noise = train.references.noise_floor_na()
+    pred_train = predict(res.model, volts.astype(np.float32))
+    rep: dict[str, Any] = {
+        "model": str(args.out),
+        "architecture": {"hidden": cfg.hidden, "layers": cfg.layers, "activation": "relu"},
+        "train_config": config_json(cfg),
+        "data": {"train": str(args.data), "train_samples": n, "test": str(args.test) if test else None,
+                 "test_samples": len(test.samples) if test else 0, "board": train.meta.get("board", {})},
+        "output_range_na": [out_lo, out_hi],
+        "noise_floor_na": noise,
+        "drift_na": train.references.drift_na(),
+        "train_rmse_na": _rmse(pred_train, cur),
+        "val_rmse_na": min(h["val_rmse_na"] for h in res.history) if res.history else float("nan"),
+        "epochs": len(res.history), "best_epoch": res.best_epoch, "stopped": res.stopped,
+        "wall_s": round(res.wall_s, 1), "device": res.device,
+    }
+    test_pred = None
+    if test is not None:
+        test_pred = predict(res.model, test.samples.volts)
+        rep["test_rmse_na"] = _rmse(test_pred, test.samples.current_na)
+        rep["test_noise_floor_na"] = test.references.noise_floor_na()
+    for k in ("train_rmse_na", "val_rmse_na", "test_rmse_na"):
+        if k in rep:
+            rep[k.replace("_na", "_pct_range")] = 100.0 * rep[k] / span
+    if test is not None and noise == noise:
+        rep["test_rmse_over_noise"] = rep["test_rmse_na"] / noise
+    meta = {
+        "electrode_ranges_v": train.ranges.tolist(),
+        "output_range_na": [out_lo, out_hi],
+        "amplification": 1.0,
+        "noise_floor_na": noise,
+        "test_rmse_na": rep.get("test_rmse_na"),
+        "source": {"board": train.meta.get("board", {}), "train_data": str(args.data),
+                   "test_data": str(args.test) if test else None, "train_samples": n},
+        "architecture": rep["architecture"],
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    export_onnx(res.model, args.out, meta)
+    report_path = args.out.with_suffix(".json")
+    report_path.write_text(json.dumps(rep, indent=2) + "\n")
+    if not args.no_plots:
+        report.plots(args.out.with_suffix(""), res.history,
+                     test.samples.current_na if test is not None else cur,
+                     test_pred if test_pred is not None else pred_train)
+    print(json.dumps(rep) if args.json else report.summary(rep))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Agreement of torch, onnxruntime and the core on a dataset or random volts."""
+    sf = onnx_file.read(args.model)
+    if args.data:
+        volts = ds.load(args.data).samples.volts[: args.n]
+    else:
+        r = sf.ranges_v
+        volts = (r[:, 0] + np.random.default_rng(0).uniform(size=(args.n, 7)) * (r[:, 1] - r[:, 0])).astype(np.float32)
+    ref = sf.evaluate_numpy(volts)
+    out: dict[str, float] = {}
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
+    out["onnxruntime"] = float(np.max(np.abs(sess.run(None, {onnx_file.INPUT_NAME: volts})[0][:, 0] - ref)))
+    try:
+        import core
+        out["core"] = float(np.max(np.abs(core.Surrogate.from_onnx(args.model).evaluate(volts) - ref)))
+    except ImportError:
+        pass
+    try:
+        from host.surrogate.train import load_torch, predict
+        out["torch"] = float(np.max(np.abs(predict(load_torch(args.model), volts) - ref)))
+    except ImportError:
+        pass
+    span = float(np.ptp(ref)) or 1.0
+    res = {"model": str(args.model), "samples": int(len(volts)),
+           "max_abs_err_na": out, "max_rel_err": {k: v / span for k, v in out.items()}}
+    print(json.dumps(res, indent=None if args.json else 2))
+    return 0 if all(v / span < 1e-5 for v in out.values()) else 1
+
+
+def _info(args: argparse.Namespace) -> int:
+    sf = onnx_file.read(args.model)
+    shapes = [list(w.shape) for w in sf.weights]
+    print(json.dumps({"layers": shapes, **sf.metadata}, indent=2))
+    return 0
+
+
+def _check_same_device(a: ds.Dataset, b: ds.Dataset) -> None:
+    from host.sample import board_fingerprint
+    fa, fb = board_fingerprint(a.meta.get("board", {})), board_fingerprint(b.meta.get("board", {}))
+    if fa != fb:
+        raise ds.DatasetError(f"train and test data come from different boards/devices: {fa} vs {fb}")
+    if not np.allclose(a.ranges, b.ranges):
+        raise ds.DatasetError("train and test data were sampled in different electrode ranges")
+
+
+def _rmse(p: np.ndarray, y: np.ndarray) -> float:
+    d = np.asarray(p, np.float64) - np.asarray(y, np.float64)
+    return float(np.sqrt(np.mean(d * d)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m host.surrogate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="fit a surrogate to a dataset and export it as ONNX + JSON report + plots")
+    t.add_argument("data", type=Path, help="training dataset folder (from python -m host.sample)")
+    t.add_argument("--test", type=Path, help="independent test dataset folder")
+    t.add_argument("--out", type=Path, default=Path("models/surrogate.onnx"), help="ONNX file to write (report: same name .json)")
+    t.add_argument("--hidden", type=int, default=90, help="hidden width (default %(default)s)")
+    t.add_argument("--layers", type=int, default=5, help="hidden layers (default %(default)s)")
+    t.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default %(default)s)")
+    t.add_argument("--batch", type=int, default=128, help="batch size (default %(default)s)")
+    t.add_argument("--epochs", type=int, default=200, help="maximum epochs (default %(default)s)")
+    t.add_argument("--patience", type=int, default=12, help="early-stopping patience in epochs")
+    t.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default %(default)s)")
+    t.add_argument("--limit", type=int, default=None, help="use only the first N training samples")
+    t.add_argument("--max-minutes", type=float, default=None, help="stop after this long, keeping the best model")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu, cuda")
+    t.add_argument("--no-plots", action="store_true")
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    t.set_defaults(func=_train)
+    c = sub.add_parser("check", help="check that torch, onnxruntime and the core agree on a surrogate")
+    c.add_argument("model", type=Path)
+    c.add_argument("--data", type=Path, help="dataset whose volts to use (default: random in the ranges)")
+    c.add_argument("--n", type=int, default=10000)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_check)
+    i = sub.add_parser("info", help="print a surrogate's layers and metadata")
+    i.add_argument("model", type=Path)
+    i.set_defaults(func=_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ds.DatasetError, onnx_file.SurrogateFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

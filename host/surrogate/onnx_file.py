@@ -1,0 +1,154 @@
+"""Surrogate ONNX files: the metadata contract, reading and validating them without torch.
+
+A surrogate file is a plain Gemm/Relu chain: input ``volts`` float32 [N, 7] in electrode order,
+output ``current_na`` float32 [N, 1], weights inline. Its ``metadata_props`` hold (JSON strings):
+
+    dnpu.format             "dnpu-surrogate/1"
+    dnpu.electrode_ranges_v [[lo, hi] x 7]: the ranges it was trained on
+    dnpu.output_range_na    [lo, hi]: range of the measured currents it was trained on
+    dnpu.amplification      factor from the model's output to nA (1.0: the output is nA)
+    dnpu.noise_floor_na     noise floor estimated from repeated reference points
+    dnpu.test_rmse_na       RMSE on the independent test set
+    dnpu.source             {board identity, firmware version, device seed/serial, datasets}
+    dnpu.architecture       {"hidden": 90, "layers": 5, "activation": "relu"}
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "dnpu-surrogate/1"
+INPUT_NAME = "volts"
+OUTPUT_NAME = "current_na"
+REQUIRED_KEYS = ("dnpu.format", "dnpu.electrode_ranges_v", "dnpu.output_range_na", "dnpu.amplification",
+                 "dnpu.noise_floor_na", "dnpu.test_rmse_na", "dnpu.source")
+
+
+class SurrogateFileError(ValueError):
+    """A file that is not a usable surrogate; the message says what is wrong."""
+
+
+@dataclass
+class SurrogateFile:
+    """A surrogate read from ONNX: its layers as numpy arrays and its metadata."""
+
+    weights: list[np.ndarray]   # each [out, in], float32
+    biases: list[np.ndarray]    # each [out], float32
+    metadata: dict[str, Any]    # decoded JSON values, keys without the "dnpu." prefix
+
+    @property
+    def ranges_v(self) -> np.ndarray:
+        return np.asarray(self.metadata["electrode_ranges_v"], dtype=np.float64)
+
+    def evaluate_numpy(self, volts: np.ndarray) -> np.ndarray:
+        """Straightforward float64 evaluation (a reference for tests), nA [n]."""
+        h = np.asarray(volts, dtype=np.float64)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = h @ w.T.astype(np.float64) + b
+            if i < len(self.weights) - 1:
+                h = np.maximum(h, 0.0)
+        return h[:, 0] * float(self.metadata["amplification"])
+
+
+def read(path: str | Path) -> SurrogateFile:
+    """Load and validate a surrogate ONNX file (Gemm/Relu chain with dnpu.* metadata)."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    if not path.is_file():
+        raise SurrogateFileError(f"{path}: no such file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf raises several types on garbage
+        raise SurrogateFileError(f"{path}: not an ONNX file ({type(e).__name__}: {e})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if props.get("dnpu.format") != FORMAT:
+        raise SurrogateFileError(f"{path}: not a DNPU surrogate (metadata dnpu.format is "
+                                 f"{props.get('dnpu.format')!r}, expected {FORMAT!r})")
+    missing = [k for k in REQUIRED_KEYS if k not in props]
+    if missing:
+        raise SurrogateFileError(f"{path}: surrogate metadata lacks {missing}")
+    meta: dict[str, Any] = {}
+    for k, v in props.items():
+        if k.startswith("dnpu."):
+            try:
+                meta[k[5:]] = json.loads(v)
+            except json.JSONDecodeError:
+                meta[k[5:]] = v
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    weights, biases = [], []
+    nodes = list(model.graph.node)
+    for i, node in enumerate(nodes):
+        if node.op_type == "Gemm":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if attrs.get("transA", 0) or len(node.input) < 2 or node.input[1] not in init:
+                raise SurrogateFileError(f"{path}: node {node.name or i} (Gemm) is not a plain dense layer")
+            w = init[node.input[1]].astype(np.float32) * float(attrs.get("alpha", 1.0))
+            if not attrs.get("transB", 0):
+                w = w.T
+            b = (init[node.input[2]].astype(np.float32) * float(attrs.get("beta", 1.0))
+                 if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0], np.float32))
+            weights.append(np.ascontiguousarray(w))
+            biases.append(np.broadcast_to(b, (w.shape[0],)).astype(np.float32))
+        elif node.op_type == "Relu":
+            if not weights:
+                raise SurrogateFileError(f"{path}: node {node.name or i}: Relu before any Gemm")
+        else:
+            raise SurrogateFileError(f"{path}: node {node.name or i} has op {node.op_type!r}; "
+                                     "a surrogate is a Gemm/Relu chain")
+    if not weights:
+        raise SurrogateFileError(f"{path}: no Gemm layers")
+    if weights[0].shape[1] != 7 or weights[-1].shape[0] != 1:
+        raise SurrogateFileError(f"{path}: maps {weights[0].shape[1]} inputs to {weights[-1].shape[0]} "
+                                 "outputs; a surrogate maps 7 volts to 1 current")
+    for a, b in zip(weights[:-1], weights[1:]):
+        if a.shape[0] != b.shape[1]:
+            raise SurrogateFileError(f"{path}: inconsistent layer shapes {a.shape} -> {b.shape}")
+    ranges = np.asarray(meta["electrode_ranges_v"], dtype=np.float64)
+    if ranges.shape != (7, 2):
+        raise SurrogateFileError(f"{path}: dnpu.electrode_ranges_v must be 7 [lo, hi] pairs")
+    return SurrogateFile(weights=weights, biases=biases, metadata=meta)
+
+
+def write(path: str | Path, weights: list[np.ndarray], biases: list[np.ndarray], metadata: dict[str, Any],
+          producer: str = "dnpu-toolkit") -> None:
+    """Write a Gemm/Relu chain (weights [out, in], inline) with the dnpu.* metadata."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if len(weights) != len(biases) or not weights:
+        raise ValueError("need one bias per weight matrix")
+    nodes, inits = [], []
+    cur = INPUT_NAME
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        b = np.ascontiguousarray(b, dtype=np.float32).reshape(w.shape[0])
+        inits += [numpy_helper.from_array(w, f"layer{i}.weight"), numpy_helper.from_array(b, f"layer{i}.bias")]
+        last = i == len(weights) - 1
+        out = OUTPUT_NAME if last else f"gemm{i}"
+        nodes.append(helper.make_node("Gemm", [cur, f"layer{i}.weight", f"layer{i}.bias"], [out],
+                                      name=f"gemm{i}", transB=1))
+        if not last:
+            nodes.append(helper.make_node("Relu", [out], [f"relu{i}"], name=f"relu{i}"))
+            cur = f"relu{i}"
+    graph = helper.make_graph(
+        nodes, "dnpu_surrogate",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["n", int(np.shape(weights[0])[1])])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", 1])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name=producer)
+    model.ir_version = 8
+    props = {"dnpu.format": FORMAT, **{f"dnpu.{k}": json.dumps(v) for k, v in metadata.items()}}
+    for k, v in props.items():
+        e = model.metadata_props.add()
+        e.key, e.value = k, v
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
