@@ -86,6 +86,37 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curve(args: argparse.Namespace) -> int:
+    """Test RMSE against the number of training samples: how much to measure."""
+    from host.surrogate.train import TrainConfig, fit, predict
+
+    train, test = ds.load(args.data), ds.load(args.test)
+    _check_same_device(train, test)
+    noise = train.references.noise_floor_na()
+    rows = []
+    for n in sorted(int(x) for x in args.sizes.split(",")):
+        if n > len(train.samples):
+            print(f"skipping {n}: the dataset has only {len(train.samples)} samples", file=sys.stderr)
+            continue
+        cfg = TrainConfig(batch=args.batch, lr=args.lr, max_epochs=args.epochs, seed=args.seed, device=args.device,
+                          max_wall_s=args.max_minutes * 60 if args.max_minutes else math.inf)
+        res = fit(train.samples.volts[:n].astype(np.float64), train.samples.current_na[:n].astype(np.float64),
+                  train.ranges, cfg, progress=not args.no_progress)
+        rmse = _rmse(predict(res.model, test.samples.volts), test.samples.current_na)
+        rows.append({"train_samples": n, "test_rmse_na": rmse, "test_rmse_over_noise": rmse / noise,
+                     "epochs": len(res.history), "wall_s": round(res.wall_s, 1)})
+        print(f"{n:>9d} samples: test RMSE {rmse:.3f} nA ({rmse / noise:.2f} x noise floor), "
+              f"{len(res.history)} epochs, {res.wall_s:.0f} s", file=sys.stderr)
+    result = {"noise_floor_na": noise, "test_samples": len(test.samples), "rows": rows}
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        if not args.no_plots:
+            from host.surrogate import report
+            report.curve_plot(args.out.with_suffix(".png"), result)
+    print(json.dumps(result))
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     """Agreement of torch, onnxruntime and the core on a dataset or random volts."""
     sf = onnx_file.read(args.model)
@@ -160,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true", help="print the report as one JSON object")
     t.set_defaults(func=_train)
+    cv = sub.add_parser("curve", help="test RMSE against training-set size (how much to measure)")
+    cv.add_argument("data", type=Path)
+    cv.add_argument("--test", type=Path, required=True)
+    cv.add_argument("--sizes", default="3000,10000,30000,100000,300000", help="comma-separated training sizes")
+    cv.add_argument("--out", type=Path, help="JSON file to write (and a .png plot beside it)")
+    cv.add_argument("--lr", type=float, default=1e-3)
+    cv.add_argument("--batch", type=int, default=256)
+    cv.add_argument("--epochs", type=int, default=100)
+    cv.add_argument("--max-minutes", type=float, default=None, help="per size")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--device", default="auto")
+    cv.add_argument("--no-plots", action="store_true")
+    cv.add_argument("--no-progress", action="store_true")
+    cv.set_defaults(func=_curve)
     c = sub.add_parser("check", help="check that torch, onnxruntime and the core agree on a surrogate")
     c.add_argument("model", type=Path)
     c.add_argument("--data", type=Path, help="dataset whose volts to use (default: random in the ranges)")

@@ -48,6 +48,27 @@ def plots(stem: Path, history: list[dict[str, float]], measured: np.ndarray, pre
     return files
 
 
+def curve_plot(path: Path, result: dict[str, Any]) -> Path:
+    """Log-log plot of test RMSE against training-set size, with the noise floor."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.loglog([r["train_samples"] for r in rows], [r["test_rmse_na"] for r in rows], "o-", label="test RMSE")
+    ax.axhline(result["noise_floor_na"], color="k", ls="--", lw=0.8, label="noise floor")
+    ax.axhline(1.5 * result["noise_floor_na"], color="gray", ls=":", lw=0.8, label="1.5 x noise floor")
+    ax.set_xlabel("training samples")
+    ax.set_ylabel("test RMSE (nA)")
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def summary(rep: dict[str, Any]) -> str:
     lines = [f"surrogate written to {rep['model']} ({rep['epochs']} epochs, best {rep['best_epoch']}, "
              f"{rep['stopped']}, {rep['wall_s']} s on {rep['device']})"]

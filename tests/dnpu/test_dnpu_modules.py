@@ -1,0 +1,132 @@
+"""DNPU modules against hand-computed references."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from host.dnpu_modules import (DecisionNode, DNPULayer, InputTransform, Standardise, bce_per_trial,  # noqa: E402
+                               map_to_range, neg_fisher_per_trial)
+
+RANGES = np.array([[-1.2, 0.6]] * 5 + [[-0.7, 0.3]] * 2)
+
+
+def linear_surrogate(w=(1, 2, 3, 4, 5, 6, 7), b=0.5):
+    lin = nn.Linear(7, 1)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([w], dtype=torch.float32))
+        lin.bias.fill_(b)
+    return lin
+
+
+def test_layer_places_data_and_controls_on_the_right_electrodes():
+    layer = DNPULayer(linear_surrogate(), RANGES, n_nodes=2, data_electrodes=[1, 2], trials=3)
+    with torch.no_grad():
+        layer.control.copy_(torch.arange(3 * 2 * 5, dtype=torch.float32).reshape(3, 2, 5) / 100)
+    x = torch.tensor([[[-1.0, 1.0], [0.0, 0.5]]])  # B=1, K=2, D=2 in [-1, 1]
+    v = layer.electrode_volts(x)
+    assert v.shape == (3, 1, 2, 7)
+    # data in [-1, 1] maps onto [-1.2, 0.6]: -1 -> -1.2, 1 -> 0.6, 0 -> -0.3, 0.5 -> 0.15
+    np.testing.assert_allclose(v[:, 0, 0, [1, 2]].detach().numpy(), [[-1.2, 0.6]] * 3, atol=1e-6)
+    np.testing.assert_allclose(v[:, 0, 1, [1, 2]].detach().numpy(), [[-0.3, 0.15]] * 3, atol=1e-6)
+    # controls fill electrodes 0, 3, 4, 5, 6 in order
+    np.testing.assert_allclose(v[2, 0, 1, [0, 3, 4, 5, 6]].detach().numpy(), (np.arange(25, 30)) / 100, atol=1e-6)
+    out = layer(x)
+    expect = v.detach().numpy() @ np.arange(1, 8) + 0.5
+    np.testing.assert_allclose(out.detach().numpy(), expect, rtol=1e-5)
+
+
+def test_clipping_and_out_of_range_penalty():
+    layer = DNPULayer(linear_surrogate(), RANGES, 1, [0, 4], transform=InputTransform(-1, 1, clip=True))
+    v = layer.data_volts(torch.tensor([[-3.0, 3.0]]))
+    np.testing.assert_allclose(v.numpy().ravel(), [-1.2, 0.6], atol=1e-6)
+    with torch.no_grad():
+        layer.control.copy_(torch.tensor([[[0.7, -1.3, 0.0, 0.5, -0.9]]]))
+    # controls e1, e2, e3, e5, e6: e1 0.1 above 0.6; e2 0.1 below -1.2; e3 inside; e5 0.2 above 0.3; e6 0.2 below -0.7
+    np.testing.assert_allclose(layer.out_of_range_penalty().detach().numpy(), [0.6], atol=1e-6)
+    layer.clip_controls()
+    np.testing.assert_allclose(layer.control.detach().numpy().ravel(), [0.6, -1.2, 0.0, 0.3, -0.7], atol=1e-6)
+    assert layer.out_of_range_penalty().item() == 0.0
+
+
+def test_per_node_surrogates_and_noise_only_in_training():
+    s = [linear_surrogate(b=0.0), linear_surrogate(b=100.0)]
+    layer = DNPULayer(s, RANGES, 2, [0, 1], noise_std_na=5.0)
+    with torch.no_grad():
+        layer.control[:, 1] = layer.control[:, 0]
+    x = torch.zeros(4, 2, 2)
+    layer.eval()
+    out = layer(x)
+    np.testing.assert_allclose((out[..., 1] - out[..., 0]).detach().numpy(), 100.0 * np.ones((1, 4)), rtol=1e-5)
+    layer.train()
+    torch.manual_seed(0)
+    noisy = layer(torch.zeros(2000, 2, 2))
+    assert 4.5 < float((noisy - layer.eval()(torch.zeros(2000, 2, 2))).std()) < 5.5
+    with pytest.raises(ValueError, match="2 surrogates for 3 nodes"):
+        DNPULayer(s, RANGES, 3, [0])
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(ValueError, match="data_electrodes"):
+        DNPULayer(linear_surrogate(), RANGES, 1, [0, 0])
+    with pytest.raises(ValueError, match="data_electrodes"):
+        DNPULayer(linear_surrogate(), RANGES, 1, [7])
+    with pytest.raises(ValueError, match="ranges_v"):
+        DNPULayer(linear_surrogate(), RANGES[::-1, ::-1], 1, [0])
+    layer = DNPULayer(linear_surrogate(), RANGES, 2, [0, 1])
+    with pytest.raises(ValueError, match="expected data"):
+        layer(torch.zeros(3, 2, 3))
+
+
+def test_controls_learn_through_the_frozen_surrogate():
+    sur = linear_surrogate()
+    layer = DNPULayer(sur, RANGES, 1, [0, 4])
+    opt = torch.optim.Adam(layer.parameters(), lr=0.05)
+    for _ in range(100):  # drive the output up: every control rises past its upper bound
+        loss = -layer(torch.zeros(8, 1, 2)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert np.all(layer.control.detach().numpy().ravel() > [0.6, 0.6, 0.6, 0.3, 0.3])
+    # the L1 penalty alone pulls them back towards the range
+    before = layer.out_of_range_penalty().item()
+    sgd = torch.optim.SGD(layer.parameters(), lr=0.01)
+    layer.out_of_range_penalty().sum().backward()
+    sgd.step()
+    assert layer.out_of_range_penalty().item() < before
+    layer.clip_controls()
+    np.testing.assert_allclose(layer.control.detach().numpy().ravel(), [0.6, 0.6, 0.6, 0.3, 0.3], atol=0.02)
+    assert all(not p.requires_grad for p in sur.parameters())
+
+
+def test_standardise_uses_batch_stats_in_training_and_stored_ones_after():
+    st = Standardise(trials=2, n_nodes=3, momentum=1.0)
+    x = torch.randn(2, 50, 3) * 4 + 7
+    z = st(x)
+    np.testing.assert_allclose(z.mean(dim=1).detach().numpy(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z.std(dim=1, unbiased=False).detach().numpy(), 1.0, atol=1e-3)
+    st.eval()
+    z2 = st(x[:, :1])
+    np.testing.assert_allclose(z2.detach().numpy(), z[:, :1].detach().numpy(), atol=1e-5)
+
+
+def test_losses_match_hand_computed_values():
+    out = torch.tensor([[1.0, 2.0, 3.0, 5.0]])
+    y = torch.tensor([[0, 0, 1, 1]])
+    # mu0 = 1.5, mu1 = 4, var0 = 0.25, var1 = 1 -> -(2.5^2)/1.25 = -5
+    np.testing.assert_allclose(neg_fisher_per_trial(out, y).numpy(), [-5.0], rtol=1e-5)
+    logits = torch.tensor([[0.0, 2.0]])
+    expect = (np.log(2) + np.log(1 + np.exp(-2.0))) / 2
+    np.testing.assert_allclose(bce_per_trial(logits, torch.tensor([[1, 1]])).numpy(), [expect], rtol=1e-5)
+    with pytest.raises(ValueError, match="both classes"):
+        neg_fisher_per_trial(out, torch.ones(1, 4))
+
+
+def test_decision_node_and_range_map():
+    d = DecisionNode(trials=2)
+    p = d(torch.tensor([[1.0, 3.0], [10.0, 30.0]]))
+    np.testing.assert_allclose(p.detach().numpy(), 1 / (1 + np.exp([[1.0, -1.0], [1.0, -1.0]])), rtol=1e-3)
+    v = map_to_range(torch.tensor([-3.0, -2.0, 0.0, 2.0, 3.0]), -1.2, 0.6)
+    np.testing.assert_allclose(v.numpy(), [-1.2, -1.2, -0.3, 0.6, 0.6], atol=1e-6)
