@@ -63,7 +63,7 @@ def test_per_node_surrogates_and_noise_only_in_training():
     layer.train()
     torch.manual_seed(0)
     noisy = layer(torch.zeros(2000, 2, 2))
-    assert 4.5 < float((noisy - layer.eval()(torch.zeros(2000, 2, 2))).std()) < 5.5
+    assert 4.5 < (noisy - layer.eval()(torch.zeros(2000, 2, 2))).std().item() < 5.5
     with pytest.raises(ValueError, match="2 surrogates for 3 nodes"):
         DNPULayer(s, RANGES, 3, [0])
 
@@ -93,6 +93,7 @@ def test_controls_learn_through_the_frozen_surrogate():
     # the L1 penalty alone pulls them back towards the range
     before = layer.out_of_range_penalty().item()
     sgd = torch.optim.SGD(layer.parameters(), lr=0.01)
+    sgd.zero_grad()
     layer.out_of_range_penalty().sum().backward()
     sgd.step()
     assert layer.out_of_range_penalty().item() < before
