@@ -6,10 +6,11 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.dnpu-installed
 LOCK   := flock /tmp/dnpu-build-$(shell id -u).lock
 
-.PHONY: help venv install build test clean
+.PHONY: help venv install build test clean surrogate
 
 help:
 	@echo "make test     set up .venv, build the C/Cython extensions, run the test suite"
+	@echo "make surrogate  measure the default virtual device (seed 0) and train models/surrogate.onnx from scratch"
 	@echo "make build    rebuild the extensions after changing C/Cython sources"
 	@echo "make clean    remove build outputs and the virtual environment"
 
@@ -31,6 +32,20 @@ build: $(STAMP)
 
 test: build
 	$(PY) -m pytest -q
+
+# The shipped surrogate, from scratch: measure the simulated board's device (seed 0), an
+# independent test set, train, and record how test RMSE falls with the training-set size.
+SURROGATE_BOARD ?= sim://?seed=0
+SURROGATE_TRAIN_N ?= 1000000
+SURROGATE_TEST_N ?= 100000
+DATA ?= data
+surrogate: build
+	rm -rf $(DATA)/seed0-train $(DATA)/seed0-test
+	$(PY) -m host.sample --board "$(SURROGATE_BOARD)" --n $(SURROGATE_TRAIN_N) --seed 0 --out $(DATA)/seed0-train
+	$(PY) -m host.sample --board "$(SURROGATE_BOARD)" --n $(SURROGATE_TEST_N) --seed 1 --out $(DATA)/seed0-test
+	$(PY) -m host.surrogate train $(DATA)/seed0-train --test $(DATA)/seed0-test --out models/surrogate.onnx $(SURROGATE_TRAIN_ARGS)
+	$(PY) -m host.surrogate curve $(DATA)/seed0-train --test $(DATA)/seed0-test --out models/surrogate_curve.json $(SURROGATE_CURVE_ARGS)
+	$(PY) -m host.surrogate check models/surrogate.onnx --data $(DATA)/seed0-test
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

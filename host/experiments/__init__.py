@@ -1,0 +1,1 @@
+"""The paper's experiments: capacity, ring, Boolean gates (python -m host.experiments)."""

@@ -1,0 +1,61 @@
+"""Capacity experiment building blocks and a small trial-batched run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from host.experiments.capacity import (CAPACITY_POINTS_V, CapacityConfig, capacity, labellings,  # noqa: E402
+                                       margins, noise_schedule, vc_estimate)
+from host.trial_models import DNPUClassifier, NNClassifier  # noqa: E402
+
+
+def test_labellings_are_all_non_constant_ones():
+    lab = labellings(4)
+    assert lab.shape == (14, 4)
+    assert len({tuple(r) for r in lab}) == 14
+    assert not any(r.min() == r.max() for r in lab)
+
+
+def test_noise_schedule_follows_the_papers_recursion():
+    s = noise_schedule(2.0, 15)
+    assert s[0] == 2.0
+    assert s[1] ** 2 == pytest.approx(4.0 * (1 - 1 / 15))
+    assert s[2] ** 2 == pytest.approx(4.0 * (1 - 1 / 15) * (1 - 2 / 15))
+    assert s[-1] > 0 and len(s) == 15
+
+
+def test_margin_is_the_gap_between_class_ranges_either_way_round():
+    out = torch.tensor([[1.0, 2.0, 5.0, 7.0], [5.0, 7.0, 1.0, 2.0], [1.0, 5.0, 2.0, 7.0]])
+    y = torch.tensor([[0, 0, 1, 1]] * 3)
+    np.testing.assert_allclose(margins(out, y).numpy(), [3.0, 3.0, -3.0])
+
+
+def test_vc_estimate_stops_at_the_first_failure():
+    rows = [{"n": 4, "capacity": 1.0}, {"n": 5, "capacity": 1.0}, {"n": 6, "capacity": 0.9}, {"n": 7, "capacity": 1.0}]
+    assert vc_estimate(rows) == 5
+
+
+def test_nn_with_three_hidden_units_shatters_four_points():
+    cfg = CapacityConfig(n_min=4, n_max=4, epochs=400, attempts=3, noise_std0=0.0, seed=1)
+    rows = capacity(lambda t, g: NNClassifier(3, t, generator=g), cfg)
+    assert rows[0]["labellings"] == 16
+    assert rows[0]["capacity"] == 1.0
+
+
+def test_dnpu_classifier_trains_all_labellings_at_once_through_a_surrogate():
+    from host.surrogate.train import build_mlp
+
+    torch.manual_seed(0)
+    sur = build_mlp(7, 32, 2).eval()
+    ranges = np.array([[-1.2, 0.6]] * 5 + [[-0.7, 0.3]] * 2)
+    model = DNPUClassifier(sur, ranges, trials=14)
+    x = torch.as_tensor(CAPACITY_POINTS_V[:4], dtype=torch.float32)
+    assert model(x).shape == (14, 4)
+    # the two data electrodes carry the points' volts unchanged
+    v = model.dnpu.electrode_volts(x.unsqueeze(1))
+    np.testing.assert_allclose(v[0, :, 0, 1:3].detach().numpy(), CAPACITY_POINTS_V[:4], atol=1e-6)
+    rows = capacity(lambda t, g: DNPUClassifier(sur, ranges, t, generator=g),
+                    CapacityConfig(n_min=4, n_max=4, epochs=50, attempts=1))
+    assert 0.0 < rows[0]["capacity"] <= 1.0 and rows[0]["found"] >= 2
