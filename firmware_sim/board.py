@@ -1,0 +1,601 @@
+"""The board's firmware logic: command handling, DAC/ADC model, limits, slew, watchdog, sweeps.
+
+`Firmware` is transport-free: the I/O loop (`firmware_sim.server`) feeds it received bytes and
+writes out what it returns; a compute worker thread takes sweep blocks with `take_job()`,
+runs them through the `AnalogDevice` and hands the result back with `finish_job()`, so the
+device computes the next block while the link carries the previous one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import zlib
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from firmware_sim import protocol as P
+from firmware_sim.analog import N_ACTIVATION, AnalogDevice
+
+FIRMWARE_VERSION = "0.1.0"
+
+DEFAULT_LIMITS_V: tuple[tuple[float, float], ...] = (
+    (-1.2, 0.6), (-1.2, 0.6), (-1.2, 0.6), (-1.2, 0.6), (-1.2, 0.6), (-0.7, 0.3), (-0.7, 0.3))
+
+COUNTER_NAMES: tuple[str, ...] = (
+    "rx_bytes", "rx_frames", "garbage_bytes", "header_errors", "crc_errors", "naks_sent",
+    "unknown_commands", "malformed", "cached_replies", "limit_rejects", "watchdog_trips",
+    "port_closes", "tx_frames", "blocks_sent", "blocks_resent", "overflows", "errors_dropped")
+
+# Commands that a board in the latched safe state still answers.
+_SAFE_OK = {"HELLO", "IDENTIFY", "STATUS", "GET_OUTPUTS", "ARM", "SAFE", "GET_ERRORS",
+            "GET_COUNTERS", "CREDIT", "SWEEP_ABORT"}
+
+
+@dataclass(frozen=True)
+class BoardConfig:
+    """Everything that distinguishes one simulated board from another."""
+
+    seed: int = 0
+    dac_bits: int = 16
+    dac_span_v: tuple[float, float] = (-2.0, 2.0)
+    adc_bits: int = 16
+    adc_span_na: tuple[float, float] = (-327.68, 327.68)
+    limits_v: tuple[tuple[float, float], ...] = DEFAULT_LIMITS_V
+    max_slew_v_per_s: float = 10.0
+    watchdog_s: float = 0.5
+    sample_period_s: float = 10e-6
+    min_period_ns: int = 1_000
+    max_period_ns: int = 100_000_000
+    max_oversample: int = 1024
+    dac_gain_error: float = 1e-3      # RMS relative gain error per channel (seeded)
+    dac_offset_error_v: float = 1e-3  # RMS offset per channel (seeded)
+    max_sweep_samples: int = 1 << 20
+    max_block_samples: int = (P.MAX_PAYLOAD - 11) // 4
+    fifo_blocks: int = 64
+    realtime: bool = False            # pace acquisition by the sample clock; FIFO can overflow
+    error_queue: int = 32
+    reply_cache: int = 32
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.dac_bits <= 16:
+            raise ValueError(f"dac_bits must be 8..16, got {self.dac_bits}")
+        if not 8 <= self.adc_bits <= 24:
+            raise ValueError(f"adc_bits must be 8..24, got {self.adc_bits}")
+        if len(self.limits_v) != N_ACTIVATION:
+            raise ValueError(f"limits_v needs {N_ACTIVATION} (lo, hi) pairs, got {len(self.limits_v)}")
+        lo_s, hi_s = self.dac_span_v
+        for c, (lo, hi) in enumerate(self.limits_v):
+            if not (lo_s <= lo <= 0.0 <= hi <= hi_s) or lo >= hi:
+                raise ValueError(f"limits_v[{c}] = ({lo}, {hi}) must satisfy "
+                                 f"{lo_s} <= lo <= 0 <= hi <= {hi_s} and lo < hi")
+        if self.max_slew_v_per_s <= 0 or self.watchdog_s <= 0 or self.sample_period_s <= 0:
+            raise ValueError("max_slew_v_per_s, watchdog_s and sample_period_s must be > 0")
+        if not 1 <= self.max_block_samples <= (P.MAX_PAYLOAD - 11) // 4:
+            raise ValueError("max_block_samples does not fit a RESULT frame")
+
+    @property
+    def dac_lsb_v(self) -> float:
+        return (self.dac_span_v[1] - self.dac_span_v[0]) / (1 << self.dac_bits)
+
+    @property
+    def adc_lsb_na(self) -> float:
+        return (self.adc_span_na[1] - self.adc_span_na[0]) / (1 << self.adc_bits)
+
+
+@dataclass
+class _Sweep:
+    id: int
+    n: int
+    oversample: int
+    period_s: float
+    block: int
+    codes: np.ndarray
+    have: np.ndarray
+    results: np.ndarray
+    n_blocks: int
+    produced: int = 0
+    computing: int = 0
+    acked: int = 0
+    next_send: int = 0
+    window: int = 0
+    running: bool = False
+    finished: bool = False
+    overflow: bool = False
+    fault: bool = False
+    overflow_sent: bool = False
+    t_start: float = 0.0
+
+
+@dataclass
+class _Ramp:
+    start: np.ndarray
+    target: np.ndarray
+    t0: float
+    rate: float
+
+    def at(self, t: float) -> np.ndarray:
+        step = self.rate * max(0.0, t - self.t0)
+        return self.start + np.clip(self.target - self.start, -step, step)
+
+    def done(self, t: float) -> bool:
+        return bool(np.all(self.at(t) == self.target))
+
+
+@dataclass
+class _Job:
+    sweep: _Sweep
+    block: int
+    volts: np.ndarray
+
+
+class Firmware:
+    """One board: protocol state machine + DAC/ADC + safety, driven by an I/O loop."""
+
+    def __init__(self, config: BoardConfig, device: AnalogDevice,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = config
+        self.device = device
+        self.clock = clock
+        self.lock = threading.Condition()
+        self.decoder = P.FrameDecoder()
+        self.counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self.errors: deque[tuple[int, int, int]] = deque()
+        self.cache: OrderedDict[int, tuple[int, list[bytes]]] = OrderedDict()
+        rng = np.random.default_rng([config.seed, 0xDAC])
+        self.dac_gain = 1.0 + config.dac_gain_error * rng.standard_normal(N_ACTIVATION)
+        self.dac_offset = config.dac_offset_error_v * rng.standard_normal(N_ACTIVATION)
+        lsb, v0 = config.dac_lsb_v, config.dac_span_v[0]
+        self.limit_codes = np.array(
+            [[math.ceil((lo - v0) / lsb - 1e-9), math.floor((hi - v0) / lsb + 1e-9)]
+             for lo, hi in config.limits_v], dtype=np.int64)
+        self.zero_code = int(round(-v0 / lsb))
+        self.t_boot = clock()
+        zero = np.zeros(N_ACTIVATION)
+        self.ramp = _Ramp(zero.copy(), zero.copy(), self.t_boot, config.max_slew_v_per_s)
+        self.armed = False          # power-up: safe state latched, outputs at 0 V
+        self.connected = False
+        self.last_rx = self.t_boot
+        self.sweep: _Sweep | None = None
+        self.overflowed = False
+        self.device_error = ""
+        self.stop = False
+        self._identity = self._build_identity()
+
+    # ---- DAC / ADC model ---------------------------------------------------------------
+    def codes_to_nominal(self, codes: np.ndarray) -> np.ndarray:
+        return self.cfg.dac_span_v[0] + codes.astype(np.float64) * self.cfg.dac_lsb_v
+
+    def nominal_to_codes(self, volts: np.ndarray) -> np.ndarray:
+        return np.rint((volts - self.cfg.dac_span_v[0]) / self.cfg.dac_lsb_v).astype(np.int64)
+
+    def dac_output(self, codes: np.ndarray) -> np.ndarray:
+        """What the DAC pins really produce for `codes` (gain/offset error included)."""
+        return self.codes_to_nominal(codes) * self.dac_gain + self.dac_offset
+
+    def adc(self, na: np.ndarray) -> np.ndarray:
+        half = 1 << (self.cfg.adc_bits - 1)
+        return np.clip(np.rint(na / self.cfg.adc_lsb_na), -half, half - 1).astype(np.int32)
+
+    # ---- identity ---------------------------------------------------------------------
+    def _build_identity(self) -> bytes:
+        c = self.cfg
+        lsb, v0 = c.dac_lsb_v, c.dac_span_v[0]
+        ident = {
+            "protocol": {"major": P.PROTOCOL_MAJOR, "minor": P.PROTOCOL_MINOR,
+                         "schema_hash": P.SCHEMA_HASH},
+            "firmware": f"dnpu-bench-sim {FIRMWARE_VERSION}",
+            "model": "DNPU-BENCH-SIM",
+            "serial": f"SIM-{c.seed:08d}",
+            "channels": N_ACTIVATION,
+            "dac_bits": c.dac_bits,
+            "adc_bits": c.adc_bits,
+            "dac": [{"volts_per_code": lsb, "volts_at_code0": v0} for _ in range(N_ACTIVATION)],
+            "adc": {"na_per_code": c.adc_lsb_na, "na_at_code0": 0.0,
+                    "full_scale_na": list(c.adc_span_na)},
+            "limits_v": [list(p) for p in c.limits_v],
+            "limit_codes": self.limit_codes.tolist(),
+            "zero_code": self.zero_code,
+            "max_slew_v_per_s": c.max_slew_v_per_s,
+            "watchdog_ms": int(round(c.watchdog_s * 1000)),
+            "sample_period_ns": {"default": int(round(c.sample_period_s * 1e9)),
+                                 "min": c.min_period_ns, "max": c.max_period_ns},
+            "max_oversample": c.max_oversample,
+            "max_sweep_samples": c.max_sweep_samples,
+            "max_block_samples": c.max_block_samples,
+            "max_payload": P.MAX_PAYLOAD,
+            "fifo_blocks": c.fifo_blocks,
+            "realtime": c.realtime,
+            "commands": [m.name for m in P.MESSAGES if m.kind == "cmd"],
+            "counters": list(COUNTER_NAMES),
+            "device": self.device.describe,
+        }
+        return json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
+
+    # ---- helpers ----------------------------------------------------------------------
+    def _push_error(self, code: int, seq: int, arg: int) -> None:
+        if len(self.errors) >= self.cfg.error_queue:
+            self.errors.popleft()
+            self.counters["errors_dropped"] += 1
+        self.errors.append((code, seq & 0xFFFF, arg))
+
+    def _frame(self, name: str, seq: int, *values: int, tail: bytes | np.ndarray = b"",
+               flags: int = 0) -> bytes:
+        m = P.BY_NAME[name]
+        self.counters["tx_frames"] += 1
+        return P.encode_frame(m.id, seq, m.encode(*values, tail=tail), flags)
+
+    def _error(self, seq: int, code: int, arg: int, text: str) -> list[bytes]:
+        self._push_error(code, seq, arg)
+        return [self._frame("ERROR", seq, code, arg, tail=text.encode()[:200])]
+
+    def outputs(self, t: float | None = None) -> np.ndarray:
+        return self.ramp.at(self.clock() if t is None else t)
+
+    def _ramp_to(self, target: np.ndarray, rate: float, t: float) -> float:
+        start = self.ramp.at(t)
+        self.ramp = _Ramp(start, target.astype(np.float64), t, rate)
+        return float(np.max(np.abs(target - start)) / rate)
+
+    def _trip(self, t: float, reason: int) -> None:
+        """Watchdog / port closed / SAFE: ramp to 0 V at max slew and latch the safe state."""
+        self._abort_sweep(t)
+        self._ramp_to(np.zeros(N_ACTIVATION), self.cfg.max_slew_v_per_s, t)
+        if self.armed and reason != 0:
+            self.counters["watchdog_trips"] += 1
+            self._push_error(P.ERR_WATCHDOG, 0, reason)
+        self.armed = False
+
+    def _abort_sweep(self, t: float) -> None:
+        s = self.sweep
+        if s is not None and s.running:
+            s.running = False
+            s.finished = True
+            self._hold_last_point(s, t)
+            self.lock.notify_all()
+
+    def _hold_last_point(self, s: _Sweep, t: float) -> None:
+        done = min(s.produced * s.block, s.n)
+        if done > 0:
+            last = self.codes_to_nominal(s.codes[done - 1])
+            self.ramp = _Ramp(last, last.copy(), t, self.cfg.max_slew_v_per_s)
+
+    def state(self, t: float) -> int:
+        if not self.armed:
+            return P.STATE_SAFE
+        if self.sweep is not None and self.sweep.running:
+            return P.STATE_SWEEP
+        return P.STATE_IDLE if self.ramp.done(t) else P.STATE_RAMPING
+
+    # ---- link events ------------------------------------------------------------------
+    def port_closed(self) -> None:
+        with self.lock:
+            t = self.clock()
+            self.counters["port_closes"] += 1
+            self._trip(t, 2)
+            self.connected = False
+            self.cache.clear()
+            self.decoder = P.FrameDecoder()
+
+    def receive(self, data: bytes) -> list[bytes]:
+        """Bytes in from the link; frames out (replies and NAKs)."""
+        with self.lock:
+            self.counters["rx_bytes"] += len(data)
+            before = (self.decoder.stats.garbage_bytes, self.decoder.stats.header_errors,
+                      self.decoder.stats.crc_errors)
+            frames, bad = self.decoder.feed(data)
+            st = self.decoder.stats
+            self.counters["garbage_bytes"] += st.garbage_bytes - before[0]
+            self.counters["header_errors"] += st.header_errors - before[1]
+            self.counters["crc_errors"] += st.crc_errors - before[2]
+            out: list[bytes] = []
+            for _, seq in bad:
+                self.counters["naks_sent"] += 1
+                out.append(self._frame("NAK", seq, P.NAK_CRC))
+            for f in frames:
+                out += self._handle(f)
+            return out
+
+    def poll(self, room: bool = True) -> list[bytes]:
+        """Watchdog and streaming; called by the I/O loop whenever it wakes."""
+        with self.lock:
+            t = self.clock()
+            if self.armed and t - self.last_rx > self.cfg.watchdog_s:
+                self._trip(t, 1)
+            out: list[bytes] = []
+            s = self.sweep
+            if s is None or not room:
+                return out
+            limit = min(s.produced, s.acked + s.window)
+            while s.next_send < limit and len(out) < 8:
+                out.append(self._result_frame(s, s.next_send))
+                s.next_send += 1
+            if (s.overflow or s.fault) and not s.overflow_sent and s.next_send >= s.produced:
+                s.overflow_sent = True
+                self.counters["blocks_sent"] += 1
+                why = P.RESULT_OVERFLOW if s.overflow else P.RESULT_ABORTED
+                out.append(self._frame("RESULT", s.produced, s.id, s.produced,
+                                       min(s.produced * s.block, s.n),
+                                       why | P.RESULT_LAST, flags=P.FLAG_STREAM))
+            if s.running and s.produced >= s.n_blocks:
+                s.running = False
+                s.finished = True
+                self._hold_last_point(s, t)
+            return out
+
+    def _result_frame(self, s: _Sweep, b: int) -> bytes:
+        first = b * s.block
+        last = min(first + s.block, s.n)
+        flags = P.RESULT_LAST if b == s.n_blocks - 1 else 0
+        self.counters["blocks_sent"] += 1
+        return self._frame("RESULT", b, s.id, b, first, flags, tail=s.results[first:last],
+                           flags=P.FLAG_STREAM)
+
+    # ---- compute worker interface -----------------------------------------------------
+    def take_job(self, timeout: float = 0.1) -> _Job | None:
+        with self.lock:
+            s = self.sweep
+            ok = (s is not None and s.running and s.computing < s.n_blocks
+                  and (self.cfg.realtime or s.computing - s.acked < self.cfg.fifo_blocks))
+            if not ok:
+                self.lock.wait(timeout)
+                return None
+            b = s.computing
+            s.computing += 1
+            first = b * s.block
+            codes = s.codes[first:min(first + s.block, s.n)]
+            return _Job(s, b, np.ascontiguousarray(self.dac_output(codes)))
+
+    def run_job(self, job: _Job) -> np.ndarray:
+        """The analog conversion (outside the lock; the only caller of device.convert)."""
+        na = self.device.convert(job.volts, job.sweep.period_s, job.sweep.oversample)
+        return self.adc(np.asarray(na, dtype=np.float64))
+
+    def fail_job(self, job: _Job, error: Exception) -> None:
+        """The analog side raised: end the sweep, tell the host, keep serving."""
+        with self.lock:
+            s = job.sweep
+            self._push_error(P.ERR_DEVICE, 0, job.block)
+            self.device_error = f"{type(error).__name__}: {error}"
+            if s is self.sweep and s.running:
+                s.fault = True
+                s.running = False
+                s.finished = True
+                s.n_blocks = s.produced
+
+    def finish_job(self, job: _Job, codes: np.ndarray) -> None:
+        with self.lock:
+            s = job.sweep
+            if s is not self.sweep or not s.running:
+                return
+            if self.cfg.realtime and s.produced - s.acked >= self.cfg.fifo_blocks:
+                # The sample clock does not wait: a full FIFO loses this block.
+                s.overflow = True
+                self.overflowed = True
+                self.counters["overflows"] += 1
+                self._push_error(P.ERR_OVERFLOW, 0, job.block)
+                s.running = False
+                s.finished = True
+                s.n_blocks = s.produced  # nothing after the loss is valid
+                return
+            first = job.block * s.block
+            s.results[first:first + len(codes)] = codes
+            s.produced += 1
+
+    # ---- command handling -------------------------------------------------------------
+    def _handle(self, f: P.Frame) -> list[bytes]:
+        t = self.clock()
+        self.counters["rx_frames"] += 1
+        self.last_rx = t     # any valid frame pets the watchdog
+        m = P.BY_ID.get(f.msg)
+        if m is None or m.kind != "cmd":
+            self.counters["unknown_commands"] += 1
+            return self._error(f.seq, P.ERR_UNKNOWN_COMMAND, f.msg, f"unknown command 0x{f.msg:02x}")
+        if f.flags & P.FLAG_NOREPLY:
+            if m.name == "CREDIT" and self.connected:
+                self._credit(f)
+            return []
+        key = zlib.crc32(bytes([f.msg]) + f.payload)
+        hit = self.cache.get(f.seq)
+        if hit is not None and hit[0] == key:
+            self.counters["cached_replies"] += 1
+            return list(hit[1])
+        out = self._execute(m, f, t)
+        if m.name == "HELLO":
+            self.cache.clear()
+        self.cache[f.seq] = (key, out)
+        self.cache.move_to_end(f.seq)
+        while len(self.cache) > self.cfg.reply_cache:
+            self.cache.popitem(last=False)
+        return out
+
+    def _execute(self, m: P.Message, f: P.Frame, t: float) -> list[bytes]:
+        try:
+            values, tail = m.decode(f.payload)
+        except ValueError as e:
+            self.counters["malformed"] += 1
+            return self._error(f.seq, P.ERR_MALFORMED, f.msg, str(e))
+        if m.name != "HELLO" and not self.connected:
+            return self._error(f.seq, P.ERR_NOT_CONNECTED, f.msg, "send HELLO first")
+        if not self.armed and m.name not in _SAFE_OK:
+            return self._error(f.seq, P.ERR_SAFE_STATE, f.msg,
+                               "safe state latched (watchdog, port closed or SAFE); send ARM")
+        handler = getattr(self, "_cmd_" + m.name.lower())
+        return handler(f.seq, values, tail, t)
+
+    def _cmd_hello(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        major, _minor, schema = v
+        ok = major == P.PROTOCOL_MAJOR and schema == P.SCHEMA_HASH
+        self.connected = ok
+        if not ok:
+            self._push_error(P.ERR_VERSION, seq, major)
+        status = P.HELLO_OK if ok else P.HELLO_INCOMPATIBLE
+        return [self._frame("HELLO_REPLY", seq, status, P.PROTOCOL_MAJOR, P.PROTOCOL_MINOR,
+                            P.SCHEMA_HASH, P.MAX_PAYLOAD)]
+
+    def _cmd_identify(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        (page,) = v
+        size = P.MAX_PAYLOAD - 4
+        n_pages = max(1, -(-len(self._identity) // size))
+        if page >= n_pages:
+            return self._error(seq, P.ERR_BAD_PAGE, page, f"identity has {n_pages} pages")
+        chunk = self._identity[page * size:(page + 1) * size]
+        return [self._frame("IDENTITY", seq, page, n_pages, tail=chunk)]
+
+    def _cmd_status(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        flags = (P.STATUS_ARMED if self.armed else 0) | (P.STATUS_CONNECTED if self.connected else 0)
+        flags |= P.STATUS_OVERFLOWED if self.overflowed else 0
+        s = self.sweep
+        sid, done, total = (s.id, s.produced, s.n_blocks) if s is not None else (0, 0, 0)
+        uptime = int((t - self.t_boot) * 1000) & 0xFFFFFFFF
+        return [self._frame("STATUS_REPLY", seq, self.state(t), flags, len(self.errors), uptime,
+                            sid, done, total)]
+
+    def _cmd_get_outputs(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        out = self.nominal_to_codes(self.ramp.at(t))
+        tgt = self.nominal_to_codes(self.ramp.target)
+        return [self._frame("OUTPUTS", seq, tail=np.concatenate([out, tgt]).astype(np.uint16))]
+
+    def _check_limits(self, seq: int, codes: np.ndarray, offset: int) -> list[bytes] | None:
+        lo, hi = self.limit_codes[:, 0], self.limit_codes[:, 1]
+        bad = (codes < lo) | (codes > hi)
+        if not bad.any():
+            return None
+        row, ch = map(int, np.argwhere(bad)[0])
+        self.counters["limit_rejects"] += 1
+        v = float(self.codes_to_nominal(codes[row, ch]))
+        lo_v, hi_v = self.cfg.limits_v[ch]
+        return self._error(seq, P.ERR_LIMIT, ((offset + row) << 3) | ch,
+                           f"e{ch} sample {offset + row}: {v:.6f} V outside [{lo_v}, {hi_v}] V")
+
+    def _cmd_set(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        (rate_mv,) = v
+        if len(tail) != N_ACTIVATION:
+            self.counters["malformed"] += 1
+            return self._error(seq, P.ERR_MALFORMED, len(tail), f"SET needs {N_ACTIVATION} codes")
+        if self.sweep is not None and self.sweep.running:
+            return self._error(seq, P.ERR_BUSY, 0, "a sweep is running")
+        codes = np.asarray(tail, dtype=np.int64).reshape(1, N_ACTIVATION)
+        err = self._check_limits(seq, codes, 0)
+        if err:
+            return err
+        rate = self.cfg.max_slew_v_per_s if rate_mv == 0 else min(rate_mv / 1000.0,
+                                                                  self.cfg.max_slew_v_per_s)
+        ramp_s = self._ramp_to(self.codes_to_nominal(codes[0]), rate, t)
+        return [self._frame("SET_REPLY", seq, int(math.ceil(ramp_s * 1000)))]
+
+    def _cmd_arm(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        self.armed = True
+        self.last_rx = t
+        return [self._frame("ACK", seq)]
+
+    def _cmd_safe(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        self._trip(t, 0)
+        return [self._frame("ACK", seq)]
+
+    def _cmd_get_errors(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        (mx,) = v
+        items = [self.errors.popleft() for _ in range(min(mx, len(self.errors)))]
+        arr = np.array(items, dtype=[("code", "<u2"), ("seq", "<u2"), ("arg", "<i4")])
+        return [self._frame("ERRORS", seq, len(self.errors), tail=arr)]
+
+    def _cmd_get_counters(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        vals = np.array([self.counters[k] & 0xFFFFFFFF for k in COUNTER_NAMES], dtype=np.uint32)
+        return [self._frame("COUNTERS", seq, tail=vals)]
+
+    def _cmd_sweep_begin(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        sid, n, os_, period_ns, block = v
+        c = self.cfg
+        if self.sweep is not None and self.sweep.running:
+            return self._error(seq, P.ERR_BUSY, self.sweep.id, "a sweep is running; abort it first")
+        problems = []
+        if not 1 <= n <= c.max_sweep_samples:
+            problems.append(f"n_samples {n} not in 1..{c.max_sweep_samples}")
+        if not 1 <= os_ <= c.max_oversample:
+            problems.append(f"oversample {os_} not in 1..{c.max_oversample}")
+        if not c.min_period_ns <= period_ns <= c.max_period_ns:
+            problems.append(f"period_ns {period_ns} not in {c.min_period_ns}..{c.max_period_ns}")
+        if not 1 <= block <= c.max_block_samples:
+            problems.append(f"block_samples {block} not in 1..{c.max_block_samples}")
+        if problems:
+            return self._error(seq, P.ERR_BAD_ARGUMENT, 0, "; ".join(problems))
+        n_blocks = -(-n // block)
+        self.overflowed = False
+        self.sweep = _Sweep(sid, n, os_, period_ns * 1e-9, block,
+                            np.zeros((n, N_ACTIVATION), np.uint16), np.zeros(n, bool),
+                            np.zeros(n, np.int32), n_blocks)
+        return [self._frame("ACK", seq)]
+
+    def _sweep_for(self, seq: int, sid: int) -> tuple[_Sweep | None, list[bytes]]:
+        s = self.sweep
+        if s is None or s.id != sid:
+            return None, self._error(seq, P.ERR_BAD_SWEEP, sid, f"no sweep with id {sid}")
+        return s, []
+
+    def _cmd_sweep_data(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        sid, offset = v
+        s, err = self._sweep_for(seq, sid)
+        if s is None:
+            return err
+        if s.running or s.finished:
+            return self._error(seq, P.ERR_BUSY, sid, "sweep already started")
+        if len(tail) % N_ACTIVATION:
+            self.counters["malformed"] += 1
+            return self._error(seq, P.ERR_MALFORMED, len(tail), "codes not a multiple of 7")
+        k = len(tail) // N_ACTIVATION
+        if offset + k > s.n:
+            return self._error(seq, P.ERR_BAD_SWEEP, offset, f"offset {offset}+{k} beyond {s.n} samples")
+        codes = np.asarray(tail).reshape(k, N_ACTIVATION)
+        err = self._check_limits(seq, codes.astype(np.int64), offset)
+        if err:
+            return err
+        s.codes[offset:offset + k] = codes
+        s.have[offset:offset + k] = True
+        return [self._frame("ACK", seq)]
+
+    def _cmd_sweep_run(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        sid, window = v
+        s, err = self._sweep_for(seq, sid)
+        if s is None:
+            return err
+        if s.running or s.finished:
+            return self._error(seq, P.ERR_BUSY, sid, "sweep already started")
+        if not s.have.all():
+            missing = int(np.argmin(s.have))
+            return self._error(seq, P.ERR_INCOMPLETE, missing, f"sample {missing} not uploaded")
+        s.window = max(1, window)
+        s.running = True
+        s.t_start = t
+        self.lock.notify_all()
+        return [self._frame("ACK", seq)]
+
+    def _credit(self, f: P.Frame) -> None:
+        try:
+            (sid, nxt, window, flags), _ = P.BY_NAME["CREDIT"].decode(f.payload)
+        except ValueError:
+            self.counters["malformed"] += 1
+            return
+        s = self.sweep
+        if s is None or s.id != sid:
+            return
+        s.acked = max(s.acked, min(nxt, s.n_blocks))
+        s.window = max(1, window)
+        if flags & P.CREDIT_REWIND and nxt < s.next_send:
+            self.counters["blocks_resent"] += s.next_send - max(nxt, s.acked)
+            s.next_send = max(nxt, s.acked)
+            s.overflow_sent = False
+        self.lock.notify_all()
+
+    def _cmd_credit(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        return self._error(seq, P.ERR_MALFORMED, 0, "CREDIT must carry FLAG_NOREPLY")
+
+    def _cmd_sweep_abort(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
+        (sid,) = v
+        s = self.sweep
+        if s is not None and s.id == sid:
+            self._abort_sweep(t)
+        return [self._frame("ACK", seq)]
