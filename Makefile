@@ -20,7 +20,7 @@ $(PY):
 # Build tools first (the package is built without isolation so rebuilds are incremental),
 # torch pinned to the CPU build that pip finds on these machines (training only).
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -q "scikit-build-core>=0.10" "cython>=3.0" ninja cmake
+	$(PIP) install -q "scikit-build-core>=0.10" "cython>=3.0" "numpy>=1.26" ninja cmake
 	$(PIP) install -q "torch==2.13.0"
 	$(LOCK) $(PIP) install -q --no-build-isolation -e ".[test,train]"
 	touch $(STAMP)
@@ -39,6 +39,8 @@ SURROGATE_BOARD ?= sim://?seed=0
 SURROGATE_TRAIN_N ?= 1000000
 SURROGATE_TEST_N ?= 100000
 DATA ?= data
+SURROGATE_TRAIN_ARGS ?= --batch 512 --lr 1e-3
+SURROGATE_CURVE_ARGS ?= --sizes 10000,30000,100000,300000 --batch 512 --lr 1e-3 --max-minutes 4
 surrogate: build
 	rm -rf $(DATA)/seed0-train $(DATA)/seed0-test
 	$(PY) -m host.sample --board "$(SURROGATE_BOARD)" --n $(SURROGATE_TRAIN_N) --seed 0 --out $(DATA)/seed0-train

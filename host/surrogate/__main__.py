@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-minutes", type=float, default=None, help="stop after this long, keeping the best model")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu, cuda")
+    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     t.add_argument("--no-plots", action="store_true")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--max-minutes", type=float, default=None, help="per size")
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--device", default="auto")
+    cv.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     cv.add_argument("--no-plots", action="store_true")
     cv.add_argument("--no-progress", action="store_true")
     cv.set_defaults(func=_curve)
@@ -219,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except (ds.DatasetError, onnx_file.SurrogateFileError, ValueError) as e:

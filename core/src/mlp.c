@@ -1,0 +1,383 @@
+/* Packing, run-time dispatch, block driver, threading and the network engine. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dnpu_core.h"
+#include "kernels.h"
+
+#define BLK 32                /* samples per block pushed through all layers */
+#define MIN_ROWS_PER_THREAD 128 /* below this a thread costs more than it saves */
+#define STACK_FLOATS 8192     /* scratch kept on the stack when it fits (32 KB) */
+
+/* ---- dispatch (the one piece of process-wide state, written once) ----------------------- */
+
+static pthread_once_t dispatch_once = PTHREAD_ONCE_INIT;
+static int isa_ok[DNPU_ISA_COUNT];
+static int isa_default;
+static int isa_env_status;
+static const char *const isa_names[DNPU_ISA_COUNT] = {"generic", "avx2", "avx512"};
+
+static void dispatch_init(void) {
+  isa_ok[DNPU_ISA_GENERIC] = 1;
+#ifdef DNPU_X86_KERNELS
+  __builtin_cpu_init();
+  isa_ok[DNPU_ISA_AVX2] = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  isa_ok[DNPU_ISA_AVX512] = __builtin_cpu_supports("avx512f") && isa_ok[DNPU_ISA_AVX2];
+#endif
+  isa_default = DNPU_ISA_GENERIC;
+  for (int i = 0; i < DNPU_ISA_COUNT; i++)
+    if (isa_ok[i]) isa_default = i;
+  const char *env = getenv("DNPU_CORE_ISA");
+  isa_env_status = 0;
+  if (env && *env) {
+    int found = -1;
+    for (int i = 0; i < DNPU_ISA_COUNT; i++)
+      if (strcmp(env, isa_names[i]) == 0) found = i;
+    if (found < 0)
+      isa_env_status = 1;
+    else if (!isa_ok[found])
+      isa_env_status = 2;
+    else
+      isa_default = found;
+  }
+}
+
+int dnpu_isa_supported(int isa) {
+  pthread_once(&dispatch_once, dispatch_init);
+  return isa >= 0 && isa < DNPU_ISA_COUNT && isa_ok[isa];
+}
+int dnpu_default_isa(void) {
+  pthread_once(&dispatch_once, dispatch_init);
+  return isa_default;
+}
+int dnpu_isa_env_status(void) {
+  pthread_once(&dispatch_once, dispatch_init);
+  return isa_env_status;
+}
+const char *dnpu_isa_name(int isa) {
+  return (isa >= 0 && isa < DNPU_ISA_COUNT) ? isa_names[isa] : "unknown";
+}
+
+static const dnpu_kernels *kernels_for(int isa) {
+  if (!dnpu_isa_supported(isa)) return NULL;
+  switch (isa) {
+#ifdef DNPU_X86_KERNELS
+    case DNPU_ISA_AVX512: return &dnpu_kernels_avx512;
+    case DNPU_ISA_AVX2: return &dnpu_kernels_avx2;
+#endif
+    default: return &dnpu_kernels_generic;
+  }
+}
+
+/* ---- packing ----------------------------------------------------------------------------- */
+
+static float *alloc_floats(size_t n) {
+  size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
+  if (bytes == 0) bytes = 64;
+  float *p = aligned_alloc(64, bytes);
+  if (p) memset(p, 0, bytes);
+  return p;
+}
+
+int dnpu_layer_pack(dnpu_layer *L, int k, int n, const float *Wt, const float *b, int relu) {
+  if (!L || !Wt || k <= 0 || n <= 0) return DNPU_ERR_ARG;
+  memset(L, 0, sizeof *L);
+  L->k = k;
+  L->n = n;
+  L->npad = (n + DNPU_LANES - 1) / DNPU_LANES * DNPU_LANES;
+  L->relu = relu ? 1 : 0;
+  L->w = alloc_floats(n == 1 ? (size_t)k : (size_t)k * L->npad);
+  L->b = alloc_floats((size_t)L->npad);
+  if (!L->w || !L->b) {
+    dnpu_layer_free(L);
+    return DNPU_ERR_NOMEM;
+  }
+  if (n == 1) {
+    memcpy(L->w, Wt, (size_t)k * sizeof(float));
+  } else {
+    for (int j = 0; j < n; j++)
+      for (int kk = 0; kk < k; kk++) L->w[(size_t)kk * L->npad + j] = Wt[(size_t)j * k + kk];
+  }
+  if (b) memcpy(L->b, b, (size_t)n * sizeof(float));
+  return DNPU_OK;
+}
+
+void dnpu_layer_free(dnpu_layer *L) {
+  if (!L) return;
+  free(L->w);
+  free(L->b);
+  L->w = L->b = NULL;
+}
+
+/* ---- the MLP block driver ---------------------------------------------------------------- */
+
+static int mlp_width(const dnpu_mlp *m) { /* widest padded activation row */
+  int w = DNPU_LANES;
+  for (int l = 0; l < m->n_layers; l++)
+    if (m->layer[l].npad > w) w = m->layer[l].npad;
+  return w;
+}
+
+/* rows <= BLK samples through every layer; buf0/buf1 hold BLK rows of ldb floats each. */
+static void mlp_rows(const dnpu_mlp *m, dnpu_layer_fn fn, size_t rows, const float *x, size_t ldx,
+                     float *y, size_t ldy, float *buf0, float *buf1, size_t ldb) {
+  const float *in = x;
+  size_t ldin = ldx;
+  float *bufs[2] = {buf0, buf1};
+  const int last = m->n_layers - 1;
+  for (int l = 0; l <= last; l++) {
+    const dnpu_layer *L = &m->layer[l];
+    if (l == last && L->n == 1) {
+      fn(L, rows, in, ldin, y, ldy);
+      return;
+    }
+    float *out = bufs[l & 1];
+    fn(L, rows, in, ldin, out, ldb);
+    in = out;
+    ldin = ldb;
+  }
+  const int nout = m->layer[last].n;
+  for (size_t r = 0; r < rows; r++) memcpy(y + r * ldy, in + r * ldin, (size_t)nout * sizeof(float));
+}
+
+/* Threads take blocks of BLK samples from a shared counter, so a thread slowed down by other
+ * work on a shared machine simply takes fewer blocks. */
+typedef struct mlp_job {
+  const dnpu_mlp *m;
+  dnpu_layer_fn fn;
+  atomic_size_t *next;
+  size_t n;
+  const float *x;
+  size_t ldx;
+  float *y;
+  size_t ldy;
+  int err;
+} mlp_job;
+
+static void *mlp_job_run(void *arg) {
+  mlp_job *j = arg;
+  const size_t ldb = (size_t)mlp_width(j->m);
+  const size_t rows_blk = j->n < BLK ? j->n : BLK;
+  const size_t need = 2 * rows_blk * ldb;
+  _Alignas(64) float stackbuf[STACK_FLOATS];
+  float *buf = stackbuf;
+  if (need > STACK_FLOATS) {
+    buf = alloc_floats(need);
+    if (!buf) {
+      j->err = DNPU_ERR_NOMEM;
+      return NULL;
+    }
+  }
+  for (;;) {
+    const size_t i = atomic_fetch_add(j->next, BLK);
+    if (i >= j->n) break;
+    const size_t rows = j->n - i < BLK ? j->n - i : BLK;
+    mlp_rows(j->m, j->fn, rows, j->x + i * j->ldx, j->ldx, j->y + i * j->ldy, j->ldy, buf,
+             buf + rows_blk * ldb, ldb);
+  }
+  if (buf != stackbuf) free(buf);
+  return NULL;
+}
+
+/* Runs jobs[0..n) on n threads (the caller runs jobs[0]); a job whose thread cannot be
+ * created runs in the caller. */
+static void run_jobs(void *jobs, size_t job_size, int n, void *(*run)(void *)) {
+  pthread_t tid[DNPU_MAX_THREADS];
+  int started[DNPU_MAX_THREADS];
+  for (int t = 1; t < n; t++)
+    started[t] = pthread_create(&tid[t], NULL, run, (char *)jobs + t * job_size) == 0;
+  run(jobs);
+  for (int t = 1; t < n; t++) {
+    if (started[t])
+      pthread_join(tid[t], NULL);
+    else
+      run((char *)jobs + t * job_size);
+  }
+}
+
+static int threads_for(size_t n, int n_threads) {
+  size_t t = (n + MIN_ROWS_PER_THREAD - 1) / MIN_ROWS_PER_THREAD;
+  if (t < 1) t = 1;
+  if (t > (size_t)n_threads) t = (size_t)n_threads;
+  return (int)t;
+}
+
+int dnpu_mlp_eval(const dnpu_mlp *m, int isa, int n_threads, size_t n, const float *x,
+                  size_t ldx, float *y, size_t ldy) {
+  if (!m || m->n_layers < 1 || m->n_layers > DNPU_MAX_LAYERS) return DNPU_ERR_ARG;
+  if (n_threads < 1 || n_threads > DNPU_MAX_THREADS) return DNPU_ERR_ARG;
+  const dnpu_kernels *kern = kernels_for(isa);
+  if (!kern) return DNPU_ERR_ISA;
+  if (n == 0) return DNPU_OK;
+  if (!x || !y) return DNPU_ERR_ARG;
+  const int T = threads_for(n, n_threads);
+  mlp_job jobs[DNPU_MAX_THREADS];
+  atomic_size_t next;
+  atomic_init(&next, 0);
+  for (int t = 0; t < T; t++) jobs[t] = (mlp_job){m, kern->layer, &next, n, x, ldx, y, ldy, DNPU_OK};
+  run_jobs(jobs, sizeof(mlp_job), T, mlp_job_run);
+  for (int t = 0; t < T; t++)
+    if (jobs[t].err) return jobs[t].err;
+  return DNPU_OK;
+}
+
+/* ---- network engine ---------------------------------------------------------------------- */
+
+static inline size_t pad16(size_t n) { return (n + DNPU_LANES - 1) / DNPU_LANES * DNPU_LANES; }
+
+typedef struct net_job {
+  const dnpu_net *net;
+  dnpu_layer_fn fn;
+  atomic_size_t *next;
+  size_t n;
+  const float *x;
+  float *y;
+  size_t ldact, ldmlp, ldnode; /* row strides of the scratch areas */
+  int err;
+} net_job;
+
+static void net_rows(const net_job *j, size_t rows, const float *x, float *y, float *act0,
+                     float *act1, float *node_in, float *mlp0, float *mlp1) {
+  const dnpu_net *net = j->net;
+  const float *in = x;
+  size_t ldin = (size_t)net->n_in;
+  float *acts[2] = {act0, act1};
+  const size_t lda = j->ldact;
+  for (int o = 0; o < net->n_ops; o++) {
+    const dnpu_op *op = &net->ops[o];
+    float *out = acts[o & 1];
+    switch (op->kind) {
+      case DNPU_OP_LINEAR:
+        j->fn(&op->lin, rows, in, ldin, out, lda);
+        break;
+      case DNPU_OP_AFFINE:
+        for (size_t r = 0; r < rows; r++) {
+          const float *restrict ir = in + r * ldin;
+          float *restrict orow = out + r * lda;
+          for (int c = 0; c < op->n_out; c++) orow[c] = ir[c] * op->scale[c] + op->shift[c];
+        }
+        break;
+      case DNPU_OP_DNPU:
+        for (int q = 0; q < op->n_nodes; q++) {
+          const dnpu_node *nd = &op->nodes[q];
+          const size_t ldn = j->ldnode;
+          for (size_t r = 0; r < rows; r++) {
+            const float *restrict ir = in + r * ldin;
+            float *restrict vr = node_in + r * ldn;
+            for (int d = 0; d < nd->n_data; d++) {
+              float v = ir[nd->in_index[d]] * nd->in_scale[d] + nd->in_offset[d];
+              v = v < nd->lo[d] ? nd->lo[d] : v; /* comparisons keep NaN */
+              v = v > nd->hi[d] ? nd->hi[d] : v;
+              vr[d] = v;
+            }
+          }
+          mlp_rows(nd->mlp, j->fn, rows, node_in, ldn, out + q, lda, mlp0, mlp1, j->ldmlp);
+          const float s = nd->out_scale, off = nd->out_offset;
+          for (size_t r = 0; r < rows; r++) out[r * lda + q] = out[r * lda + q] * s + off;
+        }
+        break;
+      default:
+        break;
+    }
+    in = out;
+    ldin = lda;
+  }
+  for (size_t r = 0; r < rows; r++)
+    memcpy(y + r * (size_t)net->n_out, in + r * ldin, (size_t)net->n_out * sizeof(float));
+}
+
+static void *net_job_run(void *arg) {
+  net_job *j = arg;
+  const size_t a = BLK * j->ldact, m = BLK * j->ldmlp, nd = BLK * j->ldnode;
+  float *buf = alloc_floats(2 * a + nd + 2 * m);
+  if (!buf) {
+    j->err = DNPU_ERR_NOMEM;
+    return NULL;
+  }
+  const dnpu_net *net = j->net;
+  for (;;) {
+    const size_t i = atomic_fetch_add(j->next, BLK);
+    if (i >= j->n) break;
+    const size_t rows = j->n - i < BLK ? j->n - i : BLK;
+    net_rows(j, rows, j->x + i * (size_t)net->n_in, j->y + i * (size_t)net->n_out, buf, buf + a,
+             buf + 2 * a, buf + 2 * a + nd, buf + 2 * a + nd + m);
+  }
+  free(buf);
+  return NULL;
+}
+
+int dnpu_net_eval(const dnpu_net *net, int isa, int n_threads, size_t n, const float *x, float *y) {
+  if (!net || net->n_ops < 1 || net->n_in < 1 || net->n_out < 1) return DNPU_ERR_ARG;
+  if (n_threads < 1 || n_threads > DNPU_MAX_THREADS) return DNPU_ERR_ARG;
+  const dnpu_kernels *kern = kernels_for(isa);
+  if (!kern) return DNPU_ERR_ISA;
+  if (n == 0) return DNPU_OK;
+  if (!x || !y) return DNPU_ERR_ARG;
+  size_t ldact = pad16((size_t)net->n_in), ldmlp = DNPU_LANES, ldnode = 1;
+  for (int o = 0; o < net->n_ops; o++) {
+    const dnpu_op *op = &net->ops[o];
+    if (pad16((size_t)op->n_out) > ldact) ldact = pad16((size_t)op->n_out);
+    if (op->kind == DNPU_OP_DNPU)
+      for (int q = 0; q < op->n_nodes; q++) {
+        const dnpu_node *nd = &op->nodes[q];
+        if ((size_t)mlp_width(nd->mlp) > ldmlp) ldmlp = (size_t)mlp_width(nd->mlp);
+        if ((size_t)nd->n_data > ldnode) ldnode = (size_t)nd->n_data;
+      }
+  }
+  const int T = threads_for(n, n_threads);
+  net_job jobs[DNPU_MAX_THREADS];
+  atomic_size_t next;
+  atomic_init(&next, 0);
+  for (int t = 0; t < T; t++)
+    jobs[t] = (net_job){net, kern->layer, &next, n, x, y, ldact, ldmlp, ldnode, DNPU_OK};
+  run_jobs(jobs, sizeof(net_job), T, net_job_run);
+  for (int t = 0; t < T; t++)
+    if (jobs[t].err) return jobs[t].err;
+  return DNPU_OK;
+}
+
+/* ---- FMA peak ---------------------------------------------------------------------------- */
+
+typedef struct fma_job {
+  dnpu_fma_spin_fn spin;
+  long iters;
+  double flops, seconds;
+  float sink;
+} fma_job;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *fma_job_run(void *arg) {
+  fma_job *j = arg;
+  double t0 = now_s();
+  j->flops = j->spin(j->iters, &j->sink);
+  j->seconds = now_s() - t0;
+  return NULL;
+}
+
+double dnpu_fma_peak_gflops(int isa, int n_threads, double seconds) {
+  const dnpu_kernels *kern = kernels_for(isa);
+  if (!kern || n_threads < 1 || n_threads > DNPU_MAX_THREADS || !(seconds > 0)) return -1.0;
+  /* calibrate on one thread */
+  fma_job probe = {kern->fma_spin, 1 << 16, 0, 0, 0};
+  for (;;) {
+    fma_job_run(&probe);
+    if (probe.seconds > 0.01 || probe.iters > (1L << 40)) break;
+    probe.iters *= 4;
+  }
+  long iters = (long)((double)probe.iters * seconds / probe.seconds) + 1;
+  fma_job jobs[DNPU_MAX_THREADS];
+  for (int t = 0; t < n_threads; t++) jobs[t] = (fma_job){kern->fma_spin, iters, 0, 0, 0};
+  run_jobs(jobs, sizeof(fma_job), n_threads, fma_job_run);
+  double gflops = 0.0;
+  for (int t = 0; t < n_threads; t++) gflops += jobs[t].flops / jobs[t].seconds * 1e-9;
+  return gflops;
+}

@@ -1,0 +1,99 @@
+"""core.Surrogate: a DNPU surrogate MLP (volts -> nA) evaluated by the C kernels."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from . import _engine
+from ._onnx import load_model, read_dense_chain
+
+__all__ = ["Surrogate"]
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+class Surrogate(_engine.Mlp):
+    """A dense ReLU network, packed once for the C kernels.
+
+    ``Surrogate(weights, biases, relu=None, metadata=None)``: ``weights[l]`` is ``[n_out, n_in]``
+    (the torch ``nn.Linear`` / ONNX ``Gemm transB=1`` layout), ``biases[l]`` is ``[n_out]`` or
+    None, ``relu[l]`` says whether a ReLU follows layer l (default: after every layer but the
+    last).  Weights are stored as float32 and must be finite.
+
+    ``evaluate(x, *, threads=1, isa=None)`` maps float32 ``[n, n_inputs]`` to ``[n]`` (one
+    output) or ``[n, n_outputs]``; see docs/core.md for the handling of other inputs.
+    """
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray | None, ...]
+    relu: tuple[bool, ...]
+    metadata: dict[str, str]
+
+    def __init__(self, weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None,
+                 relu: Sequence[bool] | None = None,
+                 metadata: Mapping[str, str] | None = None) -> None:
+        n = len(weights)
+        if n == 0:
+            raise ValueError("weights: at least one layer is needed")
+        if biases is None:
+            biases = [None] * n
+        if relu is None:
+            relu = [True] * (n - 1) + [False]
+        if len(biases) != n or len(relu) != n:
+            raise ValueError(f"weights, biases and relu must have the same length, got "
+                             f"{n}, {len(biases)}, {len(relu)}")
+        Ws: list[np.ndarray] = []
+        bs: list[np.ndarray | None] = []
+        width: int | None = None
+        for l, (W, b) in enumerate(zip(weights, biases)):
+            W = np.asarray(W)
+            if W.ndim != 2 or W.dtype.kind not in "fiu" or W.size == 0:
+                raise ValueError(f"weights[{l}]: expected a non-empty 2-D numeric array, got "
+                                 f"shape {W.shape} dtype {W.dtype}")
+            if width is not None and W.shape[1] != width:
+                raise ValueError(f"weights[{l}]: inconsistent shapes: expects {W.shape[1]} "
+                                 f"inputs, layer {l - 1} produces {width}")
+            W32 = np.array(W, dtype=np.float32, order="C")
+            if not np.all(np.isfinite(W32)):
+                raise ValueError(f"weights[{l}]: holds NaN or inf (or overflows float32)")
+            b32 = None
+            if b is not None:
+                b32 = np.array(b, dtype=np.float32).reshape(-1)
+                if b32.shape != (W.shape[0],):
+                    raise ValueError(f"biases[{l}]: expected shape ({W.shape[0]},), got "
+                                     f"{np.shape(b)}")
+                if not np.all(np.isfinite(b32)):
+                    raise ValueError(f"biases[{l}]: holds NaN or inf")
+                b32 = _readonly(b32)
+            Ws.append(_readonly(W32))
+            bs.append(b32)
+            width = W.shape[0]
+        self._init_layers(Ws, bs, [bool(r) for r in relu])
+        self.weights = tuple(Ws)
+        self.biases = tuple(bs)
+        self.relu = tuple(bool(r) for r in relu)
+        self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike[str]) -> "Surrogate":
+        """Loads a Gemm/Relu chain (as torch.onnx.export writes for nn.Sequential of Linear and
+        ReLU), weights inline or in external data files.  Other graphs raise ValueError naming
+        the node; a missing file raises FileNotFoundError."""
+        chain = read_dense_chain(load_model(path), source=str(path))
+        return cls(chain.weights, chain.biases, chain.relu, chain.metadata)
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """(n_inputs, hidden..., n_outputs), e.g. (7, 90, 90, 90, 90, 90, 1)."""
+        return (self.n_inputs,) + tuple(int(W.shape[0]) for W in self.weights)
+
+    def __repr__(self) -> str:
+        return f"Surrogate(layer_sizes={self.layer_sizes}, macs_per_sample={self.macs})"
+
+    def __reduce__(self):  # no pickles in this product
+        raise TypeError("Surrogate objects are not picklable; save models as ONNX")

@@ -1,0 +1,62 @@
+"""python -m host.experiments {capacity,ring,gates,mnist} [options]
+
+Each experiment lives in its own module of this package, which provides
+
+    DESCRIPTION: str                                   one line for --help
+    add_arguments(p: argparse.ArgumentParser) -> None  its options
+    run(args: argparse.Namespace) -> int               the experiment; returns the exit status
+
+Modules are imported only when their sub-command runs, so one experiment's optional needs
+(a data package, a board) never break another.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: sub-command -> module under host.experiments
+EXPERIMENTS: dict[str, str] = {
+    "capacity": "capacity_cli",
+    "ring": "ring",
+    "gates": "gates",
+    "mnist": "mnist",
+}
+
+
+def _module(name: str):
+    return importlib.import_module(f"host.experiments.{EXPERIMENTS[name]}")
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m host.experiments",
+        description="Off-chip training of DNPU networks through a surrogate, and the paper's experiments. "
+                    "Each experiment writes its results, plots and exact configuration into --out.")
+    sub = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    # Only the chosen experiment's module is imported (its options are needed); the others are
+    # listed with a short help so `--help` still shows every experiment.
+    chosen = next((a for a in argv if a in EXPERIMENTS), None)
+    for name in EXPERIMENTS:
+        if name == chosen:
+            mod = _module(name)
+            sp = sub.add_parser(name, help=getattr(mod, "DESCRIPTION", name), description=getattr(mod, "DESCRIPTION", None),
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+            mod.add_arguments(sp)
+        else:
+            sub.add_parser(name, help=f"see `python -m host.experiments {name} --help`", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return int(_module(args.experiment).run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted: results written so far are kept in the output folder", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
