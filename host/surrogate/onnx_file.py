@@ -55,18 +55,20 @@ class SurrogateFile:
 
 
 def read(path: str | Path) -> SurrogateFile:
-    """Load and validate a surrogate ONNX file (Gemm/Relu chain with dnpu.* metadata)."""
-    import onnx
-    from onnx import numpy_helper
+    """Load and validate a surrogate ONNX file (Gemm/Relu chain with dnpu.* metadata).
+
+    The graph is parsed by the core's reader (core._onnx), the one parser of dense chains in the
+    product; its errors come back as SurrogateFileError naming the file and the node."""
+    from core._onnx import load_model, read_dense_chain
 
     path = Path(path)
     if not path.is_file():
         raise SurrogateFileError(f"{path}: no such file")
     try:
-        model = onnx.load(str(path))
-    except Exception as e:  # protobuf raises several types on garbage
-        raise SurrogateFileError(f"{path}: not an ONNX file ({type(e).__name__}: {e})") from None
-    props = {p.key: p.value for p in model.metadata_props}
+        chain = read_dense_chain(load_model(path), source=str(path))
+    except (ValueError, FileNotFoundError) as e:
+        raise SurrogateFileError(str(e)) from None
+    props = chain.metadata
     if props.get("dnpu.format") != FORMAT:
         raise SurrogateFileError(f"{path}: not a DNPU surrogate (metadata dnpu.format is "
                                  f"{props.get('dnpu.format')!r}, expected {FORMAT!r})")
@@ -80,35 +82,14 @@ def read(path: str | Path) -> SurrogateFile:
                 meta[k[5:]] = json.loads(v)
             except json.JSONDecodeError:
                 meta[k[5:]] = v
-    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    weights, biases = [], []
-    nodes = list(model.graph.node)
-    for i, node in enumerate(nodes):
-        if node.op_type == "Gemm":
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            if attrs.get("transA", 0) or len(node.input) < 2 or node.input[1] not in init:
-                raise SurrogateFileError(f"{path}: node {node.name or i} (Gemm) is not a plain dense layer")
-            w = init[node.input[1]].astype(np.float32) * float(attrs.get("alpha", 1.0))
-            if not attrs.get("transB", 0):
-                w = w.T
-            b = (init[node.input[2]].astype(np.float32) * float(attrs.get("beta", 1.0))
-                 if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0], np.float32))
-            weights.append(np.ascontiguousarray(w))
-            biases.append(np.broadcast_to(b, (w.shape[0],)).astype(np.float32))
-        elif node.op_type == "Relu":
-            if not weights:
-                raise SurrogateFileError(f"{path}: node {node.name or i}: Relu before any Gemm")
-        else:
-            raise SurrogateFileError(f"{path}: node {node.name or i} has op {node.op_type!r}; "
-                                     "a surrogate is a Gemm/Relu chain")
-    if not weights:
-        raise SurrogateFileError(f"{path}: no Gemm layers")
+    if any(r for r in chain.relu[-1:]) or not all(chain.relu[:-1]):
+        raise SurrogateFileError(f"{path}: a surrogate has a ReLU after every layer but the last")
+    weights = [np.ascontiguousarray(w, dtype=np.float32) for w in chain.weights]
+    biases = [np.zeros(w.shape[0], np.float32) if b is None else np.asarray(b, np.float32)
+              for w, b in zip(weights, chain.biases)]
     if weights[0].shape[1] != 7 or weights[-1].shape[0] != 1:
         raise SurrogateFileError(f"{path}: maps {weights[0].shape[1]} inputs to {weights[-1].shape[0]} "
                                  "outputs; a surrogate maps 7 volts to 1 current")
-    for a, b in zip(weights[:-1], weights[1:]):
-        if a.shape[0] != b.shape[1]:
-            raise SurrogateFileError(f"{path}: inconsistent layer shapes {a.shape} -> {b.shape}")
     ranges = np.asarray(meta["electrode_ranges_v"], dtype=np.float64)
     if ranges.shape != (7, 2):
         raise SurrogateFileError(f"{path}: dnpu.electrode_ranges_v must be 7 [lo, hi] pairs")
