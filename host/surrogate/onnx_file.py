@@ -99,8 +99,9 @@ def read(path: str | Path) -> SurrogateFile:
 def write(path: str | Path, weights: list[np.ndarray], biases: list[np.ndarray], metadata: dict[str, Any],
           producer: str = "dnpu-toolkit") -> None:
     """Write a Gemm/Relu chain (weights [out, in], inline) with the dnpu.* metadata."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from core._onnx import save_model
 
     if len(weights) != len(biases) or not weights:
         raise ValueError("need one bias per weight matrix")
@@ -124,12 +125,4 @@ def write(path: str | Path, weights: list[np.ndarray], biases: list[np.ndarray],
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name=producer)
     model.ir_version = 8
     props = {"dnpu.format": FORMAT, **{f"dnpu.{k}": json.dumps(v) for k, v in metadata.items()}}
-    for k, v in props.items():
-        e = model.metadata_props.add()
-        e.key, e.value = k, v
-    onnx.checker.check_model(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
+    save_model(model, props, path)

@@ -88,6 +88,22 @@ def test_mnist_shape_7_inputs(rng, surrogates, n):
     check(net, rng.uniform(-0.5, 0.5, (n, 784)).astype(np.float32))
 
 
+@pytest.mark.parametrize("zeros", (0.0, 0.3, 0.8, 1.0))
+def test_linear_layer_on_inputs_with_exact_zeros(rng, surrogates, zeros):
+    """Image-like inputs (mostly exact zeros, some rows dense): the zero-skipping linear layer
+    gives the reference sums on every path, including NaN/inf rows among sparse ones."""
+    net = mnist_net(rng, surrogates[0])
+    x = rng.uniform(0.0, 1.0, (203, 784)).astype(np.float32)
+    x[rng.uniform(size=x.shape) < zeros] = 0.0
+    x[::17] = rng.uniform(0.0, 1.0, (len(x[::17]), 784))  # some fully dense rows in between
+    check(net, x)
+    x[5, 100] = np.nan
+    x[6, 3] = np.inf
+    for isa in ISAS:
+        y = net.evaluate(x, isa=isa)
+        assert np.all(np.isnan(y[5])) and not np.isnan(y[[4, 7]]).any(), isa
+
+
 def test_mnist_shape_3_inputs_with_control_voltages(rng, surrogates):
     net = mnist_net(rng, surrogates[0], n_data=3)
     check(net, rng.uniform(-0.5, 0.5, (300, 784)).astype(np.float32))
@@ -172,6 +188,7 @@ def test_network_validation_errors(rng, surrogates):
         Network(2, ["relu"], s)
 
 
-def test_from_onnx_is_not_implemented_yet(tmp_path):
-    with pytest.raises(NotImplementedError, match="deploy issue"):
+def test_from_onnx_missing_file(tmp_path):
+    # the format itself is tested in tests/deploy/test_network_onnx.py
+    with pytest.raises(FileNotFoundError, match="net.onnx"):
         Network.from_onnx(tmp_path / "net.onnx")

@@ -1,0 +1,411 @@
+"""MNIST with 10 DNPU nodes: `python -m host.experiments mnist`.
+
+Trains, on the 55k/5k/10k split of host.mnist_data (pixels scaled to [-0.5, 0.5]):
+
+    rf3     linear 784 -> 30 (no bias) feeding 10 DNPU nodes, data on e0, e3, e4 (4 control voltages each)
+    rf7     linear 784 -> 70 feeding 10 DNPU nodes, data on all 7 electrodes (no control voltages)
+    nn3     the neural-network baseline with rf3's receptive fields (per class an MLP 3 -> 16 -> 16 -> 1)
+    nn7     the same with rf7's receptive fields (7 -> 16 -> 16 -> 1)
+    linear  plain linear softmax 784 -> 10 (reference)
+
+Each node's current times a learnable per-node scale plus offset is one class logit
+(cross-entropy). The DNPU models are exported as network ONNX files (core.network_onnx) and their
+test accuracy is measured by the C core on that file, next to torch's.
+
+Recipes: ``--recipe paper`` is the paper's (Adam lr 2e-5, batch 64, 80 epochs, weight decay 0.1
+on the linear layer, constant lr); ``--recipe default`` is the better one found here (see
+RECIPES and docs/model-format.md). Everything lands in --out: per model a checkpoint (.npz,
+resumable with --resume), a JSON report, a confusion-matrix plot; plus summary.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DESCRIPTION = "MNIST with 10 DNPU nodes (3 or 7 data electrodes each), NN baselines, linear softmax; exports network ONNX"
+
+MODEL_NAMES = ("rf3", "rf7", "nn3", "nn7", "linear")
+#: where `--export DIR` puts each DNPU model
+EXPORT_NAMES = {"rf7": "mnist.onnx", "rf3": "mnist_rf3.onnx"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train. schedule: 'const' | 'onecycle' (linear warm-up, cosine decay to 0)."""
+
+    name: str = "default"
+    lr: float = 3e-3
+    batch: int = 128
+    epochs: int = 40
+    weight_decay: float = 0.0       # L2 (Adam weight_decay) on the 784 -> K*D linear layer only
+    schedule: str = "onecycle"
+    warmup: float = 0.1             # fraction of the steps spent warming up (onecycle)
+    shift_px: int = 1               # augmentation: random shift of each training image by up to this many pixels
+    noise: float = -1.0             # DNPU output noise while training (nA); < 0: the surrogate's test RMSE
+    range_penalty: float = 0.0      # weight of the L1 penalty on data voltages outside their ranges
+    lr_head_factor: float = 1.0     # lr multiplier for everything but the linear layer
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("const", "onecycle"):
+            raise ValueError(f"schedule must be 'const' or 'onecycle', got {self.schedule!r}")
+        if not (self.lr > 0 and self.batch >= 1 and self.epochs >= 1 and self.shift_px >= 0):
+            raise ValueError("lr > 0, batch >= 1, epochs >= 1, shift_px >= 0 are required")
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe(name="paper", lr=2e-5, batch=64, epochs=80, weight_decay=0.1, schedule="const",
+                    warmup=0.0, shift_px=0, noise=0.0, range_penalty=0.0),
+    "default": Recipe(),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default=",".join(MODEL_NAMES),
+                   help=f"comma-separated subset of {', '.join(MODEL_NAMES)}")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="default",
+                   help="'default': Adam lr 3e-3 one-cycle (10 %% warm-up, cosine), batch 128, 40 epochs, batch-norm "
+                        "mapping into the electrode ranges, 1-pixel shifts, surrogate-RMSE output noise; 'paper': "
+                        "Adam lr 2e-5, batch 64, 80 epochs, weight decay 0.1")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate")
+    p.add_argument("--batch", type=int, default=None, help="override the recipe's batch size")
+    p.add_argument("--shift-px", type=int, default=None, help="override the recipe's augmentation shift")
+    p.add_argument("--noise", type=float, default=None, help="override the recipe's output noise (nA)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--range-penalty", type=float, default=None)
+    p.add_argument("--surrogate", default="models/surrogate.onnx", help="surrogate ONNX the DNPU nodes run on")
+    p.add_argument("--out", default="results/mnist", help="output folder")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="also copy the DNPU networks to DIR/mnist.onnx (rf7) and DIR/mnist_rf3.onnx (+ .json)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images (quick runs)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _recipe_from(args: argparse.Namespace) -> Recipe:
+    r = RECIPES[args.recipe]
+    over = {k: getattr(args, a) for k, a in (("epochs", "epochs"), ("lr", "lr"), ("batch", "batch"),
+                                            ("shift_px", "shift_px"), ("noise", "noise"),
+                                            ("weight_decay", "weight_decay"), ("range_penalty", "range_penalty"))
+            if getattr(args, a, None) is not None}
+    return dataclasses.replace(r, **over)
+
+
+def model_config(name: str):
+    from host.experiments.mnist_model import ModelConfig
+    return {
+        "rf3": ModelConfig(kind="dnpu", data_electrodes=(0, 3, 4), bias=False),
+        "rf7": ModelConfig(kind="dnpu", data_electrodes=tuple(range(7)), bias=True),
+        "nn3": ModelConfig(kind="nn", data_electrodes=(0, 3, 4), bias=False),
+        "nn7": ModelConfig(kind="nn", data_electrodes=tuple(range(7)), bias=True),
+        "linear": ModelConfig(kind="linear"),
+    }[name]
+
+
+def shift_batch(images, max_shift: int, gen):
+    """Random integer shifts (up to max_shift pixels in x and y, zero fill) of uint8 images [B, 28, 28]."""
+    import torch
+    if max_shift <= 0:
+        return images
+    b = images.shape[0]
+    m = max_shift
+    pad = torch.nn.functional.pad(images, (m, m, m, m))
+    dy = torch.randint(0, 2 * m + 1, (b,), generator=gen)
+    dx = torch.randint(0, 2 * m + 1, (b,), generator=gen)
+    ar = torch.arange(28)
+    rows = (dy[:, None] + ar)[:, :, None]
+    cols = (dx[:, None] + ar)[:, None, :]
+    return pad[torch.arange(b)[:, None, None], rows, cols]
+
+
+def _lr_at(step: int, total: int, r: Recipe) -> float:
+    if r.schedule == "const":
+        return r.lr
+    warm = max(1, int(r.warmup * total))
+    if step < warm:
+        return r.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return r.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def _opt_to_npz(opt) -> dict[str, np.ndarray]:
+    sd = opt.state_dict()
+    out: dict[str, np.ndarray] = {"opt.param_groups": np.frombuffer(json.dumps(sd["param_groups"]).encode(), np.uint8)}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            out[f"opt.state.{idx}.{k}"] = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+    return out
+
+
+def _opt_from_npz(opt, z: dict[str, np.ndarray]) -> None:
+    import torch
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in z.items():
+        if key.startswith("opt.state."):
+            _, _, idx, name = key.split(".", 3)
+            state.setdefault(int(idx), {})[name] = torch.as_tensor(v)
+    groups = json.loads(bytes(z["opt.param_groups"]).decode())
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def accuracy_and_confusion(pred: np.ndarray, labels: np.ndarray, k: int = 10) -> tuple[float, np.ndarray]:
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (labels, pred), 1)
+    return float(np.trace(cm) / max(1, cm.sum())), cm
+
+
+def plot_confusion(cm: np.ndarray, title: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    im = ax.imshow(cm, cmap="Blues")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_xticks(range(cm.shape[1]))
+    ax.set_yticks(range(cm.shape[0]))
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _predict(model, x, batch: int = 2000) -> np.ndarray:
+    import torch
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for a in range(0, x.shape[0], batch):
+            out.append(model(x[a:a + batch]).argmax(1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def train_model(name: str, recipe: Recipe, data, surrogate_path: Path, out: Path, *, device: str = "cpu",
+                seed: int = 0, train_subset: int | None = None, resume: bool = False,
+                progress: bool = True, log=print, model_cfg=None) -> dict[str, Any]:
+    """Train one model; returns its report (also written to out/<name>.json)."""
+    import torch
+    from tqdm import tqdm
+
+    from host.experiments import mnist_model as mm
+    from host.mnist_data import to_inputs
+    from host.surrogate import onnx_file
+    from host.surrogate.train import load_torch, pick_device
+
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    cfg = model_config(name) if model_cfg is None else model_cfg
+    sf_meta: dict[str, Any] = {}
+    if cfg.kind == "dnpu":
+        sf = onnx_file.read(surrogate_path)
+        sf_meta = sf.metadata
+        model = mm.build(cfg, load_torch(surrogate_path), sf.ranges_v)
+        noise = float(sf_meta.get("test_rmse_na", 0.0)) if recipe.noise < 0 else recipe.noise
+        model.noise_std_na = noise
+    else:
+        model = mm.build(cfg)
+        noise = 0.0
+    model.to(dev)
+    n_train = len(data.train) if train_subset is None else min(train_subset, len(data.train))
+    tr_img = torch.as_tensor(data.train.images[:n_train])
+    tr_lab = torch.as_tensor(data.train.labels[:n_train], device=dev)
+    xv = torch.as_tensor(to_inputs(data.val.images), device=dev)
+    xt = torch.as_tensor(to_inputs(data.test.images), device=dev)
+    lin_params = list(model.linear.parameters())
+    lin_ids = {id(p) for p in lin_params}
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in lin_ids]
+    groups = [{"params": lin_params, "weight_decay": recipe.weight_decay, "lr_factor": 1.0}]
+    if head:
+        groups.append({"params": head, "weight_decay": 0.0, "lr_factor": recipe.lr_head_factor})
+    opt = torch.optim.Adam(groups, lr=recipe.lr)
+    steps_per_epoch = -(-n_train // recipe.batch)
+    total = steps_per_epoch * recipe.epochs
+    ckpt = out / f"{name}.ckpt.npz"
+    history: list[dict[str, float]] = []
+    start_epoch, best = 0, {"val_acc": -1.0, "epoch": 0}
+    best_state = mm.state_to_numpy(model)
+    if resume and ckpt.is_file():
+        with np.load(ckpt, allow_pickle=False) as z:
+            zd = {k: z[k] for k in z.files}
+        mm.load_numpy_state(model, {k[6:]: v for k, v in zd.items() if k.startswith("model.")})
+        best_state = {k[5:]: v for k, v in zd.items() if k.startswith("best.")}
+        _opt_from_npz(opt, zd)
+        info = json.loads(bytes(zd["info"]).decode())
+        start_epoch, best, history = info["epoch"], info["best"], info["history"]
+        gen.manual_seed(seed + 7919 * start_epoch)
+        log(f"[{name}] resumed from {ckpt} at epoch {start_epoch}")
+    t0 = time.monotonic()
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, recipe.epochs):
+        model.train()
+        order = torch.randperm(n_train, generator=gen)
+        tot_loss, tot_ok = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"{name} epoch {epoch + 1}/{recipe.epochs}", unit="batch",
+                   disable=not progress, leave=False, dynamic_ncols=True)
+        for i in bar:
+            idx = order[i * recipe.batch:(i + 1) * recipe.batch]
+            img = shift_batch(tr_img[idx], recipe.shift_px, gen)
+            x = (img.reshape(len(idx), -1).to(torch.float32) / 255.0 - 0.5).to(dev)
+            y = tr_lab[idx.to(dev)]
+            lr = _lr_at(step, total, recipe)
+            for g in opt.param_groups:
+                g["lr"] = lr * g["lr_factor"]
+            logits = model(x)
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            if recipe.range_penalty > 0 and cfg.kind == "dnpu":
+                loss = loss + recipe.range_penalty * model.range_penalty(x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            model.project()
+            step += 1
+            tot_loss += float(loss.detach()) * len(idx)
+            tot_ok += int((logits.detach().argmax(1) == y).sum())
+            if i % 50 == 0:
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.1e}")
+        bar.close()
+        val_acc = float((_predict(model, xv) == data.val.labels).mean())
+        rec = {"epoch": epoch + 1, "train_loss": tot_loss / n_train, "train_acc": tot_ok / n_train,
+               "val_acc": val_acc, "lr": lr, "wall_s": time.monotonic() - t0}
+        history.append(rec)
+        if val_acc > best["val_acc"]:
+            best = {"val_acc": val_acc, "epoch": epoch + 1}
+            best_state = mm.state_to_numpy(model)
+        log(f"[{name}] epoch {epoch + 1}/{recipe.epochs} loss {rec['train_loss']:.4f} train {rec['train_acc']:.4f} "
+            f"val {val_acc:.4f} (best {best['val_acc']:.4f} @ {best['epoch']}) {rec['wall_s']:.0f} s")
+        z = {f"model.{k}": v for k, v in mm.state_to_numpy(model).items()}
+        z.update({f"best.{k}": v for k, v in best_state.items()})
+        z.update(_opt_to_npz(opt))
+        z["info"] = np.frombuffer(json.dumps({"epoch": epoch + 1, "best": best, "history": history}).encode(), np.uint8)
+        tmp = ckpt.with_name(ckpt.name + ".tmp.npz")
+        np.savez(tmp, **z)
+        tmp.replace(ckpt)
+    wall = time.monotonic() - t0
+    mm.load_numpy_state(model, best_state)
+    model.cpu()
+    xt_cpu = xt.cpu()
+    pred = _predict(model, xt_cpu)
+    acc, cm = accuracy_and_confusion(pred, data.test.labels)
+    report: dict[str, Any] = {
+        "model": name, "config": asdict(cfg), "recipe": asdict(recipe), "train_images": n_train,
+        "params": mm.params_count(model), "best_epoch": best["epoch"], "val_acc": best["val_acc"],
+        "test_acc_torch": acc, "train_wall_s": wall, "device": str(dev), "seed": seed,
+        "noise_std_na": noise, "history": history, "confusion_matrix": cm.tolist(),
+    }
+    if cfg.kind == "dnpu":
+        from core import Network
+        from core.network_onnx import write_network
+        onnx_path = out / f"{name}.onnx"
+        meta = {"task": "mnist", "dataset": "mnist:test", "input": "pixels/255 - 0.5, [n, 784] row-major 28x28",
+                "classes": list(range(10)), "model": name, "test_accuracy": acc,
+                "val_accuracy": best["val_acc"], "recipe": asdict(recipe),
+                "surrogate_test_rmse_na": sf_meta.get("test_rmse_na")}
+        write_network(onnx_path, mm.N_PIXELS, mm.to_layers(model), [surrogate_path], meta)
+        net = Network.from_onnx(onnx_path)
+        logits_core = net.evaluate(to_inputs(data.test.images), threads=1)
+        with torch.inference_mode():
+            logits_torch = model(xt_cpu).numpy()
+        acc_core, cm_core = accuracy_and_confusion(logits_core.argmax(1), data.test.labels)
+        import onnxruntime as ort
+        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        logits_ort = sess.run(None, {sess.get_inputs()[0].name: to_inputs(data.test.images)})[0]
+        report["ort_vs_torch_max_abs_logit_diff"] = float(np.max(np.abs(logits_ort - logits_torch)))
+        report["test_acc_onnxruntime"] = float((logits_ort.argmax(1) == data.test.labels).mean())
+        report.update({"onnx": str(onnx_path), "test_acc": acc_core, "confusion_matrix": cm_core.tolist(),
+                       "core_vs_torch_max_abs_logit_diff": float(np.max(np.abs(logits_core - logits_torch))),
+                       "core_vs_torch_argmax_agreement": float((logits_core.argmax(1) == logits_torch.argmax(1)).mean())})
+        cm = cm_core
+    else:
+        report["test_acc"] = acc
+    plot_confusion(cm, f"MNIST {name}: test accuracy {report['test_acc'] * 100:.2f} %", out / f"{name}_confusion.png")
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    log(f"[{name}] test accuracy {report['test_acc'] * 100:.2f} % (val {best['val_acc'] * 100:.2f} %, "
+        f"{wall / 60:.1f} min)")
+    return report
+
+
+#: the paper's MNIST test accuracies, for the report
+PAPER = {"rf3": 0.947, "rf7": 0.961, "nn3": 0.945, "nn7": 0.960}
+
+
+def write_summary(reports: dict[str, dict[str, Any]], path: Path) -> None:
+    """One table of every model's test accuracy beside the paper's (models/mnist_summary.json)."""
+    rows = {n: {"test_acc": r["test_acc"], "val_acc": r["val_acc"], "paper_test_acc": PAPER.get(n),
+                "params": r["params"], "best_epoch": r["best_epoch"], "train_wall_s": r["train_wall_s"],
+                "recipe": r["recipe"]["name"]} for n, r in reports.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"task": "mnist", "split": "55k train / 5k val / 10k test", "models": rows},
+                               indent=2) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    from host.mnist_data import MnistError, load_mnist
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    bad = [n for n in names if n not in MODEL_NAMES]
+    if bad or not names:
+        print(f"error: --models: unknown {bad}; choose from {', '.join(MODEL_NAMES)}", file=sys.stderr)
+        return 2
+    try:
+        recipe = _recipe_from(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        data = load_mnist()
+    except MnistError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sur = Path(args.surrogate)
+    if any(model_config(n).kind == "dnpu" for n in names) and not sur.is_file():
+        print(f"error: --surrogate {sur}: no such file", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"argv": sys.argv, "recipe": asdict(recipe), "models": names,
+                                                 "surrogate": str(sur), "seed": args.seed}, indent=2) + "\n")
+    reports = {}
+    for n in names:
+        reports[n] = train_model(n, recipe, data, sur, out, device=args.device, seed=args.seed,
+                                 train_subset=args.train_subset, resume=args.resume,
+                                 progress=not args.no_progress)
+    summary = {n: {"test_acc": r["test_acc"], "val_acc": r["val_acc"], "train_wall_s": r["train_wall_s"],
+                   "best_epoch": r["best_epoch"]} for n, r in reports.items()}
+    (out / "summary.json").write_text(json.dumps({"recipe": asdict(recipe), "models": summary}, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    if args.export:
+        import shutil
+        write_summary(reports, Path(args.export) / "mnist_summary.json")
+        exp = Path(args.export)
+        exp.mkdir(parents=True, exist_ok=True)
+        for n, fname in EXPORT_NAMES.items():
+            if n in reports:
+                shutil.copyfile(out / f"{n}.onnx", exp / fname)
+                rep = {k: v for k, v in reports[n].items() if k != "history"}
+                rep["onnx"] = str(exp / fname)
+                rep["history"] = reports[n]["history"]
+                (exp / fname.replace(".onnx", ".json")).write_text(json.dumps(rep, indent=2) + "\n")
+                shutil.copyfile(out / f"{n}_confusion.png", exp / fname.replace(".onnx", "_confusion.png"))
+                print(f"exported {exp / fname}")
+    return 0
