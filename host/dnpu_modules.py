@@ -62,6 +62,8 @@ class DNPULayer(nn.Module):
         self.data_electrodes, self.control_electrodes = tuple(data), tuple(ctrl)
         self.transform = transform
         self.noise_std_na = float(noise_std_na)
+        #: inject the output noise in eval mode too (accuracy under noise, robustness selection)
+        self.noise_in_eval = False
         r = torch.as_tensor(ranges, dtype=torch.float32)
         self.register_buffer("ranges", r)
         self.register_buffer("data_lo", r[data, 0].clone())
@@ -100,9 +102,15 @@ class DNPULayer(nn.Module):
         else:
             out = torch.stack([s(v[:, :, i].reshape(-1, N_ELECTRODES)).reshape(t, b)
                                for i, s in enumerate(self.surrogates)], dim=-1)
-        if self.training and self.noise_std_na > 0:
+        if (self.training or self.noise_in_eval) and self.noise_std_na > 0:
             out = out + self.noise_std_na * torch.randn_like(out)
         return out
+
+    @torch.no_grad()
+    def keep_trials(self, idx: torch.Tensor) -> None:
+        """Keep only the trials `idx` (a solved or abandoned trial stops costing compute)."""
+        self.control = nn.Parameter(self.control.detach()[idx].clone())
+        self.trials = int(self.control.shape[0])
 
     def out_of_range_penalty(self) -> torch.Tensor:
         """L1 distance of the control voltages outside their ranges, per trial [T]."""
@@ -129,6 +137,8 @@ class Standardise(nn.Module):
         self.register_buffer("var", torch.ones(trials, 1, n_nodes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.bfloat16 or x.dtype == torch.float16:   # autocast: statistics in float32
+            x = x.float()
         if self.training:
             m = x.mean(dim=1, keepdim=True)
             v = x.var(dim=1, keepdim=True, unbiased=False)
@@ -138,6 +148,21 @@ class Standardise(nn.Module):
         else:
             m, v = self.mean, self.var
         return (x - m) / torch.sqrt(v + self.eps)
+
+    @torch.no_grad()
+    def keep_trials(self, idx: torch.Tensor) -> None:
+        self.mean = self.mean[idx].clone()
+        self.var = self.var[idx].clone()
+
+    @torch.no_grad()
+    def set_stats(self, x: torch.Tensor) -> None:
+        """Store the exact statistics of x [T, B, K] (e.g. over the whole training set, noise-free)."""
+        self.mean = x.mean(dim=1, keepdim=True).clone()
+        self.var = x.var(dim=1, keepdim=True, unbiased=False).clone()
+
+    def std(self) -> torch.Tensor:
+        """The standard deviation used in eval mode, [T, 1, K]."""
+        return torch.sqrt(self.var + self.eps)
 
 
 class DecisionNode(nn.Module):
@@ -154,6 +179,12 @@ class DecisionNode(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
+
+    @torch.no_grad()
+    def keep_trials(self, idx: torch.Tensor) -> None:
+        self.norm.keep_trials(idx)
+        self.gain = nn.Parameter(self.gain.detach()[idx].clone())
+        self.bias = nn.Parameter(self.bias.detach()[idx].clone())
 
 
 def bce_per_trial(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -181,3 +212,53 @@ def map_to_range(z: torch.Tensor, lo: torch.Tensor | float, hi: torch.Tensor | f
     """Map standardised values (-span..+span sigmas) linearly into [lo, hi], optionally clipped."""
     v = lo + (z + span_sigmas) * ((hi - lo) / (2 * span_sigmas))
     return torch.clamp(v, lo, hi) if clip else v
+
+
+def cross_entropy_per_trial(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy from logits [T, B, C] and class indices [T|1, B] (or [B]): mean loss per trial [T]."""
+    if logits.dim() != 3:
+        raise ValueError(f"expected logits [T, B, C], got {tuple(logits.shape)}")
+    t, b, c = logits.shape
+    target = target.reshape(-1, b).expand(t, b).long()
+    if torch.any(target < 0) or torch.any(target >= c):
+        raise ValueError(f"class indices must be in 0..{c - 1}")
+    logp = torch.log_softmax(logits, dim=-1)
+    return -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).mean(dim=1)
+
+
+@torch.no_grad()
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-3, iters: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    """A logistic neuron on one feature per trial: p = sigmoid(w * (x - mean)/std + b), fitted by Newton.
+
+    x [T, B] (e.g. currents measured on a board), y [T|1, B] in {0, 1}. Returns (w, b) [T] on the
+    per-trial standardised feature together with the standardisation: call ``logistic_logits``.
+    A small L2 penalty on w keeps separable data from running to infinite weights.
+    """
+    xs = (x - x.mean(dim=1, keepdim=True)) / (x.std(dim=1, unbiased=False, keepdim=True) + 1e-9)
+    y = y.expand_as(x).to(x.dtype)
+    w = torch.zeros(x.shape[0], dtype=x.dtype)
+    b = torch.zeros(x.shape[0], dtype=x.dtype)
+    for _ in range(iters):
+        p = torch.sigmoid(w[:, None] * xs + b[:, None])
+        r = p - y
+        gw = (r * xs).mean(dim=1) + l2 * w
+        gb = r.mean(dim=1)
+        s = p * (1 - p)
+        hww = (s * xs * xs).mean(dim=1) + l2
+        hwb = (s * xs).mean(dim=1)
+        hbb = s.mean(dim=1) + 1e-9
+        det = hww * hbb - hwb * hwb
+        dw = (hbb * gw - hwb * gb) / det
+        db = (hww * gb - hwb * gw) / det
+        dw, db = dw.clamp(-5.0, 5.0), db.clamp(-5.0, 5.0)   # damped Newton: no overshoot from w = 0
+        w, b = w - dw, b - db
+        if float(torch.max(torch.abs(dw)).item()) < 1e-7 * (1 + float(torch.max(torch.abs(w)).item())):
+            break
+    return w, b
+
+
+def logistic_logits(x: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Logits of new data x [T, B'] under a neuron fitted by ``fit_logistic`` on ref [T, B]."""
+    m = ref.mean(dim=1, keepdim=True)
+    s = ref.std(dim=1, unbiased=False, keepdim=True) + 1e-9
+    return w[:, None] * (x - m) / s + b[:, None]

@@ -8,13 +8,58 @@ Both expose the same interface so the capacity and gate experiments train them i
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from host.dnpu_modules import DecisionNode, DNPULayer, InputTransform
+from host.dnpu_modules import DecisionNode, DNPULayer, InputTransform, Standardise
+
+
+class TrialAdam:
+    """Adam over parameters whose first dimension is the trial; trials can be dropped mid-run.
+
+    The loss of a trial-batched model is a sum over trials, so every trial gets exactly the
+    gradient (and the Adam state) it would get alone. ``keep(idx)`` drops solved or abandoned
+    trials from the model (its ``keep_trials``) and from the moment estimates together.
+    """
+
+    def __init__(self, model: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.model, self.lr, self.betas, self.eps = model, float(lr), betas, eps
+        self.t = 0
+        self.m: dict[str, torch.Tensor] = {}
+        self.v: dict[str, torch.Tensor] = {}
+
+    def zero_grad(self) -> None:
+        for p in self.model.parameters():
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        for name, p in self.model.named_parameters():
+            if p.grad is None:
+                continue
+            g = p.grad
+            m = self.m.get(name)
+            if m is None:
+                m = self.m[name] = torch.zeros_like(p)
+                self.v[name] = torch.zeros_like(p)
+            v = self.v[name]
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
+
+    @torch.no_grad()
+    def keep(self, idx: torch.Tensor) -> None:
+        self.model.keep_trials(idx)
+        for d in (self.m, self.v):
+            for k in list(d):
+                d[k] = d[k][idx].clone()
 
 
 class DNPUClassifier(nn.Module):
@@ -48,9 +93,13 @@ class DNPUClassifier(nn.Module):
     def penalty(self) -> torch.Tensor:
         return self.dnpu.out_of_range_penalty()
 
+    def keep_trials(self, idx: torch.Tensor) -> None:
+        self.dnpu.keep_trials(idx)
+        self.decision.keep_trials(idx)
+
     def solution(self) -> np.ndarray:
         """Control voltages [T, 5]."""
-        return self.dnpu.control.detach().cpu().numpy()[:, 0, :]
+        return self.dnpu.control.detach().cpu().numpy()[:, 0, :].copy()
 
 
 class NNClassifier(nn.Module):
@@ -83,3 +132,154 @@ class NNClassifier(nn.Module):
 
     def penalty(self) -> torch.Tensor:
         return torch.zeros(self.trials, device=self.w1.device)
+
+    @torch.no_grad()
+    def keep_trials(self, idx: torch.Tensor) -> None:
+        for name in ("w1", "b1", "w2"):
+            setattr(self, name, nn.Parameter(getattr(self, name).detach()[idx].clone()))
+        self.decision.keep_trials(idx)
+
+
+class DNPUNet(nn.Module):
+    """A feed-forward network of DNPU layers, T independent copies (trials) at once.
+
+    nodes=(1,) is a single DNPU, nodes=(2, 1) the paper's 2-2-1 network. The data (n_inputs
+    features in [in_lo, in_hi]) feed every node of the first layer on its data electrodes; the
+    outputs of each layer are standardised (per trial and node) and mapped linearly from
+    [-span, span] sigmas into the next layer's data-electrode ranges (clipped), and every node of
+    the next layer sees all of them. ``forward`` returns the last layer's output in nA [T, B];
+    ``standardised`` gives the input of the logistic output neuron. All nodes share one
+    surrogate (one device, time-multiplexed); Gaussian noise of ``noise_std_na`` is added to every
+    node output while training (and in eval when ``set_noise_in_eval(True)``).
+    """
+
+    def __init__(self, surrogate: nn.Module, ranges_v: np.ndarray, trials: int, nodes: Sequence[int] = (2, 1),
+                 data_electrodes: Sequence[int] = (1, 2), n_inputs: int = 2, in_range: tuple[float, float] = (-1.0, 1.0),
+                 span_sigmas: float = 2.0, noise_std_na: float = 0.0, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        de = tuple(int(e) for e in data_electrodes)
+        fan_in = [n_inputs] + list(nodes[:-1])
+        if any(f != len(de) for f in fan_in):
+            raise ValueError(f"every layer's fan-in {fan_in} must equal the number of data electrodes {len(de)}")
+        if not nodes or any(k < 1 for k in nodes):
+            raise ValueError(f"nodes must be positive layer sizes, got {list(nodes)}")
+        self.nodes, self.data_electrodes, self.span = tuple(int(k) for k in nodes), de, float(span_sigmas)
+        self.in_range = (float(in_range[0]), float(in_range[1]))
+        self.layers = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i, k in enumerate(self.nodes):
+            tr = (InputTransform(self.in_range[0], self.in_range[1], clip=True) if i == 0
+                  else InputTransform(-self.span, self.span, clip=True))
+            self.layers.append(DNPULayer(surrogate, ranges_v, k, de, trials=trials, transform=tr,
+                                         noise_std_na=noise_std_na, generator=generator))
+            self.norms.append(Standardise(trials, k))
+
+    @property
+    def trials(self) -> int:
+        return self.layers[0].trials
+
+    def set_noise(self, std_na: float) -> None:
+        for layer in self.layers:
+            layer.noise_std_na = float(std_na)
+
+    def set_noise_in_eval(self, on: bool) -> None:
+        for layer in self.layers:
+            layer.noise_in_eval = bool(on)
+
+    def _run(self, x: torch.Tensor, node_fn: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != len(self.data_electrodes):
+            raise ValueError(f"expected data [B, {len(self.data_electrodes)}], got {tuple(x.shape)}")
+        h = x[None, :, None, :].expand(1, x.shape[0], self.nodes[0], x.shape[1])
+        out = node_fn(0, h)
+        for i in range(1, len(self.layers)):
+            z = self.norms[i - 1](out)                                   # [T, B, K_prev]
+            h = z.unsqueeze(2).expand(z.shape[0], z.shape[1], self.nodes[i], z.shape[2])
+            out = node_fn(i, h)
+        return out[..., 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, lambda i, h: self.layers[i](h))
+
+    def standardised(self, out: torch.Tensor) -> torch.Tensor:
+        """The last layer's output [T, B] standardised (input of the logistic output neuron)."""
+        return self.norms[-1](out.unsqueeze(-1))[..., 0]
+
+    def penalty(self) -> torch.Tensor:
+        return sum(layer.out_of_range_penalty() for layer in self.layers)
+
+    def clip_controls(self) -> None:
+        for layer in self.layers:
+            layer.clip_controls()
+
+    def keep_trials(self, idx: torch.Tensor) -> None:
+        for layer, norm in zip(self.layers, self.norms):
+            layer.keep_trials(idx)
+            norm.keep_trials(idx)
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> torch.Tensor:
+        """Store each layer's exact output statistics over x (noise-free, eval); returns the output [T, B]."""
+        was = self.training
+        self.eval()
+        noisy = [layer.noise_in_eval for layer in self.layers]
+        self.set_noise_in_eval(False)
+
+        def node(i: int, h: torch.Tensor) -> torch.Tensor:
+            out = self.layers[i](h)
+            self.norms[i].set_stats(out)
+            return out
+
+        out = self._run(x, node)
+        for layer, n in zip(self.layers, noisy):
+            layer.noise_in_eval = n
+        self.train(was)
+        return out
+
+    @torch.no_grad()
+    def measured(self, x: torch.Tensor, measure: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
+        """Run trial 0 node by node on a device: measure(volts [n, 7]) -> nA [n]. Returns nA [1, B].
+
+        The stored (eval) standardisation links the layers, exactly as in the exported network."""
+        was = self.training
+        self.eval()
+
+        def node(i: int, h: torch.Tensor) -> torch.Tensor:
+            v = self.layers[i].electrode_volts(h)[:1]                    # [1, B, K, 7]
+            cur = measure(v.reshape(-1, v.shape[-1]).double().numpy())
+            return torch.as_tensor(np.asarray(cur, dtype=np.float32)).reshape(v.shape[:3])
+
+        out = self._run(x, node)
+        self.train(was)
+        return out
+
+    def controls(self, trial: int) -> list[np.ndarray]:
+        """Control voltages of one trial, per layer [K, C]."""
+        return [layer.control.detach()[trial].double().numpy().copy() for layer in self.layers]
+
+    def to_core_layers(self, trial: int, logistic: tuple[float, float] | None = None) -> list[Any]:
+        """The trial as core.network layer descriptions (torch-free), ending in the output logit.
+
+        logistic = (w, b) of the output neuron on the standardised output (``fit_logistic``)."""
+        from core.network import Affine, DnpuLayer, DnpuNode, Standardize
+
+        layers: list[Any] = []
+        for i, (layer, norm) in enumerate(zip(self.layers, self.norms)):
+            t = layer.transform
+            lo = layer.data_lo.double().numpy()
+            hi = layer.data_hi.double().numpy()
+            scale = (hi - lo) / (t.in_hi - t.in_lo)
+            offset = lo - t.in_lo * scale
+            cv = layer.control.detach()[trial].double().numpy()
+            fan_in = len(layer.data_electrodes)
+            nodes = tuple(DnpuNode(data_electrodes=tuple(layer.data_electrodes), control_voltages=cv[k].copy(),
+                                   input_scale=scale.copy(), input_offset=offset.copy(),
+                                   input_low=lo.copy() if t.clip else -np.inf,
+                                   input_high=hi.copy() if t.clip else np.inf,
+                                   inputs=tuple(range(fan_in)))
+                          for k in range(layer.n_nodes))
+            layers.append(DnpuLayer(nodes=nodes))
+            layers.append(Standardize(mean=norm.mean[trial, 0].double().numpy().copy(),
+                                      std=norm.std()[trial, 0].double().numpy().copy()))
+        if logistic is not None:
+            layers.append(Affine(scale=float(logistic[0]), shift=float(logistic[1])))
+        return layers

@@ -59,3 +59,34 @@ def test_dnpu_classifier_trains_all_labellings_at_once_through_a_surrogate():
     rows = capacity(lambda t, g: DNPUClassifier(sur, ranges, t, generator=g),
                     CapacityConfig(n_min=4, n_max=4, epochs=50, attempts=1))
     assert 0.0 < rows[0]["capacity"] <= 1.0 and rows[0]["found"] >= 2
+
+
+def test_complements_share_one_result_and_trials_stop_early():
+    from host.experiments.capacity import CapacityN, with_complements
+
+    n = 3
+    half = labellings(n)[:3]
+    r = CapacityN(n, half.astype(np.int64), np.array([True, False, True]), np.array([2.0, -1.0, 0.5]),
+                  np.array([1, 15, 2]), np.arange(3.0)[:, None], 1.0, 1.4)
+    full = with_complements(r)
+    assert full.labels.shape == (6, 3)
+    # row i and row 2^n - 3 - i are complements and get the same result
+    for i in range(3):
+        np.testing.assert_array_equal(full.labels[i], 1 - full.labels[5 - i])
+        assert full.found[i] == full.found[5 - i] and full.margin[i] == full.margin[5 - i]
+    row = full.row()
+    assert row["found"] == 4 + 2 and row["robust_found"] == 2 + 2 and row["failed_labellings"] == [2, 5]
+
+
+def test_solved_labellings_leave_the_batch():
+    from host.experiments.capacity import train_labellings
+
+    torch.manual_seed(0)
+    cfg = CapacityConfig(n_min=4, n_max=4, epochs=1500, attempts=1, noise_std0=0.0, margin_goal=0.05,
+                         check_every=10, patience=100, min_delta=1e-3, seed=2)
+    x = torch.as_tensor(CAPACITY_POINTS_V[:4], dtype=torch.float32)
+    r = train_labellings(lambda t, g: NNClassifier(3, t, generator=g), x, torch.as_tensor(labellings(4)), cfg, 0.0,
+                         torch.Generator().manual_seed(0))
+    assert int(r.found.sum()) >= 12
+    assert int(r.epochs.min()) < 1500          # solved labellings stopped early
+    assert bool(torch.all(r.margin[r.found] > 0))

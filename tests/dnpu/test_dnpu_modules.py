@@ -131,3 +131,105 @@ def test_decision_node_and_range_map():
     np.testing.assert_allclose(p.detach().numpy(), 1 / (1 + np.exp([[1.0, -1.0], [1.0, -1.0]])), rtol=1e-3)
     v = map_to_range(torch.tensor([-3.0, -2.0, 0.0, 2.0, 3.0]), -1.2, 0.6)
     np.testing.assert_allclose(v.numpy(), [-1.2, -1.2, -0.3, 0.6, 0.6], atol=1e-6)
+
+
+# ---- additions for the experiments (issue 6) -------------------------------------------------
+
+def test_cross_entropy_matches_hand_computed_values():
+    from host.dnpu_modules import cross_entropy_per_trial
+
+    logits = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]],
+                           [[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])   # T=2, B=2, C=3
+    y = torch.tensor([1, 2])
+    lse = np.log(np.exp(1) + np.exp(2) + np.exp(3))
+    t0 = (np.log(3) + (lse - 3)) / 2
+    t1 = ((np.log(np.exp(2) + 2) - 0.0) + np.log(3)) / 2
+    np.testing.assert_allclose(cross_entropy_per_trial(logits, y).numpy(), [t0, t1], rtol=1e-6)
+    with pytest.raises(ValueError, match="class indices"):
+        cross_entropy_per_trial(logits, torch.tensor([0, 3]))
+
+
+def test_fit_logistic_reaches_the_stationary_point_of_the_regularised_loss():
+    from host.dnpu_modules import fit_logistic, logistic_logits
+
+    x = torch.tensor([[-2.0, -1.0, 0.0, 1.0, 2.0, 0.5], [1.0, -1.0, 1.0, -1.0, 0.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([[0, 0, 1, 1, 1, 0], [1, 1, 0, 0, 1, 0]], dtype=torch.float64)
+    w, b = fit_logistic(x, y, l2=1e-2)
+    for t in range(2):  # gradient of mean BCE + l2/2 w^2 on the standardised feature is zero (numpy)
+        xs = (x[t].numpy() - x[t].numpy().mean()) / x[t].numpy().std()
+        p = 1 / (1 + np.exp(-(w[t].item() * xs + b[t].item())))
+        assert abs(np.mean((p - y[t].numpy()) * xs) + 1e-2 * w[t].item()) < 1e-8
+        assert abs(np.mean(p - y[t].numpy())) < 1e-8
+    # symmetric data with no information: the neutral neuron (hand-computed optimum w = b = 0)
+    w0, b0 = fit_logistic(torch.tensor([[-1.0, 1.0, -1.0, 1.0]]), torch.tensor([[0, 1, 1, 0]]))
+    assert abs(w0.item()) < 1e-6 and abs(b0.item()) < 1e-6
+    # logits of the fitting data: w * standardised x + b
+    lg = logistic_logits(x, x, w, b)
+    xs0 = (x[0] - x[0].mean()) / x[0].std(unbiased=False)
+    np.testing.assert_allclose(lg[0].numpy(), (w[0] * xs0 + b[0]).numpy(), rtol=1e-6)
+
+
+def test_noise_in_eval_and_exact_statistics():
+    layer = DNPULayer(linear_surrogate(), RANGES, 1, [0, 1], noise_std_na=3.0)
+    layer.eval()
+    x = torch.zeros(500, 1, 2)
+    assert layer(x).std().item() < 1e-5
+    layer.noise_in_eval = True
+    assert 2.5 < layer(x).std().item() < 3.5
+    st = Standardise(trials=1, n_nodes=2)
+    data = torch.tensor([[[1.0, 10.0], [3.0, 30.0]]])          # mean (2, 20), var (1, 100)
+    st.set_stats(data)
+    np.testing.assert_allclose(st.mean.numpy().ravel(), [2.0, 20.0])
+    np.testing.assert_allclose(st.std().numpy().ravel(), np.sqrt([1.0 + 1e-5, 100.0 + 1e-5]), rtol=1e-6)
+
+
+def test_trial_adam_matches_torch_adam_and_dropping_trials_is_exact():
+    from host.surrogate.train import build_mlp
+    from host.trial_models import DNPUClassifier, TrialAdam
+
+    torch.manual_seed(0)
+    sur = build_mlp(7, 16, 2).eval()        # non-linear: the controls matter after the batch norm
+    x = torch.tensor([[-0.5, 0.2], [0.3, -0.1], [0.1, 0.4]])
+    y = torch.tensor([[0.0, 1.0, 1.0]])
+
+    def loss_of(m):
+        from host.dnpu_modules import bce_per_trial
+        return bce_per_trial(m.decision.logits(m(x)), y).sum() + m.penalty().sum()
+
+    g = torch.Generator().manual_seed(3)
+    a = DNPUClassifier(sur, RANGES, trials=3, generator=g)
+    b = DNPUClassifier(sur, RANGES, trials=1)
+    b.load_state_dict({k: v[2:3] if v.dim() and v.shape[0] == 3 else v for k, v in a.state_dict().items()})
+    oa, ob = TrialAdam(a, 0.03, (0.995, 0.999)), torch.optim.Adam(b.parameters(), lr=0.03, betas=(0.995, 0.999))
+    for step in range(30):
+        for m, o in ((a, oa), (b, ob)):
+            o.zero_grad()
+            loss_of(m).backward()
+            o.step()
+        if step == 10:
+            oa.keep(torch.tensor([2]))      # trial 2 goes on alone, exactly as if trained alone
+    np.testing.assert_allclose(a.dnpu.control.detach().numpy(), b.dnpu.control.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(a.decision.gain.detach().numpy(), b.decision.gain.detach().numpy(), atol=1e-6)
+
+
+def test_dnpu_net_221_by_hand_and_as_core_layers():
+    from host.trial_models import DNPUNet
+
+    sur = linear_surrogate(w=(1, 0, 0, 0, 0, 0, 0), b=0.0)   # output = volts on e0 (a control)
+    sur2 = linear_surrogate(w=(0, 1, 1, 0, 0, 0, 0), b=0.0)  # output = e1 + e2 (the data)
+    net = DNPUNet(sur2, RANGES, trials=1, nodes=(2, 1), data_electrodes=(1, 2), span_sigmas=2.0)
+    x = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0], [0.5, -0.5]])
+    out = net.calibrate(x)
+    # layer 1: e1 + e2 with data mapped from [-1, 1] onto [-1.2, 0.6]: 2 * (-0.3 + 0.9 x)
+    h = 2 * (-0.3 + 0.9 * x.numpy())
+    s1 = h.sum(axis=1) / 2                              # per node: e1 + e2 = both nodes equal
+    z = (s1 - s1.mean()) / np.sqrt(s1.var() + 1e-5)     # standardised
+    v2 = np.clip(-1.2 + (z + 2) * 1.8 / 4, -1.2, 0.6)   # mapped from [-2, 2] sigmas into the range
+    np.testing.assert_allclose(out.numpy()[0], 2 * v2, atol=1e-5)
+    assert isinstance(sur, torch.nn.Module)
+    layers = net.to_core_layers(0, logistic=(2.0, -1.0))
+    assert [type(l).__name__ for l in layers] == ["DnpuLayer", "Standardize", "DnpuLayer", "Standardize", "Affine"]
+    node = layers[0].nodes[0]
+    np.testing.assert_allclose(node.input_scale, [0.9, 0.9])
+    np.testing.assert_allclose(node.input_offset, [-0.3, -0.3], atol=1e-7)
+    np.testing.assert_allclose(layers[2].nodes[0].input_scale, [1.8 / 4] * 2)

@@ -1,0 +1,244 @@
+"""python -m host.experiments capacity: empirical VC dimension of the surrogate, NNs and the device.
+
+Systems: the surrogate (one DNPU trained through it), neural networks with 2 and 3 logistic
+hidden units trained the same way, and the device on a board: every labelling found through the
+surrogate is measured on the board (each point `--repeats` times); the decision node (logistic
+on the standardised current) is re-trained on 80 % of the measured currents and the labelling
+counts as realised when it classifies the held-out 20 % with accuracy >= 1 - 0.5/N. Labellings
+that fail get a second search through the surrogate (more noise, larger margin goal) and are
+measured again. Writes results.json, capacity_table.txt, capacity.png and config.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from host.experiments._common import (BoardSession, ExperimentError, add_common_arguments, fail, load_surrogate,
+                                      out_folder, progress_bar, run_info, set_threads, timer, write_json)
+
+DESCRIPTION = "capacity (empirical VC dimension) of a DNPU through the surrogate, of small NNs, and on a board"
+
+SYSTEMS = ("surrogate", "nn2", "nn3", "device")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p, "results/capacity")
+    p.add_argument("--n-min", type=int, default=4)
+    p.add_argument("--n-max", type=int, default=10)
+    p.add_argument("--attempts", type=int, default=15, help="attempts per labelling (shrinking noise)")
+    p.add_argument("--epochs", type=int, default=1500, help="full-batch epochs per attempt (at most)")
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help=f"comma-separated subset of {','.join(SYSTEMS)} (device implies surrogate)")
+    p.add_argument("--repeats", type=int, default=10, help="board measurements of every point per labelling")
+    p.add_argument("--second-attempts", type=int, default=5,
+                   help="attempts of the second surrogate search for labellings that failed on the board")
+    p.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast (faster, checks stay float32)")
+
+
+def _systems(text: str) -> list[str]:
+    out = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in out if s not in SYSTEMS]
+    if bad or not out:
+        raise ExperimentError(f"--systems: unknown {bad or text!r}; choose from {', '.join(SYSTEMS)}")
+    return out
+
+
+def _device_volts(points: np.ndarray, labels_sol: np.ndarray, repeats: int) -> np.ndarray:
+    """[L, R, N, 7]: points on e1, e2, each labelling's controls on e0, e3, e4, e5, e6."""
+    L, n = labels_sol.shape[0], points.shape[0]
+    v = np.zeros((L, repeats, n, 7))
+    v[..., 1] = points[None, None, :, 0]
+    v[..., 2] = points[None, None, :, 1]
+    v[..., [0, 3, 4, 5, 6]] = labels_sol[:, None, None, :]
+    return v
+
+
+def device_check(session: BoardSession, points: np.ndarray, labels: np.ndarray, solutions: np.ndarray,
+                 repeats: int, rng: np.random.Generator, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Measure each labelling's solution on the board; (passed [L], held-out accuracy [L]).
+
+    The logistic decision node is re-fitted per labelling on a random 80 % of the R x N measured
+    currents; it must reach accuracy >= 1 - 0.5/N on the other 20 %."""
+    import torch
+
+    from host.dnpu_modules import fit_logistic, logistic_logits
+
+    L, n = labels.shape
+    if L == 0:
+        return np.zeros(0, bool), np.zeros(0)
+    cur = np.empty((L, repeats, n))
+    for a in range(0, L, chunk):
+        b = min(L, a + chunk)
+        v = _device_volts(points, solutions[a:b], repeats)
+        cur[a:b] = session.measure(v.reshape(-1, 7), what="capacity solutions").reshape(b - a, repeats, n)
+    y = np.broadcast_to(labels[:, None, :], cur.shape).reshape(L, -1)
+    c = cur.reshape(L, -1)
+    perm = rng.permutation(c.shape[1])
+    n_hold = max(1, int(round(0.2 * c.shape[1])))
+    hold, fit = perm[:n_hold], perm[n_hold:]
+    xf, yf = torch.as_tensor(c[:, fit]), torch.as_tensor(y[:, fit].astype(np.float64))
+    w, b = fit_logistic(xf, yf)
+    lg = logistic_logits(torch.as_tensor(c[:, hold]), xf, w, b).numpy()
+    acc = ((lg > 0) == (y[:, hold] > 0.5)).mean(axis=1)
+    return acc >= 1 - 0.5 / n - 1e-9, acc
+
+
+def _plot(path: Path, table: dict[str, list[dict[str, Any]]]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    style = {"surrogate": ("o-", "DNPU surrogate"), "surrogate_robust": ("o--", "surrogate, margin > noise"),
+             "device": ("s-", "DNPU device (board)"), "nn2": ("^-", "NN, 2 hidden"), "nn3": ("v-", "NN, 3 hidden")}
+    for key, rows in table.items():
+        if not rows:
+            continue
+        mk, label = style[key]
+        col = "robust_capacity" if key == "surrogate_robust" else "capacity"
+        ax.plot([r["n"] for r in rows], [r[col] for r in rows], mk, label=label)
+    ax.set_xlabel("N (points)")
+    ax.set_ylabel("capacity C_N")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _text_table(table: dict[str, list[dict[str, Any]]], vc: dict[str, int]) -> str:
+    ns = sorted({r["n"] for rows in table.values() for r in rows})
+    lines = ["system            " + " ".join(f"N={n:<5d}" for n in ns) + "  VC estimate"]
+    for key, rows in table.items():
+        if not rows:
+            continue
+        col = "robust_capacity" if key == "surrogate_robust" else "capacity"
+        by_n = {r["n"]: r[col] for r in rows}
+        cells = " ".join(f"{by_n[n]:<7.3f}" if n in by_n else "   -   " for n in ns)
+        lines.append(f"{key:<18}{cells}  {vc.get(key, 0)}")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from host.experiments.capacity import (CAPACITY_POINTS_V, CapacityConfig, capacity_runs, search,
+                                           vc_estimate)
+    from host.trial_models import DNPUClassifier, NNClassifier
+
+    clock = timer()
+    try:
+        systems = _systems(args.systems)
+        if args.no_board and "device" in systems:
+            systems.remove("device")
+        set_threads(args.threads)
+        if args.repeats < 5:
+            raise ExperimentError("--repeats must be >= 5 (20 % of the measurements are held out)")
+        sur = load_surrogate(args.surrogate)
+        cfg = CapacityConfig(n_min=args.n_min, n_max=args.n_max, attempts=args.attempts, epochs=args.epochs,
+                             noise_std0=sur.test_rmse_na, noise_rms=sur.noise_floor_na,
+                             margin_goal=2 * sur.noise_floor_na, seed=args.seed, bf16=args.bf16)
+        out = out_folder(args.out)
+    except (ExperimentError, ValueError) as e:
+        return fail(str(e))
+    nn_cfg = dataclasses.replace(cfg, noise_std0=0.0, noise_rms=0.0, margin_goal=0.05, min_delta=1e-3, bf16=False)
+    write_json(out / "config.json", {"run": run_info(args), "capacity": cfg.to_json(), "nn": nn_cfg.to_json(),
+                                     "surrogate": {"path": sur.path, "test_rmse_na": sur.test_rmse_na,
+                                                   "noise_floor_na": sur.noise_floor_na},
+                                     "points_v": CAPACITY_POINTS_V})
+    table: dict[str, list[dict[str, Any]]] = {}
+    results: dict[str, Any] = {"table": table, "vc": {}, "warnings": [], "wall_s": {}}
+
+    def save() -> None:
+        results["vc"] = {k: vc_estimate(v, "robust_capacity" if k == "surrogate_robust" else "capacity")
+                         for k, v in table.items() if v}
+        write_json(out / "results.json", results)
+        (out / "capacity_table.txt").write_text(_text_table(table, results["vc"]))
+        _plot(out / "capacity.png", table)
+
+    def make_dnpu(t: int, g: torch.Generator) -> DNPUClassifier:
+        return DNPUClassifier(sur.model, sur.ranges_v, t, generator=g)
+
+    sur_runs = []
+    n_count = cfg.n_max - cfg.n_min + 1
+    if "surrogate" in systems or "device" in systems:
+        t = timer()
+        with progress_bar(n_count, "surrogate", args.quiet) as bar:
+            def prog(msg: str) -> None:
+                bar.set_postfix_str(msg)
+            for n in range(cfg.n_min, cfg.n_max + 1):
+                sub = dataclasses.replace(cfg, n_min=n, n_max=n)
+                sur_runs += capacity_runs(make_dnpu, sub, prog)
+                bar.update(1)
+        rows = [r.row() for r in sur_runs]
+        table["surrogate"] = rows
+        table["surrogate_robust"] = rows
+        results["wall_s"]["surrogate"] = t()
+        save()
+    for key, hidden in (("nn2", 2), ("nn3", 3)):
+        if key not in systems:
+            continue
+        t = timer()
+        with progress_bar(n_count, key, args.quiet) as bar:
+            runs = capacity_runs(lambda tr, g, h=hidden: NNClassifier(h, tr, generator=g), nn_cfg,
+                                 lambda m: bar.set_postfix_str(m))
+            bar.update(n_count)
+        table[key] = [r.row() for r in runs]
+        results["wall_s"][key] = t()
+        save()
+    if "device" in systems:
+        t = timer()
+        rng = np.random.default_rng(args.seed)
+        second = dataclasses.replace(cfg, attempts=args.second_attempts, noise_std0=2 * sur.test_rmse_na,
+                                     margin_goal=6 * sur.noise_floor_na, seed=cfg.seed + 7919)
+        table["device"] = []
+        try:
+            with BoardSession(args.board, args.limit_policy) as board, \
+                    progress_bar(n_count, "device", args.quiet) as bar:
+                results["board"] = {"url": args.board, "identity": {k: board.identity.get(k) for k in
+                                                                    ("model", "serial", "firmware")}}
+                for r in sur_runs:
+                    pts = CAPACITY_POINTS_V[:r.n]
+                    sol = r.solution
+                    ok = np.zeros(len(r.labels), bool)
+                    acc = np.zeros(len(r.labels))
+                    idx = np.nonzero(r.found)[0]
+                    ok[idx], acc[idx] = device_check(board, pts, r.labels[idx], sol[idx], args.repeats, rng)
+                    first_pass = int(ok.sum())
+                    redo = np.nonzero(~ok)[0]
+                    if redo.size:
+                        gen = torch.Generator().manual_seed(second.seed * 1000 + r.n)
+                        r2 = search(make_dnpu, r.n, torch.as_tensor(r.labels[redo], dtype=torch.float32), second, gen)
+                        got = np.nonzero(r2.found)[0]
+                        ok2, acc2 = device_check(board, pts, r.labels[redo[got]], r2.solution[got], args.repeats, rng)
+                        ok[redo[got]] = ok2
+                        acc[redo[got]] = np.maximum(acc[redo[got]], acc2)
+                    total = 2 ** r.n
+                    table["device"].append({
+                        "n": r.n, "labellings": total, "found": int(ok.sum()) + 2, "capacity": (int(ok.sum()) + 2) / total,
+                        "found_first_pass": first_pass + 2, "second_search": int(redo.size),
+                        "threshold": 1 - 0.5 / r.n, "median_heldout_accuracy": float(np.median(acc)),
+                        "failed_labellings": [int(i) + 1 for i in np.nonzero(~ok)[0]],
+                    })
+                    results["board"]["samples"] = board.samples
+                    results["warnings"] = board.warnings
+                    save()
+                    bar.update(1)
+        except ExperimentError as e:
+            results["error"] = str(e)
+            results["wall_s"]["device"] = t()
+            save()
+            return fail(f"{e}; results so far are in {out / 'results.json'}")
+        results["wall_s"]["device"] = t()
+    results["wall_s"]["total"] = clock()
+    save()
+    print(_text_table(table, results["vc"]), end="")
+    for w in results["warnings"]:
+        print(f"warning: {w}")
+    print(f"results in {out}")
+    return 0

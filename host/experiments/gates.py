@@ -1,0 +1,192 @@
+"""python -m host.experiments gates: the six two-input Boolean gates on one DNPU.
+
+The inputs (0/1) are voltages on e1, e2 (``--low``/``--high``); the other five electrodes carry
+control voltages learned through the surrogate (BCE through the decision node, L1 range penalty,
+output noise of the surrogate's test RMSE), ``--trials`` random starts per gate trained together
+as one batched program. The start with the largest noise-free class margin is kept. On the board
+each gate's four input pairs are measured ``--repeats`` times; the decision threshold (logistic
+on the current) is re-fitted on a random 80 % of those currents and scored on the other 20 %,
+and the worst-case margin over all repeats is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from host.experiments._common import (BoardSession, ExperimentError, add_common_arguments, fail, load_surrogate,
+                                      out_folder, run_info, set_threads, timer, write_json)
+
+DESCRIPTION = "AND, OR, NAND, NOR, XOR, XNOR on one DNPU, through the surrogate and on a board"
+
+#: truth tables over the inputs (0,0), (0,1), (1,0), (1,1)
+GATES: dict[str, tuple[int, int, int, int]] = {
+    "AND": (0, 0, 0, 1), "OR": (0, 1, 1, 1), "NAND": (1, 1, 1, 0),
+    "NOR": (1, 0, 0, 0), "XOR": (0, 1, 1, 0), "XNOR": (1, 0, 0, 1),
+}
+
+
+@dataclass(frozen=True)
+class GatesConfig:
+    low_v: float = -0.7
+    high_v: float = 0.5
+    trials: int = 20
+    epochs: int = 1500
+    lr: float = 0.03
+    repeats: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.low_v < self.high_v:
+            raise ValueError(f"--low must be below --high, got {self.low_v} >= {self.high_v}")
+        if self.trials < 1 or self.epochs < 1 or self.repeats < 5:
+            raise ValueError("trials and epochs >= 1, repeats >= 5 are needed")
+
+
+def gate_points(cfg: GatesConfig) -> np.ndarray:
+    lo, hi = cfg.low_v, cfg.high_v
+    return np.array([(lo, lo), (lo, hi), (hi, lo), (hi, hi)], dtype=np.float64)
+
+
+def train_gates(sur: Any, cfg: GatesConfig, gates: list[str]) -> dict[str, dict[str, Any]]:
+    """Best control voltages per gate (largest noise-free margin among cfg.trials starts)."""
+    import torch
+
+    from host.experiments.capacity import CapacityConfig, train_labellings
+    from host.trial_models import DNPUClassifier
+
+    pts = gate_points(cfg)
+    for e in (1, 2):
+        lo, hi = sur.ranges_v[e]
+        if pts.min() < lo or pts.max() > hi:
+            raise ExperimentError(f"gate input voltages {cfg.low_v}, {cfg.high_v} V outside e{e}'s range [{lo}, {hi}] V")
+    labels = torch.tensor([GATES[g] for g in gates for _ in range(cfg.trials)], dtype=torch.float32)
+    ccfg = CapacityConfig(n_min=4, n_max=4, attempts=1, epochs=cfg.epochs, lr=cfg.lr, noise_std0=sur.test_rmse_na,
+                          noise_rms=sur.noise_floor_na, margin_goal=1e9, patience=cfg.epochs, check_every=25,
+                          seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    r = train_labellings(lambda t, g: DNPUClassifier(sur.model, sur.ranges_v, t, generator=g),
+                         torch.as_tensor(pts, dtype=torch.float32), labels, ccfg, sur.test_rmse_na, gen)
+    out: dict[str, dict[str, Any]] = {}
+    check = DNPUClassifier(sur.model, sur.ranges_v, 1)
+    for i, g in enumerate(gates):
+        sl = slice(i * cfg.trials, (i + 1) * cfg.trials)
+        j = int(torch.argmax(r.margin[sl]))
+        sol = r.solution[sl][j]
+        with torch.no_grad():
+            check.dnpu.control.copy_(torch.as_tensor(sol, dtype=torch.float32).reshape(1, 1, -1))
+            check.eval()
+            cur = check(torch.as_tensor(pts, dtype=torch.float32))[0].numpy()
+        out[g] = {"truth_table": list(GATES[g]), "control_voltages": sol.astype(float).tolist(),
+                  "control_electrodes": [0, 3, 4, 5, 6], "surrogate_currents_na": cur.astype(float).tolist(),
+                  "surrogate_margin_na": float(r.margin[sl][j]),
+                  "surrogate_ok": bool(float(r.margin[sl][j]) > 0),
+                  "trials_separable": int((r.margin[sl] > 0).sum())}
+    return out
+
+
+def board_gate(session: BoardSession, pts: np.ndarray, truth: tuple[int, ...], controls: np.ndarray,
+               repeats: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Measure one gate on the board; threshold re-fitted on 80 % of the currents, scored on 20 %."""
+    import torch
+
+    from host.dnpu_modules import fit_logistic, logistic_logits
+
+    v = np.zeros((repeats, 4, 7))
+    v[..., 1], v[..., 2] = pts[None, :, 0], pts[None, :, 1]
+    v[..., [0, 3, 4, 5, 6]] = np.asarray(controls)[None, None, :]
+    cur = session.measure(v.reshape(-1, 7), what="gate control voltages").reshape(repeats, 4)
+    y = np.broadcast_to(np.asarray(truth, dtype=np.float64), cur.shape).reshape(-1)
+    c = cur.reshape(-1)
+    perm = rng.permutation(c.size)
+    hold, fit = perm[: max(1, c.size // 5)], perm[max(1, c.size // 5):]
+    xf = torch.as_tensor(c[fit])[None]
+    w, b = fit_logistic(xf, torch.as_tensor(y[fit])[None])
+    lg = logistic_logits(torch.as_tensor(c[hold])[None], xf, w, b)[0].numpy()
+    acc = float(np.mean((lg > 0) == (y[hold] > 0.5)))
+    ones, zeros = cur[:, np.asarray(truth) == 1], cur[:, np.asarray(truth) == 0]
+    margin = max(ones.min() - zeros.max(), zeros.min() - ones.max())
+    return {"board_currents_mean_na": cur.mean(axis=0).tolist(), "board_currents_std_na": cur.std(axis=0).tolist(),
+            "board_heldout_accuracy": acc, "board_worst_margin_na": float(margin), "board_ok": bool(acc == 1.0)}
+
+
+def _plot(path: Path, res: dict[str, dict[str, Any]]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axs = plt.subplots(1, len(res), figsize=(2.4 * len(res), 3), squeeze=False)
+    for a, (g, r) in zip(axs[0], res.items()):
+        x = np.arange(4)
+        a.bar(x - 0.2, r["surrogate_currents_na"], 0.4, label="surrogate")
+        if "board_currents_mean_na" in r:
+            a.bar(x + 0.2, r["board_currents_mean_na"], 0.4, yerr=r["board_currents_std_na"], label="board")
+        a.set_xticks(x, ["00", "01", "10", "11"])
+        a.set_title(g)
+    axs[0][0].set_ylabel("output current (nA)")
+    axs[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p, "results/gates")
+    d = GatesConfig()
+    p.add_argument("--gates", default=",".join(GATES), help="comma-separated subset of " + ",".join(GATES))
+    p.add_argument("--low", type=float, default=d.low_v, help="input 0 as volts on e1, e2")
+    p.add_argument("--high", type=float, default=d.high_v, help="input 1 as volts on e1, e2")
+    p.add_argument("--trials", type=int, default=d.trials, help="random starts per gate")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--repeats", type=int, default=d.repeats, help="board measurements of each input pair")
+
+
+def run(args: argparse.Namespace) -> int:
+    clock = timer()
+    try:
+        set_threads(args.threads)
+        gates = [g.strip().upper() for g in args.gates.split(",") if g.strip()]
+        if not gates or any(g not in GATES for g in gates):
+            raise ExperimentError(f"--gates: choose from {', '.join(GATES)}, got {args.gates!r}")
+        cfg = GatesConfig(low_v=args.low, high_v=args.high, trials=args.trials, epochs=args.epochs,
+                          repeats=args.repeats, seed=args.seed)
+        sur = load_surrogate(args.surrogate)
+        out = out_folder(args.out)
+        write_json(out / "config.json", {"run": run_info(args), "gates": dataclasses.asdict(cfg),
+                                         "surrogate": {"path": sur.path, "test_rmse_na": sur.test_rmse_na}})
+        res = train_gates(sur, cfg, gates)
+    except (ExperimentError, ValueError) as e:
+        return fail(str(e))
+    results: dict[str, Any] = {"gates": res, "input_points_v": gate_points(cfg), "warnings": []}
+    write_json(out / "results.json", results)
+    status = 0
+    if not args.no_board:
+        rng = np.random.default_rng(cfg.seed)
+        try:
+            with BoardSession(args.board, args.limit_policy) as session:
+                results["board_url"] = args.board
+                for g in gates:
+                    res[g].update(board_gate(session, gate_points(cfg), GATES[g],
+                                             np.asarray(res[g]["control_voltages"]), cfg.repeats, rng))
+                    results["warnings"] = session.warnings
+                    write_json(out / "results.json", results)
+        except ExperimentError as e:
+            results["error"] = str(e)
+            status = fail(f"{e}; results so far are in {out / 'results.json'}")
+    results["wall_s"] = clock()
+    write_json(out / "results.json", results)
+    _plot(out / "gates.png", res)
+    for g in gates:
+        r = res[g]
+        line = f"{g:5s} surrogate margin {r['surrogate_margin_na']:7.2f} nA ({'ok' if r['surrogate_ok'] else 'FAIL'})"
+        if "board_ok" in r:
+            line += (f"   board held-out accuracy {100 * r['board_heldout_accuracy']:.0f} %, worst margin "
+                     f"{r['board_worst_margin_na']:6.2f} nA ({'ok' if r['board_ok'] else 'FAIL'})")
+        print(line)
+    print(f"results in {out}")
+    return status

@@ -1,0 +1,530 @@
+"""python -m host.experiments ring: two concentric classes, single DNPU against a 2-2-1 DNPU network.
+
+Data: points in the unit disc of normalised inputs, which map linearly onto the data electrodes
+(the disc's radius is half the electrodes' span, centred in their range). Class 0 is the inner
+disc of radius r0, class 1 the ring r0 + g <= r <= 1; g is the gap in volts divided by the
+half-span, and r0 makes the two areas equal. Points are uniform in area, ``n_per_class`` per class
+and split (train and test drawn independently).
+
+Training (per architecture, ``trials`` independent trials trained as batched tensor programs of
+``chunk`` trials each): negative Fisher criterion of the last node's output plus alpha x the L1
+range penalty, full batch, Adam, Gaussian noise of the surrogate's test RMSE on every node output;
+between layers the outputs are standardised and mapped into the next node's electrode ranges.
+
+Selection for robustness: every trial is scored by its accuracy under noise (node outputs with
+the surrogate's RMSE added, the logistic output neuron fitted on a noisy pass over the training
+set and scored on another); the best trial's noisy test accuracy is the prediction for the board.
+On the board the best network runs node by node; the logistic output neuron is re-trained on the
+currents measured for the training set, then the test set is measured ``board_runs`` times.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from host.experiments._common import (BoardSession, ExperimentError, SurrogateInfo, add_common_arguments, fail,
+                                      load_surrogate, out_folder, progress_bar, run_info, set_threads, timer,
+                                      trial_chunks, write_json)
+
+DESCRIPTION = "ring classification: 1,000 trials of a single DNPU and of a 2-2-1 DNPU network, validated on a board"
+
+ARCHS = {"single": (1,), "2-2-1": (2, 1)}
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    gap_mv: float = 6.25
+    n_per_class: int = 100          # per class and split
+    trials: int = 1000
+    epochs: int = 400
+    lr: float = 0.0065
+    alpha: float = 1.0
+    noise_std_na: float | None = None   # None: the surrogate's test RMSE
+    train_noise_factor: float = 1.0     # training noise = factor x noise_std_na
+    data_electrodes: tuple[int, int] = (2, 4)
+    span_sigmas: float = 2.0
+    chunk: int = 50                 # trials per batched tensor program
+    noise_draws: int = 10           # noisy passes used to score each trial
+    board_runs: int = 50
+    oversample: int = 1             # board readout averaged over this many ADC samples per point
+    bf16: bool = False
+    # successive halving: at each of these epochs a chunk keeps the `prune_keep` share of its
+    # trials with the best (noisy) training Fisher value; the others stop there and are scored
+    # as they are (their epochs are recorded). () trains every trial for all epochs.
+    prune_at: tuple[int, ...] = ()
+    prune_keep: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not all(0 < e < self.epochs for e in self.prune_at) or not 0 < self.prune_keep <= 1:
+            raise ValueError(f"prune_at must be epochs inside 1..{self.epochs - 1} and prune_keep in (0, 1]")
+        if not (0 <= self.gap_mv < 1000):
+            raise ValueError(f"gap_mv must be in [0, 1000) mV, got {self.gap_mv}")
+        if self.n_per_class < 4 or self.trials < 1 or self.epochs < 1 or self.chunk < 1:
+            raise ValueError("n_per_class >= 4 and trials, epochs, chunk >= 1 are needed")
+        if self.lr <= 0 or self.alpha < 0 or self.train_noise_factor < 0:
+            raise ValueError("lr must be > 0, alpha and train_noise_factor >= 0")
+        if self.noise_draws < 2 or self.board_runs < 1 or self.oversample < 1:
+            raise ValueError("noise_draws >= 2, board_runs >= 1 and oversample >= 1 are needed")
+        if len(set(self.data_electrodes)) != 2 or not all(0 <= e < 7 for e in self.data_electrodes):
+            raise ValueError(f"data_electrodes must be two distinct electrodes in 0..6, got {self.data_electrodes}")
+
+
+def ring_radii(gap: float) -> tuple[float, float]:
+    """(r0, r0 + gap) in normalised units with equal class areas: r0^2 = 1 - (r0 + gap)^2."""
+    if not 0 <= gap < 1:
+        raise ValueError(f"normalised gap must be in [0, 1), got {gap}")
+    r0 = (-gap + math.sqrt(2 - gap * gap)) / 2
+    return r0, r0 + gap
+
+
+def ring_data(n_per_class: int, gap: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """x [2n, 2] in the unit disc (class 0 inside r0, class 1 in r0+gap..1), y [2n] in {0, 1}; shuffled."""
+    r0, r1 = ring_radii(gap)
+    u = rng.random((2, n_per_class))
+    th = rng.uniform(0, 2 * np.pi, (2, n_per_class))
+    r_in = r0 * np.sqrt(u[0])
+    r_out = np.sqrt(r1 ** 2 + u[1] * (1 - r1 ** 2))
+    r = np.concatenate([r_in, r_out])
+    t = np.concatenate([th[0], th[1]])
+    x = np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
+    y = np.concatenate([np.zeros(n_per_class), np.ones(n_per_class)])
+    p = rng.permutation(len(y))
+    return x[p].astype(np.float32), y[p].astype(np.float32)
+
+
+def board_noise_std(sur: SurrogateInfo, oversample: int) -> float:
+    """Deviation of a board reading from the surrogate: the surrogate's own error (test RMSE less
+    the noise floor, in quadrature) plus the white noise floor averaged over `oversample` samples."""
+    model_err2 = max(sur.test_rmse_na ** 2 - sur.noise_floor_na ** 2, 0.0)
+    return math.sqrt(model_err2 + sur.noise_floor_na ** 2 / oversample)
+
+
+def normalised_gap(gap_mv: float, ranges_v: np.ndarray, data_electrodes: tuple[int, ...]) -> float:
+    half = float(np.min(ranges_v[list(data_electrodes), 1] - ranges_v[list(data_electrodes), 0])) / 2
+    return gap_mv / 1000.0 / half
+
+
+@dataclass
+class ArchResult:
+    """One architecture's trials: scores per trial, and the best network (T = 1)."""
+
+    fisher: np.ndarray           # [trials] Fisher criterion on the training set, noise-free
+    clean_test_acc: np.ndarray   # [trials]
+    noisy_train_acc: np.ndarray  # [trials] selection score
+    noisy_test_acc: np.ndarray   # [trials] prediction for the board
+    best: Any                    # DNPUNet with the best trial only
+    best_index: int
+    wall_s: float
+    epochs: np.ndarray           # [trials] epochs each trial trained (pruning)
+
+
+def _accuracy(logits: Any, y: Any) -> Any:
+    return ((logits > 0).float() == y).float().mean(dim=-1)
+
+
+def _finish(net: Any, x_tr: Any, noise: float) -> Any:
+    net.clip_controls()
+    net.set_noise(noise)
+    net.calibrate(x_tr)
+    return net
+
+
+def train_chunk_parts(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfig, trials: int, x_tr: Any,
+                      y_tr: Any, noise: float, gen: Any) -> list[tuple[Any, np.ndarray, int]]:
+    """Train `trials` networks at once (one batched tensor program).
+
+    Returns (calibrated DNPUNet, trial indices within the chunk, epochs trained) per group of
+    trials that stopped together (one group unless cfg.prune_at prunes)."""
+    import copy as _copy
+
+    import torch
+
+    from host.dnpu_modules import neg_fisher_per_trial
+    from host.trial_models import DNPUNet, TrialAdam
+
+    net = DNPUNet(sur.model, sur.ranges_v, trials, nodes=nodes, data_electrodes=cfg.data_electrodes,
+                  span_sigmas=cfg.span_sigmas, noise_std_na=float(cfg.noise_std_na or noise) * cfg.train_noise_factor,
+                  generator=gen)
+    opt = TrialAdam(net, cfg.lr)
+    net.train()
+    idx = np.arange(trials)
+    parts: list[tuple[Any, np.ndarray, int]] = []
+    prune = set(cfg.prune_at)
+    for ep in range(1, cfg.epochs + 1):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            out = net(x_tr)
+        per_trial = neg_fisher_per_trial(out.float(), y_tr)
+        loss = per_trial.sum() + cfg.alpha * net.penalty().sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if ep in prune and len(idx) > 1:
+            k = max(1, int(round(cfg.prune_keep * len(idx))))
+            order = torch.argsort(per_trial.detach())          # most negative = best Fisher first
+            keep, drop = order[:k], order[k:]
+            if len(drop):
+                stopped = _copy.deepcopy(net)
+                stopped.keep_trials(drop)
+                parts.append((_finish(stopped, x_tr, noise), idx[drop.numpy()], ep))
+                opt.keep(keep)
+                idx = idx[keep.numpy()]
+    parts.append((_finish(net, x_tr, noise), idx, cfg.epochs))
+    return parts
+
+
+def train_chunk(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfig, trials: int, x_tr: Any, y_tr: Any,
+                noise: float, gen: Any) -> Any:
+    """Train `trials` networks at once, all for cfg.epochs; returns the calibrated DNPUNet."""
+    return train_chunk_parts(sur, nodes, dataclasses.replace(cfg, prune_at=()), trials, x_tr, y_tr, noise,
+                             gen)[0][0]
+
+
+def score(net: Any, x_tr: Any, y_tr: Any, x_te: Any, y_te: Any, draws: int) -> dict[str, Any]:
+    """Noise-free Fisher and test accuracy; accuracy under noise on train (selection) and test."""
+    import torch
+
+    from host.dnpu_modules import fit_logistic, logistic_logits, neg_fisher_per_trial
+
+    with torch.no_grad():
+        net.eval()
+        net.set_noise_in_eval(False)
+        o_tr, o_te = net(x_tr), net(x_te)
+        fisher = -neg_fisher_per_trial(o_tr, y_tr)
+        w, b = fit_logistic(o_tr.double(), y_tr.double())
+        clean = _accuracy(logistic_logits(o_te.double(), o_tr.double(), w, b), y_te)
+        net.set_noise_in_eval(True)
+        sel, pred = [], []
+        for _ in range(draws):
+            n_fit = net(x_tr).double()
+            w, b = fit_logistic(n_fit, y_tr.double())
+            sel.append(_accuracy(logistic_logits(net(x_tr).double(), n_fit, w, b), y_tr))
+            pred.append(_accuracy(logistic_logits(net(x_te).double(), n_fit, w, b), y_te))
+        net.set_noise_in_eval(False)
+    return {"fisher": fisher.numpy(), "clean": clean.numpy(),
+            "sel": torch.stack(sel).mean(0).numpy(), "pred": torch.stack(pred).mean(0).numpy()}
+
+
+def train_arch(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfig, data: dict[str, Any], noise: float,
+               quiet: bool = True, desc: str = "") -> ArchResult:
+    import torch
+
+    t = timer()
+    x_tr, y_tr, x_te, y_te = (torch.as_tensor(data[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
+    gen = torch.Generator().manual_seed(cfg.seed * 7 + sum(nodes))
+    torch.manual_seed(cfg.seed * 7 + sum(nodes))
+    cat = {k: np.zeros(cfg.trials) for k in ("fisher", "clean", "sel", "pred", "epochs")}
+    best_net, best_key, best_index = None, (-1.0, -1.0), -1
+    with progress_bar(cfg.trials, desc, quiet) as bar:
+        for a, b in trial_chunks(cfg.trials, cfg.chunk):
+            for net, idx, eps in train_chunk_parts(sur, nodes, cfg, b - a, x_tr, y_tr, noise, gen):
+                s = score(net, x_tr, y_tr, x_te, y_te, cfg.noise_draws)
+                for k in ("fisher", "clean", "sel", "pred"):
+                    cat[k][a + idx] = s[k]
+                cat["epochs"][a + idx] = eps
+                i = int(np.argmax(s["sel"]))
+                key = (float(s["sel"][i]), float(s["fisher"][i]))
+                if key > best_key:
+                    best_key = key
+                    best_net = copy.deepcopy(net)
+                    best_net.keep_trials(torch.tensor([i]))
+                    best_index = a + int(idx[i])
+            bar.update(b - a)
+    return ArchResult(cat["fisher"], cat["clean"], cat["sel"], cat["pred"], best_net, best_index, t(),
+                      cat["epochs"].astype(int))
+
+
+def board_validate(session: BoardSession, net: Any, data: dict[str, np.ndarray], runs: int,
+                   record: dict[str, Any], quiet: bool = True, desc: str = "board", oversample: int = 1) -> None:
+    """Best network on the board: logistic re-trained on measured train currents, `runs` test passes.
+
+    Fills `record` as it goes, so a board failure keeps the runs measured so far."""
+    import torch
+
+    from host.dnpu_modules import fit_logistic, logistic_logits
+
+    x_tr, y_tr = torch.as_tensor(data["x_train"]), torch.as_tensor(data["y_train"])
+    x_te, y_te = torch.as_tensor(data["x_test"]), data["y_test"]
+
+    def measure(v: np.ndarray) -> np.ndarray:
+        return session.measure(v, what="ring network", oversample=oversample)
+
+    fit_out = net.measured(x_tr, measure).double()          # [1, B] nA
+    w, b = fit_logistic(fit_out, y_tr.double()[None])
+    record["logistic"] = {"w": float(w[0]), "b": float(b[0])}
+    record["train_accuracy"] = float(_accuracy(logistic_logits(fit_out, fit_out, w, b), y_tr.double()[None])[0])
+    record["runs"] = []
+    outs = []
+    with progress_bar(runs, desc, quiet) as bar:
+        for _ in range(runs):
+            o = net.measured(x_te, measure).double()
+            lg = logistic_logits(o, fit_out, w, b)[0].numpy()
+            record["runs"].append(float(np.mean((lg > 0) == (y_te > 0.5))))
+            outs.append(lg)
+            bar.update(1)
+    record["accuracy_mean"] = float(np.mean(record["runs"]))
+    record["accuracy_std"] = float(np.std(record["runs"]))
+    record["test_logits"] = np.stack(outs)        # for the violin plot; dropped from JSON
+    # the fitted neuron expressed on the network's stored output standardisation (for export)
+    m = float(fit_out.mean())
+    s = float(fit_out.std(unbiased=False)) + 1e-9
+    mu, sd = float(net.norms[-1].mean[0, 0, 0]), float(net.norms[-1].std()[0, 0, 0])
+    record["logistic_on_standardised"] = (float(w[0]) * sd / s, float(w[0]) * (mu - m) / s + float(b[0]))
+
+
+def _plots(out: Path, res: dict[str, ArchResult], board: dict[str, Any], pred_logits: dict[str, np.ndarray],
+           x_te: np.ndarray, y_te: np.ndarray) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    for name, r in res.items():
+        ax[0].hist(r.fisher, bins=40, alpha=0.6, label=name)
+        ax[1].hist(100 * r.noisy_test_acc, bins=40, alpha=0.6, label=f"{name} (under noise)")
+        ax[1].hist(100 * r.clean_test_acc, bins=40, alpha=0.4, histtype="step", label=f"{name} (noise-free)")
+    ax[0].set_xlabel("Fisher criterion (train, noise-free)")
+    ax[0].set_ylabel("trials")
+    ax[1].set_xlabel("test accuracy (%)")
+    for a in ax:
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "ring_histograms.png", dpi=120)
+    plt.close(fig)
+
+    panels = [(n, "surrogate (noisy)", pred_logits[n]) for n in res if n in pred_logits]
+    panels += [(n, "board", board[n]["test_logits"]) for n in res if n in board and "test_logits" in board[n]]
+    if not panels:
+        return
+    fig, axs = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for a, (name, src, lg) in zip(axs[0], panels):
+        lg = np.atleast_2d(lg)
+        data = [lg[:, y_te < 0.5].ravel(), lg[:, y_te > 0.5].ravel()]
+        a.violinplot(data, showmedians=True)
+        a.axhline(0.0, color="k", lw=0.6, ls="--")
+        a.set_xticks([1, 2], ["class 0\n(inner)", "class 1\n(ring)"])
+        a.set_title(f"{name}: {src}", fontsize=9)
+        a.set_ylabel("output neuron logit")
+    fig.tight_layout()
+    fig.savefig(out / "ring_violins.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(x_te[:, 0], x_te[:, 1], c=y_te, s=8, cmap="coolwarm")
+    ax.set_aspect("equal")
+    ax.set_title("ring test data (normalised inputs)")
+    fig.savefig(out / "ring_data.png", dpi=120)
+    plt.close(fig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_common_arguments(p, "results/ring")
+    d = RingConfig()
+    p.add_argument("--gap-mv", type=float, default=d.gap_mv, help="gap between the classes, mV on the data electrodes")
+    p.add_argument("--n-per-class", type=int, default=d.n_per_class, help="points per class and split")
+    p.add_argument("--trials", type=int, default=d.trials, help="independent trials per architecture")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="full-batch epochs per trial")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--data-electrodes", default=",".join(map(str, d.data_electrodes)),
+                   help="the two data electrodes of every node")
+    p.add_argument("--chunk", type=int, default=d.chunk, help="trials per batched tensor program")
+    p.add_argument("--train-noise-factor", type=float, default=d.train_noise_factor,
+                   help="training noise std in units of the surrogate's test RMSE")
+    p.add_argument("--noise-draws", type=int, default=d.noise_draws, help="noisy passes that score each trial")
+    p.add_argument("--board-runs", type=int, default=d.board_runs, help="board passes over the test set")
+    p.add_argument("--oversample", type=int, default=d.oversample,
+                   help="board readout averaged over this many ADC samples per point (the prediction "
+                        "uses the matching noise)")
+    p.add_argument("--archs", default="single,2-2-1", help="comma-separated: single, 2-2-1")
+    p.add_argument("--fp32", action="store_true", help="train in float32 (default: bfloat16 autocast; "
+                   "scores, selection and the board stay float32)")
+    p.add_argument("--prune-at", default="0.25,0.5,0.75",
+                   help="successive halving: fractions of --epochs at which each chunk keeps its better "
+                        "--prune-keep share of trials ('' for none)")
+    p.add_argument("--prune-keep", type=float, default=0.5, help="share of a chunk's trials kept at each pruning")
+    p.add_argument("--no-export", action="store_true", help="do not write the best 2-2-1 network file")
+
+
+def _prune_epochs(text: str, epochs: int) -> tuple[int, ...]:
+    try:
+        fr = [float(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        raise ExperimentError(f"--prune-at: expected fractions like 0.25,0.5, got {text!r}") from None
+    if any(not 0 < f < 1 for f in fr):
+        raise ExperimentError(f"--prune-at: fractions must lie in (0, 1), got {text!r}")
+    return tuple(sorted({e for e in (int(round(f * epochs)) for f in fr) if 0 < e < epochs}))
+
+
+def export_network(out: Path, net: Any, logistic: tuple[float, float], sur: SurrogateInfo,
+                   meta: dict[str, Any]) -> dict[str, Any]:
+    """The best 2-2-1 as a network ONNX file (core.network_onnx), or a JSON layer description.
+
+    The file ends in two class scores (-logit/2, +logit/2), so that argmax is the class and
+    `python -m host.deploy --model FILE --data ring_test.npz` scores it like any classifier."""
+    from core.network import Linear
+
+    layers = net.to_core_layers(0, logistic) + [Linear(weight=np.array([[-0.5], [0.5]]), bias=np.zeros(2))]
+    try:
+        from core import network_onnx  # the deploy issue's network format
+        write = getattr(network_onnx, "write_network")
+    except (ImportError, AttributeError):
+        write = None
+    if write is not None:
+        path = out / "ring_2-2-1.onnx"
+        write(path, 2, layers, sur.path, meta)
+        return {"format": "network-onnx", "path": str(path)}
+    path = out / "ring_2-2-1_layers.json"
+    desc = []
+    for layer in layers:
+        d = {"type": type(layer).__name__}
+        for f in dataclasses.fields(layer):
+            v = getattr(layer, f.name)
+            if f.name == "nodes":
+                v = [{g.name: getattr(nd, g.name) for g in dataclasses.fields(nd)} for nd in v]
+            d[f.name] = v
+        desc.append(d)
+    write_json(path, {"format": "dnpu-network-layers/0 (core.network dataclasses as JSON)", "n_inputs": 2,
+                      "surrogate": sur.path, "layers": desc, "metadata": meta})
+    return {"format": "json-layers", "path": str(path),
+            "note": "core.network_onnx.write_network was not available; layers written as JSON"}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    clock = timer()
+    try:
+        set_threads(args.threads)
+        archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+        if not archs or any(a not in ARCHS for a in archs):
+            raise ExperimentError(f"--archs: choose from {', '.join(ARCHS)}, got {args.archs!r}")
+        sur = load_surrogate(args.surrogate)
+        try:
+            electrodes = tuple(int(e) for e in args.data_electrodes.split(","))
+        except ValueError:
+            raise ExperimentError(f"--data-electrodes: expected two indices like 2,4, got {args.data_electrodes!r}") from None
+        if len(electrodes) != 2:
+            raise ExperimentError(f"--data-electrodes: expected two indices like 2,4, got {args.data_electrodes!r}")
+        cfg = RingConfig(gap_mv=args.gap_mv, data_electrodes=electrodes, n_per_class=args.n_per_class,
+                         trials=args.trials, epochs=args.epochs,
+                         lr=args.lr, chunk=args.chunk, train_noise_factor=args.train_noise_factor,
+                         noise_draws=args.noise_draws, board_runs=args.board_runs, bf16=not args.fp32,
+                         oversample=args.oversample,
+                         seed=args.seed, noise_std_na=sur.test_rmse_na, prune_keep=args.prune_keep,
+                         prune_at=_prune_epochs(args.prune_at, args.epochs))
+        out = out_folder(args.out)
+        gap = normalised_gap(cfg.gap_mv, sur.ranges_v, cfg.data_electrodes)
+        rng = np.random.default_rng(cfg.seed)
+        x_tr, y_tr = ring_data(cfg.n_per_class, gap, rng)
+        x_te, y_te = ring_data(cfg.n_per_class, gap, rng)
+    except (ExperimentError, ValueError) as e:
+        return fail(str(e))
+    data = {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
+    noise = board_noise_std(sur, cfg.oversample)      # selection and prediction: the board's expected deviation
+    write_json(out / "config.json", {"run": run_info(args), "ring": dataclasses.asdict(cfg), "normalised_gap": gap,
+                                     "selection_noise_std_na": noise,
+                                     "surrogate": {"path": sur.path, "test_rmse_na": sur.test_rmse_na}})
+    write_json(out / "data.json", data)
+    np.savez(out / "ring_test.npz", x=x_te, labels=y_te.astype(np.int64))
+    results: dict[str, Any] = {"archs": {}, "board": {}, "warnings": [], "wall_s": {}}
+    board_records: dict[str, Any] = {}
+
+    def save() -> None:
+        b = {k: {kk: vv for kk, vv in v.items() if kk != "test_logits"} for k, v in board_records.items()}
+        results["board"] = b
+        write_json(out / "results.json", results)
+
+    res: dict[str, ArchResult] = {}
+    pred_logits: dict[str, np.ndarray] = {}
+    for name in archs:
+        r = train_arch(sur, ARCHS[name], cfg, data, noise, args.quiet, name)
+        res[name] = r
+        s = score(r.best, *(torch.as_tensor(data[k]) for k in ("x_train", "y_train", "x_test", "y_test")),
+                  draws=cfg.noise_draws)
+        # predicted per-class logits under noise for the violin plot
+        with torch.no_grad():
+            from host.dnpu_modules import fit_logistic, logistic_logits
+            r.best.eval()
+            r.best.set_noise_in_eval(True)
+            fo = r.best(torch.as_tensor(x_tr)).double()
+            w, b = fit_logistic(fo, torch.as_tensor(y_tr).double()[None])
+            pred_logits[name] = np.concatenate([logistic_logits(r.best(torch.as_tensor(x_te)).double(), fo, w, b).numpy()
+                                                for _ in range(cfg.noise_draws)])
+            r.best.set_noise_in_eval(False)
+        results["archs"][name] = {
+            "trials": cfg.trials, "wall_s": r.wall_s, "best_trial": r.best_index,
+            "best": {"fisher": float(s["fisher"][0]), "clean_test_accuracy": float(s["clean"][0]),
+                     "noisy_train_accuracy": float(s["sel"][0]), "predicted_board_accuracy": float(s["pred"][0]),
+                     "control_voltages": r.best.controls(0)},
+            "max_clean_test_accuracy": float(r.clean_test_acc.max()),
+            "median_clean_test_accuracy": float(np.median(r.clean_test_acc)),
+            "max_noisy_test_accuracy": float(r.noisy_test_acc.max()),
+            "fisher": r.fisher, "clean_test_accuracy": r.clean_test_acc, "noisy_train_accuracy": r.noisy_train_acc,
+            "noisy_test_accuracy": r.noisy_test_acc, "epochs_trained": r.epochs,
+        }
+        results["wall_s"][name] = r.wall_s
+        save()
+    status = 0
+    if not args.no_board:
+        try:
+            with BoardSession(args.board, args.limit_policy) as session:
+                results["board_url"] = args.board
+                for name in archs:
+                    board_records[name] = {}
+                    board_validate(session, res[name].best, data, cfg.board_runs, board_records[name],
+                                   args.quiet, f"board {name}", cfg.oversample)
+                    pred = results["archs"][name]["best"]["predicted_board_accuracy"]
+                    board_records[name]["predicted_accuracy"] = pred
+                    board_records[name]["difference_points"] = 100 * (board_records[name]["accuracy_mean"] - pred)
+                    results["warnings"] = session.warnings
+                    save()
+        except ExperimentError as e:
+            results["error"] = str(e)
+            save()
+            status = fail(f"{e}; results so far are in {out / 'results.json'}")
+    if "2-2-1" in res and not args.no_export:
+        rec = board_records.get("2-2-1", {})
+        if "logistic_on_standardised" in rec:
+            logistic = rec["logistic_on_standardised"]
+            src = "re-fitted on board-measured training currents"
+        else:
+            from host.dnpu_modules import fit_logistic
+            with torch.no_grad():
+                z = res["2-2-1"].best.standardised(res["2-2-1"].best(torch.as_tensor(x_tr))).double()
+            w, b = fit_logistic(z, torch.as_tensor(y_tr).double()[None])
+            z_m, z_s = float(z.mean()), float(z.std(unbiased=False)) + 1e-9
+            logistic = (float(w[0]) / z_s, float(b[0]) - float(w[0]) * z_m / z_s)
+            src = "fitted on surrogate outputs"
+        meta = {"experiment": "ring", "task": "ring", "dataset": str(out / "ring_test.npz"),
+                "architecture": "2-2-1", "gap_mv": cfg.gap_mv, "seed": cfg.seed,
+                "output": "class scores (-logit/2, +logit/2): class 1 (ring) when the second is larger",
+                "logistic": src,
+                "input": "2 features in the unit disc, normalised ring coordinates",
+                "predicted_accuracy": results["archs"]["2-2-1"]["best"]["predicted_board_accuracy"],
+                "board_accuracy": rec.get("accuracy_mean")}
+        try:
+            results["export"] = export_network(out, res["2-2-1"].best, logistic, sur, meta)
+        except Exception as e:  # the export must not lose the measured results
+            results["export"] = {"error": f"{type(e).__name__}: {e}"}
+            status = status or fail(f"export of the 2-2-1 network failed: {e}")
+    results["wall_s"]["total"] = clock()
+    save()
+    _plots(out, res, board_records, pred_logits, x_te, y_te)
+    for name in archs:
+        a = results["archs"][name]["best"]
+        line = (f"{name:7s} best trial: noise-free test {100 * a['clean_test_accuracy']:.2f} %, "
+                f"predicted (under noise) {100 * a['predicted_board_accuracy']:.2f} %")
+        if name in board_records and "accuracy_mean" in board_records[name]:
+            line += f", board {100 * board_records[name]['accuracy_mean']:.2f} % (+- {100 * board_records[name]['accuracy_std']:.2f})"
+        print(line)
+    for w in results["warnings"]:
+        print(f"warning: {w}")
+    print(f"results in {out}")
+    return status
