@@ -6,13 +6,14 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.dnpu-installed
 LOCK   := flock /tmp/dnpu-build-$(shell id -u).lock
 
-.PHONY: help venv install build test clean surrogate models deploy
+.PHONY: help venv install build test clean surrogate models deploy experiments
 
 help:
 	@echo "make test     set up .venv, build the C/Cython extensions, run the test suite"
 	@echo "make surrogate  measure the default virtual device (seed 0) and train models/surrogate.onnx from scratch"
 	@echo "make deploy   set up, then run the shipped MNIST network (models/mnist.onnx) on the C core"
 	@echo "make models   train the MNIST networks from scratch: models/mnist.onnx, models/mnist_rf3.onnx (+ reports)"
+	@echo "make experiments  capacity, ring and gates through the surrogate, validated on the simulated board (results/)"
 	@echo "make build    rebuild the extensions after changing C/Cython sources"
 	@echo "make clean    remove build outputs and the virtual environment"
 
@@ -67,3 +68,10 @@ models: build
 DEPLOY_ARGS ?=
 deploy: build
 	$(PY) -m host.deploy --model models/mnist.onnx $(DEPLOY_ARGS)
+
+# The paper's experiments on the default virtual device, validated on the simulated board.
+EXPERIMENT_ARGS ?= --quiet
+experiments: build
+	$(PY) -m host.experiments capacity --out results/capacity $(EXPERIMENT_ARGS)
+	$(PY) -m host.experiments ring --out results/ring $(EXPERIMENT_ARGS)
+	$(PY) -m host.experiments gates --out results/gates $(EXPERIMENT_ARGS)
