@@ -30,6 +30,18 @@ class InputTransform:
     clip: bool = True
 
 
+def register_electrode_ranges(module: nn.Module, ranges_v: np.ndarray, data: Sequence[int],
+                              ctrl: Sequence[int]) -> None:
+    """Buffers of a DNPU module: `ranges` [7, 2] and the (lo, hi) of its data and control
+    electrodes (`data_lo`, `data_hi`, `ctrl_lo`, `ctrl_hi`), float32, moved with the module."""
+    r = torch.as_tensor(np.asarray(ranges_v), dtype=torch.float32)
+    module.register_buffer("ranges", r)
+    module.register_buffer("data_lo", r[list(data), 0].clone())
+    module.register_buffer("data_hi", r[list(data), 1].clone())
+    module.register_buffer("ctrl_lo", r[list(ctrl), 0].clone())
+    module.register_buffer("ctrl_hi", r[list(ctrl), 1].clone())
+
+
 class DNPULayer(nn.Module):
     """K DNPU nodes, each a (time-multiplexed) device with its own learnable control voltages.
 
@@ -64,12 +76,7 @@ class DNPULayer(nn.Module):
         self.noise_std_na = float(noise_std_na)
         #: inject the output noise in eval mode too (accuracy under noise, robustness selection)
         self.noise_in_eval = False
-        r = torch.as_tensor(ranges, dtype=torch.float32)
-        self.register_buffer("ranges", r)
-        self.register_buffer("data_lo", r[data, 0].clone())
-        self.register_buffer("data_hi", r[data, 1].clone())
-        self.register_buffer("ctrl_lo", r[ctrl, 0].clone())
-        self.register_buffer("ctrl_hi", r[ctrl, 1].clone())
+        register_electrode_ranges(self, ranges, data, ctrl)
         u = torch.rand(trials, n_nodes, len(ctrl), generator=generator)
         # initialised inside the ranges, away from the edges
         self.control = nn.Parameter(self.ctrl_lo + (0.1 + 0.8 * u) * (self.ctrl_hi - self.ctrl_lo))

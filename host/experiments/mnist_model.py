@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-N_ELECTRODES = 7
+from host.dnpu_modules import N_ELECTRODES, register_electrode_ranges
+
 N_PIXELS = 784
 
 
@@ -65,12 +66,7 @@ class DnpuClassifier(nn.Module):
         self.surrogate = surrogate
         for p in self.surrogate.parameters():
             p.requires_grad_(False)
-        r = torch.as_tensor(ranges, dtype=torch.float32)
-        self.register_buffer("ranges", r)
-        self.register_buffer("data_lo", r[data, 0].clone())
-        self.register_buffer("data_hi", r[data, 1].clone())
-        self.register_buffer("ctrl_lo", r[ctrl, 0].clone())
-        self.register_buffer("ctrl_hi", r[ctrl, 1].clone())
+        register_electrode_ranges(self, ranges, data, ctrl)
         self.register_buffer("_order", torch.argsort(torch.tensor(data + ctrl)))
         g = torch.Generator().manual_seed(1234)
         u = torch.rand(k, len(ctrl), generator=g)
