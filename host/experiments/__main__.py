@@ -22,6 +22,13 @@ EXPERIMENTS: dict[str, str] = {
     "gates": "gates",
     "mnist": "mnist",
 }
+#: one line per experiment for the top-level --help (the modules are not imported for it)
+SUMMARIES: dict[str, str] = {
+    "capacity": "empirical VC dimension of a DNPU (surrogate, board) and of small NNs",
+    "ring": "ring classification: best single DNPU vs best 2-2-1 network, validated on a board",
+    "gates": "the six two-input Boolean gates on one DNPU, in simulation and on a board",
+    "mnist": "MNIST with 10 DNPUs behind a linear layer, NN baselines, network ONNX export",
+}
 
 
 def _module(name: str):
@@ -44,7 +51,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
             mod.add_arguments(sp)
         else:
-            sub.add_parser(name, help=f"see `python -m host.experiments {name} --help`", add_help=False)
+            sub.add_parser(name, help=SUMMARIES[name], add_help=False)
     return p
 
 
