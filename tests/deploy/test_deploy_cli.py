@@ -142,3 +142,24 @@ def test_two_layer_binary_network_on_every_backend(tmp_path, rng, capsys) -> Non
         accs[backend] = rep["accuracy"]
     assert accs["core"] == accs["onnxruntime"] == pytest.approx(float(((y > 0) == labels).mean()))
     assert abs(accs["board"] - accs["core"]) <= 0.2
+
+
+def test_inference_path_never_imports_torch(small_model) -> None:
+    """make deploy installs no torch: every backend of the deploy CLI must run without it."""
+    import subprocess
+    import sys
+
+    model, data = small_model
+    code = (
+        "import sys, json\n"
+        "sys.modules['torch'] = None  # any import of torch now fails\n"
+        "from host.deploy.__main__ import main\n"
+        f"for b in ('core', 'onnxruntime', 'board'):\n"
+        f"    rc = main(['--model', {str(model)!r}, '--data', {str(data)!r}, '--backend', b, '--json', '--no-progress',"
+        " '--latency-samples', '2', '--ramp', '50'])\n"
+        "    assert rc == 0, (b, rc)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for b in ("core", "onnxruntime", "board"):
+        assert f'"backend": "{b}"' in r.stdout, b
