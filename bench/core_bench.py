@@ -150,7 +150,7 @@ def best_times(cases: dict[str, Callable[[], object]], budget_s: float, rounds: 
     best = {k: float("inf") for k in cases}
     for _ in range(rounds):
         for k, fn in cases.items():
-            time.sleep(0.003)  # let the previous engine's spinning worker threads go idle
+            time.sleep(0.05)  # let the previous engine's spinning worker threads go idle
             t0 = time.perf_counter()
             for _ in range(n[k]):
                 fn()
