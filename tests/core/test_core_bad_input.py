@@ -1,7 +1,9 @@
 """Every bad input gets its documented behaviour (docs/core.md), never a crash."""
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import numpy as np
 import onnx
@@ -240,6 +242,65 @@ def test_python_threads_evaluating_at_once(sur, rng):
     assert len(results) == 6 * 5 * len(xs)
     for (tid, key), y in results.items():
         np.testing.assert_array_equal(y, expected[key % 10])
+
+
+def test_worker_pool_across_thread_counts_networks_and_callers(sur, rng):
+    """Threads come from a pool kept between calls: thread counts that grow and shrink, networks
+    and surrogates interleaved, and concurrent callers (one gets the pool, the others fresh
+    threads) all give the single-thread results."""
+    from core import DnpuLayer, DnpuNode, Linear, Network
+
+    net = Network(5, [Linear(rng.standard_normal((6, 5)).astype(np.float32)),
+                      DnpuLayer([DnpuNode((0, 1, 2), control_voltages=(0.1, -0.2, 0.3, -0.4)),
+                                 DnpuNode((3, 4, 5), control_voltages=(-0.3, 0.2, 0.0, 0.1))])], sur)
+    x = rng.uniform(-1.2, 0.6, (2000, 7)).astype(np.float32)
+    xn = rng.uniform(-0.5, 0.5, (1500, 5)).astype(np.float32)
+    ref, refn = sur.evaluate(x), net.evaluate(xn)
+    for t in (2, 4, 3, 1, 4, 2):
+        np.testing.assert_array_equal(sur.evaluate(x, threads=t), ref)
+        np.testing.assert_array_equal(net.evaluate(xn, threads=t), refn)
+    errors: list[BaseException] = []
+
+    def worker(tid: int) -> None:
+        try:
+            for rep in range(20):
+                t = 2 + (tid + rep) % 3
+                np.testing.assert_array_equal(sur.evaluate(x, threads=t), ref)
+                np.testing.assert_array_equal(net.evaluate(xn, threads=t), refn)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in ts), "a caller hung"
+    assert not errors, errors[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_gets_its_own_workers(sur, rng):
+    """After fork() the parent's pool threads do not exist in the child; the child must start
+    its own instead of waiting for them."""
+    x = rng.uniform(-1.2, 0.6, (3000, 7)).astype(np.float32)
+    ref = sur.evaluate(x, threads=2)  # the parent's pool is running now
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        ok = np.array_equal(sur.evaluate(x, threads=2), ref) and np.array_equal(sur.evaluate(x, threads=3), ref)
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung evaluating with threads")
+    np.testing.assert_array_equal(sur.evaluate(x, threads=2), ref)
 
 
 def test_read_only_and_buffer_inputs(sur, rng):
