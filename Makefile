@@ -38,11 +38,13 @@ $(STAMP): $(RUNTIME_STAMP)
 
 venv install: $(STAMP)
 
+# Rebuild the extensions (incremental); build-runtime is the same on the torch-free set-up.
+REBUILD = $(LOCK) $(PIP) install -q --no-build-isolation --no-deps -e .
 build: $(STAMP)
-	$(LOCK) $(PIP) install -q --no-build-isolation --no-deps -e .
+	$(REBUILD)
 
 build-runtime: $(RUNTIME_STAMP)
-	$(LOCK) $(PIP) install -q --no-build-isolation --no-deps -e .
+	$(REBUILD)
 
 test: build
 	$(PY) -m pytest -q

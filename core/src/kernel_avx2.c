@@ -16,6 +16,11 @@
 #define V_MAX(a, b) _mm256_max_ps((a), (b))
 #define V_ADD(a, b) _mm256_add_ps((a), (b))
 #define V_HSUM(v) hsum256(v)
+#define V_LOADU(p) _mm256_loadu_ps(p)
+/* the last K % W inputs of a dot product: a lane mask and a masked load */
+#define TAIL_T __m256i
+#define TAIL_MASK(rem) tail_mask256(rem)
+#define V_LOAD_TAIL(p, t) _mm256_maskload_ps((p), (t))
 /* with 16 registers the sparse tile pays off only on the latency path (a few samples) */
 #define SPARSE_ROWS MR
 
@@ -26,36 +31,10 @@ static inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-static void dot_rows(const dnpu_layer *L, size_t rows, const float *a, size_t lda, float *c,
-                     size_t ldc) {
-  const int K = L->k;
-  const float *restrict w = L->w;
-  const float bias = L->b[0];
-  const int kfull = K - K % W, rem = K % W;
-  __m256i tail = _mm256_setzero_si256();
-  if (rem) {
-    int m[W];
-    for (int i = 0; i < W; i++) m[i] = i < rem ? -1 : 0;
-    tail = _mm256_loadu_si256((const __m256i *)m);
-  }
-  for (size_t r = 0; r < rows; r++) {
-    const float *restrict ar = a + r * lda;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int k = 0;
-    for (; k + 2 * W <= kfull; k += 2 * W) {
-      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(ar + k), _mm256_loadu_ps(w + k), s0);
-      s1 = _mm256_fmadd_ps(_mm256_loadu_ps(ar + k + W), _mm256_loadu_ps(w + k + W), s1);
-    }
-    if (k < kfull) {
-      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(ar + k), _mm256_loadu_ps(w + k), s0);
-      k += W;
-    }
-    if (rem)
-      s1 = _mm256_fmadd_ps(_mm256_maskload_ps(ar + k, tail), _mm256_maskload_ps(w + k, tail), s1);
-    float y = hsum256(_mm256_add_ps(s0, s1)) + bias;
-    if (L->relu) y = y < 0.0f ? 0.0f : y;
-    c[r * ldc] = y;
-  }
+static inline __m256i tail_mask256(int rem) {
+  int m[W];
+  for (int i = 0; i < W; i++) m[i] = i < rem ? -1 : 0;
+  return _mm256_loadu_si256((const __m256i *)m);
 }
 
 /* branch-free: every input is written, the count advances past non-zeros (NaN != 0 holds) */

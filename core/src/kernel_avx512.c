@@ -18,35 +18,12 @@
 #define V_MAX(a, b) _mm512_max_ps((a), (b))
 #define V_ADD(a, b) _mm512_add_ps((a), (b))
 #define V_HSUM(v) _mm512_reduce_add_ps(v)
+#define V_LOADU(p) _mm512_loadu_ps(p)
+/* the last K % W inputs of a dot product: a lane mask and a masked load */
+#define TAIL_T __mmask16
+#define TAIL_MASK(rem) ((__mmask16)((1u << (rem)) - 1u))
+#define V_LOAD_TAIL(p, t) _mm512_maskz_loadu_ps((t), (p))
 #define SPARSE_ROWS SIZE_MAX
-
-static void dot_rows(const dnpu_layer *L, size_t rows, const float *a, size_t lda, float *c,
-                     size_t ldc) {
-  const int K = L->k;
-  const float *restrict w = L->w;
-  const float bias = L->b[0];
-  const __mmask16 tail = (__mmask16)((1u << (K % W)) - 1u);
-  const int kfull = K - K % W;
-  for (size_t r = 0; r < rows; r++) {
-    const float *restrict ar = a + r * lda;
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int k = 0;
-    for (; k + 2 * W <= kfull; k += 2 * W) {
-      s0 = _mm512_fmadd_ps(_mm512_loadu_ps(ar + k), _mm512_loadu_ps(w + k), s0);
-      s1 = _mm512_fmadd_ps(_mm512_loadu_ps(ar + k + W), _mm512_loadu_ps(w + k + W), s1);
-    }
-    if (k < kfull) {
-      s0 = _mm512_fmadd_ps(_mm512_loadu_ps(ar + k), _mm512_loadu_ps(w + k), s0);
-      k += W;
-    }
-    if (tail)
-      s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, ar + k), _mm512_maskz_loadu_ps(tail, w + k),
-                           s1);
-    float y = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) + bias;
-    if (L->relu) y = y < 0.0f ? 0.0f : y;
-    c[r * ldc] = y;
-  }
-}
 
 /* register-form compress + full store (compress-to-memory is slow on some cores): writes up
  * to W entries past the count, which the padded lists of kernel_simd.inc allow */

@@ -147,11 +147,16 @@ def predict(logits: np.ndarray) -> np.ndarray:
     return (logits[:, 0] > 0).astype(np.int64) if logits.shape[1] == 1 else logits.argmax(1)
 
 
-def summarise(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    k = n_classes(logits.shape[1])
-    pred = predict(logits)
+def confusion_matrix(pred: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """[k, k] counts, rows the true class, columns the predicted one."""
     cm = np.zeros((k, k), dtype=np.int64)
     np.add.at(cm, (labels, pred), 1)
+    return cm
+
+
+def summarise(logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    pred = predict(logits)
+    cm = confusion_matrix(pred, labels, n_classes(logits.shape[1]))
     return {"accuracy": float((pred == labels).mean()), "confusion_matrix": cm.tolist(), "n_samples": int(len(labels))}
 
 

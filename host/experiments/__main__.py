@@ -15,24 +15,18 @@ import argparse
 import importlib
 import sys
 
-#: sub-command -> module under host.experiments
-EXPERIMENTS: dict[str, str] = {
-    "capacity": "capacity_cli",
-    "ring": "ring",
-    "gates": "gates",
-    "mnist": "mnist",
-}
-#: one line per experiment for the top-level --help (the modules are not imported for it)
-SUMMARIES: dict[str, str] = {
-    "capacity": "empirical VC dimension of a DNPU (surrogate, board) and of small NNs",
-    "ring": "ring classification: best single DNPU vs best 2-2-1 network, validated on a board",
-    "gates": "the six two-input Boolean gates on one DNPU, in simulation and on a board",
-    "mnist": "MNIST with 10 DNPUs behind a linear layer, NN baselines, network ONNX export",
+#: sub-command -> (module under host.experiments, one line for the top-level --help; the
+#: modules are not imported for it)
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "capacity": ("capacity_cli", "empirical VC dimension of a DNPU (surrogate, board) and of small NNs"),
+    "ring": ("ring", "ring classification: best single DNPU vs best 2-2-1 network, validated on a board"),
+    "gates": ("gates", "the six two-input Boolean gates on one DNPU, in simulation and on a board"),
+    "mnist": ("mnist", "MNIST with 10 DNPUs behind a linear layer, NN baselines, network ONNX export"),
 }
 
 
 def _module(name: str):
-    return importlib.import_module(f"host.experiments.{EXPERIMENTS[name]}")
+    return importlib.import_module(f"host.experiments.{EXPERIMENTS[name][0]}")
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -51,7 +45,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
             mod.add_arguments(sp)
         else:
-            sub.add_parser(name, help=SUMMARIES[name], add_help=False)
+            sub.add_parser(name, help=EXPERIMENTS[name][1], add_help=False)
     return p
 
 

@@ -219,26 +219,36 @@ def test_not_picklable(sur):
 
 # ---- concurrency -------------------------------------------------------------------------
 
+def run_concurrently(worker, n: int, timeout_s: float = 120.0) -> None:
+    """Runs worker(0..n-1) on n Python threads at once; fails on a hang or on any thread's error."""
+    errors: list[BaseException] = []
+
+    def guarded(tid: int) -> None:
+        try:
+            worker(tid)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=guarded, args=(t,)) for t in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=timeout_s)
+    assert not any(t.is_alive() for t in ts), "a caller hung"
+    assert not errors, errors[0]
+
+
 def test_python_threads_evaluating_at_once(sur, rng):
     xs = [rng.uniform(-1.2, 0.6, (n, 7)).astype(np.float32) for n in (1, 9, 500, 3000, 1, 4096)]
     expected = [sur.evaluate(x) for x in xs]
     results: dict[tuple[int, int], np.ndarray] = {}
-    errors: list[BaseException] = []
 
     def worker(tid: int) -> None:
-        try:
-            for rep in range(5):
-                for i, x in enumerate(xs):
-                    results[(tid, rep * 10 + i)] = sur.evaluate(x, threads=1 + (tid + i) % 2)
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for rep in range(5):
+            for i, x in enumerate(xs):
+                results[(tid, rep * 10 + i)] = sur.evaluate(x, threads=1 + (tid + i) % 2)
 
-    ts = [threading.Thread(target=worker, args=(t,)) for t in range(6)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert not errors
+    run_concurrently(worker, 6)
     assert len(results) == 6 * 5 * len(xs)
     for (tid, key), y in results.items():
         np.testing.assert_array_equal(y, expected[key % 10])
@@ -259,24 +269,14 @@ def test_worker_pool_across_thread_counts_networks_and_callers(sur, rng):
     for t in (2, 4, 3, 1, 4, 2):
         np.testing.assert_array_equal(sur.evaluate(x, threads=t), ref)
         np.testing.assert_array_equal(net.evaluate(xn, threads=t), refn)
-    errors: list[BaseException] = []
 
     def worker(tid: int) -> None:
-        try:
-            for rep in range(20):
-                t = 2 + (tid + rep) % 3
-                np.testing.assert_array_equal(sur.evaluate(x, threads=t), ref)
-                np.testing.assert_array_equal(net.evaluate(xn, threads=t), refn)
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for rep in range(20):
+            t = 2 + (tid + rep) % 3
+            np.testing.assert_array_equal(sur.evaluate(x, threads=t), ref)
+            np.testing.assert_array_equal(net.evaluate(xn, threads=t), refn)
 
-    ts = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in ts), "a caller hung"
-    assert not errors, errors[0]
+    run_concurrently(worker, 4)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
