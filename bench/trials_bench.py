@@ -7,12 +7,18 @@ program, the sequential side one trial at a time in a Python loop. Each side run
 epochs; the figures are trial-epochs per second and, from them, trials per second at the ring
 experiment's 400 epochs, and the time for the 1,000 ring trials.
 
+The surrogate runs on either engine (host.core_surrogate: the C core's fused value-and-gradient
+pass, or plain torch); the sequential loop is timed on both and the speed-ups are over the
+faster of the two, so they are not inflated by a slow baseline.
+
     .venv/bin/python bench/trials_bench.py                  # single DNPU and 2-2-1, 1 thread
     .venv/bin/python bench/trials_bench.py --threads 2 --json
 
-Columns: the sequential loop (float32, T = 1); batched float32 (the same work); batched bfloat16
-autocast; and the ring experiment's pipeline (bfloat16 + successive halving, whose pruned
-trial-epochs count as done: end-to-end trials per second).
+Columns: the sequential loop (float32, T = 1) with the torch and with the core surrogate;
+batched on the torch engine (bfloat16 autocast, the previous pipeline); batched on the core in
+float32 and in bfloat16 (AMX tiles where the CPU has them); and the ring experiment's pipeline
+(core, bfloat16 + successive halving, whose pruned trial-epochs count as done: end-to-end trials
+per second).
 """
 from __future__ import annotations
 
@@ -43,12 +49,12 @@ def main() -> int:
 
     import torch
 
-    from host.experiments._common import load_surrogate
+    from host.experiments._common import load_surrogate, set_threads
     from host.experiments._common import trial_chunks
     from host.experiments.ring import ARCHS, RingConfig, normalised_gap, ring_data, train_chunk, train_chunk_parts
 
-    torch.set_num_threads(a.threads)
-    sur = load_surrogate(a.surrogate)
+    sur_t = load_surrogate(a.surrogate, engine="torch")
+    sur = load_surrogate(a.surrogate, engine="core", threads=a.threads)
     cfg = RingConfig(epochs=a.epochs, noise_std_na=sur.test_rmse_na, chunk=a.chunk)
     rng = np.random.default_rng(0)
     x, y = ring_data(cfg.n_per_class, normalised_gap(cfg.gap_mv, sur.ranges_v, cfg.data_electrodes), rng)
@@ -57,17 +63,22 @@ def main() -> int:
     for arch in [s.strip() for s in a.archs.split(",") if s.strip()]:
         nodes = ARCHS[arch]
         gen = torch.Generator().manual_seed(0)
-        train_chunk(sur, nodes, dataclasses.replace(cfg, epochs=2), 2, x, y, sur.test_rmse_na, gen)  # warm-up
-        t = time.perf_counter()
-        for _ in range(a.seq_trials):
-            train_chunk(sur, nodes, cfg, 1, x, y, sur.test_rmse_na, gen)
-        seq = a.seq_trials * a.epochs / (time.perf_counter() - t)
-        row = {"arch": arch, "sequential": seq}
-        for mode, bf16 in (("batched_fp32", False), ("batched_bf16", True)):
+        row = {"arch": arch}
+        for mode, eng in (("sequential_torch", sur_t), ("sequential_core", sur)):
+            set_threads(a.threads, "torch" if eng is sur_t else "core")
+            train_chunk(eng, nodes, dataclasses.replace(cfg, epochs=2), 2, x, y, sur.test_rmse_na, gen)  # warm-up
+            t = time.perf_counter()
+            for _ in range(a.seq_trials):
+                train_chunk(eng, nodes, cfg, 1, x, y, sur.test_rmse_na, gen)
+            row[mode] = a.seq_trials * a.epochs / (time.perf_counter() - t)
+        row["sequential"] = max(row["sequential_torch"], row["sequential_core"])
+        for mode, eng, bf16 in (("batched_torch_bf16", sur_t, True), ("batched_fp32", sur, False),
+                                ("batched_bf16", sur, True)):
             bcfg = dataclasses.replace(cfg, bf16=bf16)
+            set_threads(a.threads, "torch" if eng is sur_t else "core")
             t = time.perf_counter()
             for lo, hi in trial_chunks(a.trials, a.chunk):
-                train_chunk(sur, nodes, bcfg, hi - lo, x, y, sur.test_rmse_na, gen)
+                train_chunk(eng, nodes, bcfg, hi - lo, x, y, sur.test_rmse_na, gen)
             row[mode] = a.trials * a.epochs / (time.perf_counter() - t)
         # the experiment's pipeline: bf16 and successive halving at 1/4, 1/2, 3/4 of the epochs
         # (trial-epochs it saves are counted as done, so the figure is end-to-end trials per second)
@@ -78,21 +89,25 @@ def main() -> int:
             train_chunk_parts(sur, nodes, pcfg, hi - lo, x, y, sur.test_rmse_na, gen)
         row["pipeline_bf16_halving"] = a.trials * 4 * a.epochs / (time.perf_counter() - t)
         rows.append(row)
-    modes = ("sequential", "batched_fp32", "batched_bf16", "pipeline_bf16_halving")
+    modes = ("sequential_torch", "sequential_core", "batched_torch_bf16", "batched_fp32", "batched_bf16",
+             "pipeline_bf16_halving")
     table = [{"arch": r["arch"], **{m: {"trials_per_s": r[m] / a.full_epochs, "speedup": r[m] / r["sequential"],
                                         "s_for_1000_trials": 1000 * a.full_epochs / r[m]} for m in modes}}
              for r in rows]
-    info = {"threads": a.threads, "chunk": a.chunk, "epochs_timed": a.epochs,
+    from core import _engine
+
+    info = {"threads": a.threads, "core_bf16_tiles": _engine.bf16_supported(), "chunk": a.chunk, "epochs_timed": a.epochs,
             "samples_per_trial": int(len(y)), "full_epochs": a.full_epochs, "rows": table}
     if a.json:
         print(json.dumps(info, indent=1))
         return 0
     print(f"ring training, {len(y)} samples/trial, {a.threads} thread(s), batched: {a.chunk} trials per tensor "
-          f"program; trials/s at {a.full_epochs} epochs (speed-up over the sequential loop; s for 1000 trials)")
-    print(f"{'arch':7s} " + " ".join(f"{m:>28s}" for m in modes))
+          f"program, AMX bf16 tiles: {'yes' if info['core_bf16_tiles'] else 'no'}; trials/s at {a.full_epochs} epochs, "
+          f"speed-up over the faster sequential loop, s for 1000 trials")
     for r in table:
-        print(f"{r['arch']:7s} " + " ".join(
-            f"{r[m]['trials_per_s']:9.3f} ({r[m]['speedup']:5.1f}x, {r[m]['s_for_1000_trials']:6.0f}s)" for m in modes))
+        for m in modes:
+            print(f"{r['arch']:7s} {m:24s} {r[m]['trials_per_s']:9.3f} {r[m]['speedup']:6.1f}x "
+                  f"{r[m]['s_for_1000_trials']:7.0f} s")
     return 0
 
 

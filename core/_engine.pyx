@@ -49,6 +49,16 @@ cdef extern from "dnpu_core.h" nogil:
                       size_t ldx, float *y, size_t ldy)
     int dnpu_net_eval(const dnpu_net *net, int isa, int n_threads, size_t n, const float *x,
                       float *y)
+    ctypedef struct dnpu_bf16_chain:
+        int n_layers
+    int dnpu_bf16_supported()
+    int dnpu_bf16_chain_pack(dnpu_bf16_chain *c, const dnpu_mlp *m, const dnpu_mlp *back)
+    void dnpu_bf16_chain_free(dnpu_bf16_chain *c)
+    int dnpu_mlp_value_grad_bf16(const dnpu_mlp *m, const dnpu_bf16_chain *c, int n_threads,
+                                 size_t n, const float *x, size_t ldx, float *y, float *g,
+                                 size_t ldg)
+    int dnpu_mlp_value_grad(const dnpu_mlp *m, const dnpu_mlp *back, int isa, int n_threads,
+                            size_t n, const float *x, size_t ldx, float *y, float *g, size_t ldg)
     int dnpu_isa_supported(int isa)
     int dnpu_default_isa()
     int dnpu_isa_env_status()
@@ -71,6 +81,11 @@ cdef size_t _NOGIL_MACS = 200000
 def supported_isas() -> list:
     """Instruction sets this CPU can run, portable first (e.g. ['generic', 'avx2', 'avx512'])."""
     return [ISA_NAMES[i] for i in range(DNPU_ISA_COUNT) if dnpu_isa_supported(i)]
+
+
+def bf16_supported() -> bool:
+    """True if this CPU (and OS) runs the bfloat16 training gradient (AMX-BF16 + AVX512-BF16)."""
+    return dnpu_bf16_supported() != 0
 
 
 def default_isa() -> str:
@@ -139,9 +154,13 @@ cdef class Mlp:
     cdef readonly int n_outputs
     cdef readonly size_t macs
     cdef object _parent
+    cdef dnpu_mlp back   # transposed layers for value_and_grad
+    cdef dnpu_bf16_chain *chain16  # the same for bfloat16 tiles (NULL where unsupported)
 
     def __cinit__(self, *args, **kwargs):
         memset(&self.m, 0, sizeof(self.m))
+        memset(&self.back, 0, sizeof(self.back))
+        self.chain16 = NULL
         memset(self.owned, 0, sizeof(self.owned))
 
     def __dealloc__(self):
@@ -149,6 +168,11 @@ cdef class Mlp:
         for l in range(self.m.n_layers):
             if self.owned[l]:
                 dnpu_layer_free(&self.m.layer[l])
+        for l in range(self.back.n_layers):
+            dnpu_layer_free(&self.back.layer[l])
+        if self.chain16 != NULL:
+            dnpu_bf16_chain_free(self.chain16)
+            free(self.chain16)
 
     cdef _pack_layer(self, int l, object W, object b, int relu):
         cdef const float[:, ::1] w = np.ascontiguousarray(W, dtype=np.float32)
@@ -207,6 +231,66 @@ cdef class Mlp:
 
     cdef const dnpu_mlp *ptr(self):
         return &self.m
+
+    def _init_back(self, list weights_t):
+        """weights_t[l]: W_l^T as float32 [n_in_l, n_out_l] for the layers before the last."""
+        cdef const float[:, ::1] w
+        cdef int l, rc
+        if self.back.n_layers or len(weights_t) != self.m.n_layers - 1:
+            raise RuntimeError("backward layers already packed or of the wrong count")
+        for l in range(len(weights_t)):
+            w = np.ascontiguousarray(weights_t[l], dtype=np.float32)
+            rc = dnpu_layer_pack(&self.back.layer[l], w.shape[1], w.shape[0], &w[0, 0], NULL, 0)
+            if rc:
+                _raise_status(rc)
+            self.back.n_layers = l + 1
+        if dnpu_bf16_supported() and self.m.n_layers >= 2:
+            self.chain16 = <dnpu_bf16_chain *>calloc(1, sizeof(dnpu_bf16_chain))
+            if self.chain16 == NULL:
+                raise MemoryError("dnpu core: out of memory")
+            rc = dnpu_bf16_chain_pack(self.chain16, &self.m, &self.back)
+            if rc:  # layers too wide for the tiles: float32 only
+                free(self.chain16)
+                self.chain16 = NULL
+                if rc != 2:
+                    _raise_status(rc)
+
+    @property
+    def bf16_ready(self) -> bool:
+        """True if value_and_grad(precision="bf16") runs for this model on this machine."""
+        return self.chain16 != NULL
+
+    def _value_and_grad(self, x, int threads, isa, bint bf16=False):
+        """float32 [n, n_inputs] -> (y [n], dy/dx [n, n_inputs]); shapes checked by the caller."""
+        cdef int isa_i
+        cdef int rc
+        cdef size_t n
+        _check_threads(threads)
+        isa_i = _isa_index(isa)
+        cdef const float[:, ::1] xv = _as_f32_2d(x, self.n_inputs, "value_and_grad(x)")
+        n = <size_t>xv.shape[0]
+        y = _empty(n, _f32)
+        g = _empty((n, self.n_inputs), _f32)
+        if n == 0:
+            return y, g
+        cdef float[::1] yv = y
+        cdef float[:, ::1] gv = g
+        if bf16 and self.chain16 == NULL:
+            raise ValueError("bf16 gradients need AMX-BF16 (this CPU or model does not allow them)")
+        with nogil:
+            if bf16:
+                rc = dnpu_mlp_value_grad_bf16(&self.m, self.chain16, threads, n, &xv[0, 0],
+                                              <size_t>self.n_inputs, &yv[0], &gv[0, 0],
+                                              <size_t>self.n_inputs)
+            else:
+                rc = dnpu_mlp_value_grad(&self.m, &self.back, isa_i, threads, n, &xv[0, 0],
+                                         <size_t>self.n_inputs, &yv[0], &gv[0, 0],
+                                         <size_t>self.n_inputs)
+        if rc == 2:
+            raise ValueError("value_and_grad needs ReLU after every layer but the last and one output")
+        if rc:
+            _raise_status(rc)
+        return y, g
 
     def evaluate(self, x, *, int threads=1, isa=None):
         """float32 [n, n_inputs] -> float32 [n] (one output) or [n, n_outputs]."""

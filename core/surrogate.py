@@ -74,6 +74,9 @@ class Surrogate(_engine.Mlp):
             bs.append(b32)
             width = W.shape[0]
         self._init_layers(Ws, bs, [bool(r) for r in relu])
+        self._has_grad = Ws[-1].shape[0] == 1 and all(relu[:-1]) and not relu[-1]
+        if self._has_grad:  # transposed layers for value_and_grad (small: packed up front)
+            self._init_back([np.ascontiguousarray(W.T) for W in Ws[:-1]])
         self.weights = tuple(Ws)
         self.biases = tuple(bs)
         self.relu = tuple(bool(r) for r in relu)
@@ -86,6 +89,26 @@ class Surrogate(_engine.Mlp):
         the node; a missing file raises FileNotFoundError."""
         chain = read_dense_chain(load_model(path), source=str(path))
         return cls(chain.weights, chain.biases, chain.relu, chain.metadata)
+
+    def value_and_grad(self, x: np.ndarray, *, threads: int = 1, isa: str | None = None,
+                       precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+        """The output and its gradient with respect to the inputs: float32 [n, n_inputs] ->
+        (y [n], dy/dx [n, n_inputs]), one fused forward and backward pass per block of samples.
+
+        For training through a frozen surrogate (the input gradient is all it needs). Only for
+        one-output chains with a ReLU after every layer but the last (ValueError otherwise); the
+        derivative of ReLU at exactly 0 is taken as 0.
+
+        precision "bf16": products of the hidden layers in bfloat16 AMX tiles (float32 sums; the
+        first layer, which sees the volts, and the last stay float32), several times faster at
+        about 3 significant digits; needs ``bf16_ready`` (ValueError otherwise). `isa` applies
+        to "fp32"."""
+        if not self._has_grad:
+            raise ValueError("value_and_grad needs one output and a ReLU after every layer but the last; "
+                             f"this model has layer sizes {self.layer_sizes} and relu {self.relu}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        return self._value_and_grad(x, threads, isa, precision == "bf16")
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

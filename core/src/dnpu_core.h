@@ -60,6 +60,42 @@ void dnpu_layer_free(dnpu_layer *L);
 int dnpu_mlp_eval(const dnpu_mlp *m, int isa, int n_threads, size_t n, const float *x,
                   size_t ldx, float *y, size_t ldy);
 
+/* Value and input gradient of a single-output ReLU chain (the surrogate: volts -> nA), for
+ * training through a frozen surrogate: y[r] = f(x_r) and g[r * ldg + i] = df/dx_i at x_r.
+ * m: every layer but the last has a ReLU, the last has one output and none.
+ * back: the transposed layers 0..L-2 of m, back->layer[l] = W_l^T packed with k = m->layer[l].n,
+ * n = m->layer[l].k, no bias, no ReLU (dnpu_layer_pack of W_l^T, which is [k_l][n_l]).
+ * The gradient of ReLU at exactly 0 is taken as 0 (as torch does).  x: n rows (stride ldx). */
+int dnpu_mlp_value_grad(const dnpu_mlp *m, const dnpu_mlp *back, int isa, int n_threads, size_t n,
+                        const float *x, size_t ldx, float *y, float *g, size_t ldg);
+
+/* The same gradient with bfloat16 products in AMX tiles (float32 sums; the first layer, which
+ * sees the volts, and the last stay float32): several times the float32 rate, at bf16 accuracy
+ * (about 3 significant digits in activations and gradients).  For training only.
+ * A layer packed for the tiles: out[r][j] = sum_kk a[r][kk] W[j][kk], W given as a packed
+ * dnpu_layer; kp = k rounded up to 32, np = n rounded up to 16 (at most 96). */
+typedef struct dnpu_bf16_layer {
+  int k, n, kp, np;
+  unsigned short *bp; /* kp/32 x np/16 tiles of 16 x 32 bf16 (VNNI pairs), 64-byte aligned */
+} dnpu_bf16_layer;
+
+typedef struct dnpu_bf16_chain {
+  int n_layers;                          /* of the float32 chain it was packed from */
+  dnpu_bf16_layer fwd[DNPU_MAX_LAYERS];  /* layers 1..L-2 (hidden to hidden) */
+  dnpu_bf16_layer back[DNPU_MAX_LAYERS]; /* layers 0..L-2 of `back` */
+} dnpu_bf16_chain;
+
+/* 1 if this CPU and OS run the bf16 gradient (AMX-BF16 and AVX512-BF16). */
+int dnpu_bf16_supported(void);
+/* Packs m (and its transposed chain, as for dnpu_mlp_value_grad) for the tiles; every product
+ * has at most 96 outputs, so the input and hidden widths must be at most 96 (a lone hidden layer
+ * may be wider; DNPU_ERR_ARG otherwise).  Free with dnpu_bf16_chain_free. */
+int dnpu_bf16_chain_pack(dnpu_bf16_chain *c, const dnpu_mlp *m, const dnpu_mlp *back);
+void dnpu_bf16_chain_free(dnpu_bf16_chain *c);
+/* As dnpu_mlp_value_grad, bf16 products; DNPU_ERR_ISA where dnpu_bf16_supported() is 0. */
+int dnpu_mlp_value_grad_bf16(const dnpu_mlp *m, const dnpu_bf16_chain *c, int n_threads, size_t n,
+                             const float *x, size_t ldx, float *y, float *g, size_t ldg);
+
 /* ---- time-multiplexed DNPU networks ---------------------------------------------------- */
 
 /* One DNPU node: reads n_data features of the layer input (indices in_index), maps each into

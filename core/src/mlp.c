@@ -9,6 +9,7 @@
 
 #include "dnpu_core.h"
 #include "kernels.h"
+#include "amx.h"
 
 #define BLK 32                /* samples per block pushed through all layers */
 #define MIN_ROWS_PER_THREAD 128 /* below this a thread costs more than it saves */
@@ -316,6 +317,287 @@ int dnpu_mlp_eval(const dnpu_mlp *m, int isa, int n_threads, size_t n, const flo
   atomic_init(&next, 0);
   for (int t = 0; t < T; t++) jobs[t] = (mlp_job){m, kern->layer, &next, n, x, ldx, y, ldy, DNPU_OK};
   run_jobs(jobs, sizeof(mlp_job), T, mlp_job_run);
+  for (int t = 0; t < T; t++)
+    if (jobs[t].err) return jobs[t].err;
+  return DNPU_OK;
+}
+
+/* ---- value and input gradient ---------------------------------------------------------- */
+
+static int grad_shapes_ok(const dnpu_mlp *m, const dnpu_mlp *back) {
+  const int L = m->n_layers;
+  if (L < 1 || L > DNPU_MAX_LAYERS || back->n_layers != L - 1) return 0;
+  if (m->layer[L - 1].n != 1 || m->layer[L - 1].relu) return 0;
+  for (int l = 0; l < L - 1; l++) {
+    const dnpu_layer *F = &m->layer[l], *B = &back->layer[l];
+    if (!F->relu || B->relu || B->k != F->n || B->n != F->k) return 0;
+  }
+  return 1;
+}
+
+/* One job type for both precisions: back (float32) or c (bf16 tiles) is set. */
+typedef struct grad_job {
+  const dnpu_mlp *m, *back;
+  const dnpu_bf16_chain *c;
+  dnpu_layer_fn fn; /* float32 layers (bf16: the first and the last) */
+  atomic_size_t *next;
+  size_t n, ldx, ldg, ldb;
+  const float *x;
+  float *y, *g;
+  int err;
+} grad_job;
+
+/* g (rows x n, stride ldb) *= (act > 0): the ReLU's derivative, 0 where it clipped */
+static void relu_mask(size_t rows, int n, float *restrict g, const float *restrict act,
+                      size_t ldb) {
+  for (size_t r = 0; r < rows; r++) {
+    float *restrict gr = g + r * ldb;
+    const float *restrict ar = act + r * ldb;
+    for (int j = 0; j < n; j++) gr[j] = ar[j] > 0.0f ? gr[j] : 0.0f;
+  }
+}
+
+/* rows <= BLK samples: forward keeping every hidden activation, then back to the inputs.
+ * acts: L-1 buffers of BLK x ldb; g0, g1: BLK x ldb each. */
+static void grad_rows(const grad_job *j, size_t rows, const float *x, float *y, float *g,
+                      float *acts, float *g0, float *g1) {
+  const dnpu_mlp *m = j->m;
+  const int L = m->n_layers;
+  const size_t ldb = j->ldb, stride = BLK * ldb;
+  const float *in = x;
+  size_t ldin = j->ldx;
+  for (int l = 0; l < L - 1; l++) {
+    float *out = acts + (size_t)l * stride;
+    j->fn(&m->layer[l], rows, in, ldin, out, ldb);
+    in = out;
+    ldin = ldb;
+  }
+  const dnpu_layer *last = &m->layer[L - 1];
+  j->fn(last, rows, in, ldin, y, 1);
+  /* dy/d(input of the last layer) = its weight row, masked by the ReLU before it */
+  for (size_t r = 0; r < rows; r++) memcpy(g0 + r * ldb, last->w, (size_t)last->k * sizeof(float));
+  float *cur = g0, *nxt = g1;
+  for (int l = L - 2; l >= 0; l--) {
+    relu_mask(rows, m->layer[l].n, cur, acts + (size_t)l * stride, ldb);
+    j->fn(&j->back->layer[l], rows, cur, ldb, nxt, ldb);
+    float *t = cur;
+    cur = nxt;
+    nxt = t;
+  }
+  const int nin = m->layer[0].k;
+  for (size_t r = 0; r < rows; r++)
+    memcpy(g + r * j->ldg, cur + r * ldb, (size_t)nin * sizeof(float));
+}
+
+static void *grad_job_run(void *arg) {
+  grad_job *j = arg;
+  const size_t stride = BLK * j->ldb;
+  float *buf = alloc_floats(((size_t)j->m->n_layers + 1) * stride);
+  if (!buf) {
+    j->err = DNPU_ERR_NOMEM;
+    return NULL;
+  }
+  float *acts = buf, *g0 = buf + (size_t)(j->m->n_layers - 1) * stride, *g1 = g0 + stride;
+  for (;;) {
+    const size_t i = atomic_fetch_add(j->next, BLK);
+    if (i >= j->n) break;
+    const size_t rows = j->n - i < BLK ? j->n - i : BLK;
+    grad_rows(j, rows, j->x + i * j->ldx, j->y + i, j->g + i * j->ldg, acts, g0, g1);
+  }
+  free(buf);
+  return NULL;
+}
+
+int dnpu_mlp_value_grad(const dnpu_mlp *m, const dnpu_mlp *back, int isa, int n_threads, size_t n,
+                        const float *x, size_t ldx, float *y, float *g, size_t ldg) {
+  if (!m || !back || !grad_shapes_ok(m, back)) return DNPU_ERR_ARG;
+  if (n_threads < 1 || n_threads > DNPU_MAX_THREADS) return DNPU_ERR_ARG;
+  if (ldx < (size_t)m->layer[0].k || ldg < (size_t)m->layer[0].k) return DNPU_ERR_ARG;
+  const dnpu_kernels *kern = kernels_for(isa);
+  if (!kern) return DNPU_ERR_ISA;
+  if (n == 0) return DNPU_OK;
+  if (!x || !y || !g) return DNPU_ERR_ARG;
+  /* the forward runs dense: at the density of a trained ReLU chain skipping zeros saves nothing */
+  dnpu_mlp fwd = *m;
+  size_t ldb = (size_t)mlp_width(m);
+  for (int l = 0; l < fwd.n_layers; l++) fwd.layer[l].sparse_in = 0;
+  dnpu_mlp bwd = *back;
+  for (int l = 0; l < bwd.n_layers; l++) {
+    bwd.layer[l].sparse_in = 0;
+    if ((size_t)bwd.layer[l].npad > ldb) ldb = (size_t)bwd.layer[l].npad;
+  }
+  const int T = threads_for(n, n_threads);
+  grad_job jobs[DNPU_MAX_THREADS];
+  atomic_size_t next;
+  atomic_init(&next, 0);
+  for (int t = 0; t < T; t++)
+    jobs[t] = (grad_job){&fwd, &bwd, NULL, kern->layer, &next, n, ldx, ldg, ldb, x, y, g, DNPU_OK};
+  run_jobs(jobs, sizeof(grad_job), T, grad_job_run);
+  for (int t = 0; t < T; t++)
+    if (jobs[t].err) return jobs[t].err;
+  return DNPU_OK;
+}
+
+/* ---- the same with bfloat16 tiles --------------------------------------------------------- */
+
+#define B16 16 /* rows per tile product */
+#define S16 64 /* rows taken through each layer before the next (per thread) */
+
+#ifndef DNPU_AMX_KERNELS /* stubs: never called, dnpu_amx_available() is 0 */
+int dnpu_amx_available(void) { return 0; }
+void dnpu_amx_thread_begin(void) {}
+void dnpu_amx_thread_end(void) {}
+void dnpu_amx_matmul16(const dnpu_bf16_layer *L, const uint16_t *a, size_t lda, float *c,
+                       size_t ldc) {}
+void dnpu_f32_to_bf16_rows(size_t rows, int n, int kp, const float *src, size_t lds, uint16_t *dst,
+                           size_t ldd) {}
+void dnpu_amx_fwd_epilogue(size_t rows, int n, int kp, const float *c, const float *bias,
+                           float *act, uint16_t *a16, size_t ldb) {}
+void dnpu_amx_bwd_epilogue(size_t rows, int n, int kp, const float *g, const float *act,
+                           uint16_t *a16, size_t ldb) {}
+#endif
+
+int dnpu_bf16_supported(void) { return dnpu_amx_available(); }
+
+static uint16_t f32_to_bf16(float f) { /* round to nearest even (weights are finite) */
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+static int bf16_layer_pack(dnpu_bf16_layer *B, const dnpu_layer *F) {
+  memset(B, 0, sizeof *B);
+  B->k = F->k;
+  B->n = F->n;
+  B->kp = (F->k + 31) / 32 * 32;
+  B->np = (F->n + 15) / 16 * 16;
+  if (B->np > 96) return DNPU_ERR_ARG;
+  const int nnt = B->np / 16;
+  const size_t count = (size_t)B->kp * B->np;
+  B->bp = aligned_alloc(64, ((count * sizeof(uint16_t) + 63) / 64) * 64);
+  if (!B->bp) return DNPU_ERR_NOMEM;
+  memset(B->bp, 0, count * sizeof(uint16_t));
+  for (int kk = 0; kk < F->k; kk++)
+    for (int j = 0; j < F->n; j++) {
+      const float w = F->n == 1 ? F->w[kk] : F->w[(size_t)kk * F->npad + j];
+      const int kc = kk / 32, p = (kk % 32) / 2, e = kk % 2, nt = j / 16, c = j % 16;
+      B->bp[(((size_t)kc * nnt + nt) * 16 + p) * 32 + c * 2 + e] = f32_to_bf16(w);
+    }
+  return DNPU_OK;
+}
+
+void dnpu_bf16_chain_free(dnpu_bf16_chain *c) {
+  if (!c) return;
+  for (int l = 0; l < DNPU_MAX_LAYERS; l++) {
+    free(c->fwd[l].bp);
+    free(c->back[l].bp);
+  }
+  memset(c, 0, sizeof *c);
+}
+
+int dnpu_bf16_chain_pack(dnpu_bf16_chain *c, const dnpu_mlp *m, const dnpu_mlp *back) {
+  if (!c || !m || !back || !grad_shapes_ok(m, back)) return DNPU_ERR_ARG;
+  memset(c, 0, sizeof *c);
+  c->n_layers = m->n_layers;
+  int rc = DNPU_OK;
+  for (int l = 0; l < m->n_layers - 1 && rc == DNPU_OK; l++) {
+    if (l > 0) rc = bf16_layer_pack(&c->fwd[l], &m->layer[l]);
+    if (rc == DNPU_OK) rc = bf16_layer_pack(&c->back[l], &back->layer[l]);
+  }
+  if (rc != DNPU_OK) dnpu_bf16_chain_free(c);
+  return rc;
+}
+
+/* rows <= S16 samples, layer by layer in tiles of B16 rows, so that a layer's packed weights
+ * (18 KB for 90 x 90) stay in L1 while the tiles pass.  acts: L-1 float32 buffers of S16 x ldb;
+ * c: S16 x ldb floats; a16: two S16 x ldb bf16 buffers, one read by a layer's products while its
+ * epilogues write the other (a store to rows a tile load has just read stalls). */
+static void grad16_rows(const grad_job *j, size_t rows, const float *x, float *y, float *g,
+                        float *acts, float *c, uint16_t *a16[2]) {
+  const dnpu_mlp *m = j->m;
+  const int L = m->n_layers;
+  const size_t ldb = j->ldb, stride = S16 * ldb;
+  int cur = 0; /* a16[cur] feeds the next product, the epilogue writes the other one */
+  j->fn(&m->layer[0], rows, x, j->ldx, acts, ldb);
+  if (L > 2) dnpu_f32_to_bf16_rows(rows, m->layer[0].n, j->c->fwd[1].kp, acts, ldb, a16[cur], ldb);
+  for (int l = 1; l < L - 1; l++, cur ^= 1) {
+    const dnpu_bf16_layer *B = &j->c->fwd[l];
+    /* the bf16 copy is padded to what the next product reads (the last hidden layer's is unused) */
+    const int kp_next = l + 1 < L - 1 ? j->c->fwd[l + 1].kp : j->c->back[l].kp;
+    for (size_t r0 = 0; r0 < rows; r0 += B16) {
+      const size_t tr = rows - r0 < B16 ? rows - r0 : B16;
+      dnpu_amx_matmul16(B, a16[cur] + r0 * ldb, ldb, c + r0 * ldb, ldb);
+      dnpu_amx_fwd_epilogue(tr, B->n, kp_next, c + r0 * ldb, m->layer[l].b,
+                            acts + (size_t)l * stride + r0 * ldb, a16[cur ^ 1] + r0 * ldb, ldb);
+    }
+  }
+  const dnpu_layer *last = &m->layer[L - 1];
+  j->fn(last, rows, acts + (size_t)(L - 2) * stride, ldb, y, 1);
+  for (size_t r = 0; r < rows; r++) memcpy(c + r * ldb, last->w, (size_t)last->k * sizeof(float));
+  for (int l = L - 2; l >= 0; l--, cur ^= 1) {
+    const dnpu_bf16_layer *B = &j->c->back[l];
+    for (size_t r0 = 0; r0 < rows; r0 += B16) {
+      const size_t tr = rows - r0 < B16 ? rows - r0 : B16;
+      dnpu_amx_bwd_epilogue(tr, m->layer[l].n, B->kp, c + r0 * ldb,
+                            acts + (size_t)l * stride + r0 * ldb, a16[cur] + r0 * ldb, ldb);
+      dnpu_amx_matmul16(B, a16[cur] + r0 * ldb, ldb, c + r0 * ldb, ldb);
+    }
+  }
+  const int nin = m->layer[0].k;
+  for (size_t r = 0; r < rows; r++) memcpy(g + r * j->ldg, c + r * ldb, (size_t)nin * sizeof(float));
+}
+
+static void *grad16_job_run(void *arg) {
+  grad_job *j = arg;
+  const size_t stride = S16 * j->ldb;
+  const size_t nf = ((size_t)j->m->n_layers) * stride; /* L-1 activations + c */
+  float *buf = alloc_floats(nf + stride); /* + two bf16 buffers */
+  if (!buf) {
+    j->err = DNPU_ERR_NOMEM;
+    return NULL;
+  }
+  float *acts = buf, *c = buf + (size_t)(j->m->n_layers - 1) * stride;
+  uint16_t *a16[2] = {(uint16_t *)(buf + nf), (uint16_t *)(buf + nf) + stride};
+  dnpu_amx_thread_begin();
+  for (;;) {
+    const size_t i = atomic_fetch_add(j->next, S16);
+    if (i >= j->n) break;
+    const size_t rows = j->n - i < S16 ? j->n - i : S16;
+    grad16_rows(j, rows, j->x + i * j->ldx, j->y + i, j->g + i * j->ldg, acts, c, a16);
+  }
+  dnpu_amx_thread_end();
+  free(buf);
+  return NULL;
+}
+
+int dnpu_mlp_value_grad_bf16(const dnpu_mlp *m, const dnpu_bf16_chain *c, int n_threads, size_t n,
+                             const float *x, size_t ldx, float *y, float *g, size_t ldg) {
+  if (!m || !c || c->n_layers != m->n_layers || m->n_layers < 2) return DNPU_ERR_ARG;
+  if (n_threads < 1 || n_threads > DNPU_MAX_THREADS) return DNPU_ERR_ARG;
+  if (ldx < (size_t)m->layer[0].k || ldg < (size_t)m->layer[0].k) return DNPU_ERR_ARG;
+  if (!dnpu_bf16_supported()) return DNPU_ERR_ISA;
+  const dnpu_kernels *kern = kernels_for(dnpu_default_isa());
+  if (!kern) return DNPU_ERR_ISA;
+  if (n == 0) return DNPU_OK;
+  if (!x || !y || !g) return DNPU_ERR_ARG;
+  dnpu_mlp fwd = *m;
+  for (int l = 0; l < fwd.n_layers; l++) fwd.layer[l].sparse_in = 0;
+  size_t ldb = (size_t)mlp_width(m);
+  for (int l = 0; l < m->n_layers - 1; l++) {
+    const dnpu_bf16_layer *B[2] = {&c->fwd[l], &c->back[l]};
+    for (int i = 0; i < 2; i++) {
+      if ((size_t)B[i]->kp > ldb) ldb = (size_t)B[i]->kp;
+      if ((size_t)B[i]->np > ldb) ldb = (size_t)B[i]->np;
+    }
+  }
+  const int T = threads_for(n, n_threads);
+  grad_job jobs[DNPU_MAX_THREADS];
+  atomic_size_t next;
+  atomic_init(&next, 0);
+  for (int t = 0; t < T; t++)
+    jobs[t] = (grad_job){&fwd, NULL, c, kern->layer, &next, n, ldx, ldg, ldb, x, y, g, DNPU_OK};
+  run_jobs(jobs, sizeof(grad_job), T, grad16_job_run);
   for (int t = 0; t < T; t++)
     if (jobs[t].err) return jobs[t].err;
   return DNPU_OK;

@@ -25,6 +25,7 @@ import numpy as np
 DEFAULT_BOARD = "sim://?seed=0"
 DEFAULT_SURROGATE = "models/surrogate.onnx"
 ROUNDING_V = 1e-6
+ENGINES = ("core", "torch")
 
 
 class ExperimentError(Exception):
@@ -38,41 +39,57 @@ def add_common_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--surrogate", default=DEFAULT_SURROGATE, help="surrogate ONNX file to train through")
     p.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and noise")
     p.add_argument("--out", default=out_default, help="output folder (results.json, config.json, plots)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for training")
+    p.add_argument("--engine", choices=ENGINES, default="core",
+                   help="surrogate engine for training: the C core's fused forward + input gradient "
+                        "(bfloat16 AMX tiles where the CPU has them) or plain torch")
     p.add_argument("--limit-policy", choices=("refuse", "clip"), default="clip",
                    help="a trained control voltage outside the board's limits: refuse it, or clip it with a warning")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def set_threads(n: int) -> None:
+def set_threads(n: int, engine: str = "torch") -> None:
+    """Threads for training. With the core engine the surrogate (nearly all the work) runs on the
+    core's n threads (load_surrogate's `threads`) and torch keeps one: its OpenMP workers spin
+    between the many small ops around the surrogate and would take the cores from the core's."""
     import torch
 
     if n < 1:
         raise ExperimentError(f"--threads must be >= 1, got {n}")
-    torch.set_num_threads(n)
+    torch.set_num_threads(1 if engine == "core" else n)
 
 
 @dataclass
 class SurrogateInfo:
     path: str
-    model: Any                     # frozen torch module volts [n,7] -> nA [n,1]
+    model: Any                     # frozen module volts [n,7] -> nA [n,1] (core or torch engine)
     ranges_v: np.ndarray           # [7, 2]
     test_rmse_na: float
     noise_floor_na: float
     metadata: dict[str, Any]
 
 
-def load_surrogate(path: str | Path) -> SurrogateInfo:
-    """The surrogate as a frozen torch module, with its ranges and error figures; clear errors."""
+def load_surrogate(path: str | Path, engine: str = "core", threads: int | None = None) -> SurrogateInfo:
+    """The surrogate as a frozen torch module, with its ranges and error figures; clear errors.
+
+    engine "core": forward and input gradient by the C core (host.core_surrogate, the fast path
+    on a CPU) on `threads` threads (None: torch's thread count at each call); "torch": the plain
+    torch module."""
     from host.surrogate import onnx_file
     from host.surrogate.train import load_torch
 
+    if engine not in ENGINES:
+        raise ExperimentError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
     p = Path(path)
     if not p.is_file():
         raise ExperimentError(f"surrogate file {str(p)!r} does not exist")
     try:
         sf = onnx_file.read(p)
         model = load_torch(p)
+        if engine == "core":
+            from host.core_surrogate import CoreSurrogate
+
+            model = CoreSurrogate.from_torch(model, threads=threads)
     except Exception as e:  # every loader error becomes one readable line
         raise ExperimentError(f"surrogate file {str(p)!r} is not a usable DNPU surrogate: {e}") from None
     meta = dict(sf.metadata)

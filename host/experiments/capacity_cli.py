@@ -136,10 +136,10 @@ def run(args: argparse.Namespace) -> int:
         systems = _systems(args.systems)
         if args.no_board and "device" in systems:
             systems.remove("device")
-        set_threads(args.threads)
+        set_threads(args.threads, args.engine)
         if args.repeats < 5:
             raise ExperimentError("--repeats must be >= 5 (20 % of the measurements are held out)")
-        sur = load_surrogate(args.surrogate)
+        sur = load_surrogate(args.surrogate, engine=args.engine, threads=args.threads)
         cfg = CapacityConfig(n_min=args.n_min, n_max=args.n_max, attempts=args.attempts, epochs=args.epochs,
                              noise_std0=sur.test_rmse_na, noise_rms=sur.noise_floor_na,
                              margin_goal=2 * sur.noise_floor_na, seed=args.seed, bf16=args.bf16)

@@ -149,13 +149,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     clock = timer()
     try:
-        set_threads(args.threads)
+        set_threads(args.threads, args.engine)
         gates = [g.strip().upper() for g in args.gates.split(",") if g.strip()]
         if not gates or any(g not in GATES for g in gates):
             raise ExperimentError(f"--gates: choose from {', '.join(GATES)}, got {args.gates!r}")
         cfg = GatesConfig(low_v=args.low, high_v=args.high, trials=args.trials, epochs=args.epochs,
                           repeats=args.repeats, seed=args.seed)
-        sur = load_surrogate(args.surrogate)
+        sur = load_surrogate(args.surrogate, engine=args.engine, threads=args.threads)
         out = out_folder(args.out)
         write_json(out / "config.json", {"run": run_info(args), "gates": dataclasses.asdict(cfg),
                                          "surrogate": {"path": sur.path, "test_rmse_na": sur.test_rmse_na}})

@@ -401,11 +401,11 @@ def run(args: argparse.Namespace) -> int:
 
     clock = timer()
     try:
-        set_threads(args.threads)
+        set_threads(args.threads, args.engine)
         archs = [a.strip() for a in args.archs.split(",") if a.strip()]
         if not archs or any(a not in ARCHS for a in archs):
             raise ExperimentError(f"--archs: choose from {', '.join(ARCHS)}, got {args.archs!r}")
-        sur = load_surrogate(args.surrogate)
+        sur = load_surrogate(args.surrogate, engine=args.engine, threads=args.threads)
         try:
             electrodes = tuple(int(e) for e in args.data_electrodes.split(","))
         except ValueError:
