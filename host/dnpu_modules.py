@@ -80,8 +80,12 @@ class DNPULayer(nn.Module):
         u = torch.rand(trials, n_nodes, len(ctrl), generator=generator)
         # initialised inside the ranges, away from the edges
         self.control = nn.Parameter(self.ctrl_lo + (0.1 + 0.8 * u) * (self.ctrl_hi - self.ctrl_lo))
-        perm = torch.tensor(list(data) + ctrl)
-        self.register_buffer("_order", torch.argsort(perm))
+        # 0/1 placement matrices: volts = data @ place_data + controls @ place_ctrl puts each value
+        # on its electrode exactly (products with 1 and sums with 0), and costs a third of a
+        # concatenation and a column gather, forward and backward, on the trial-batched tensors
+        place = torch.eye(N_ELECTRODES)
+        self.register_buffer("_place_data", place[list(data)].clone())
+        self.register_buffer("_place_ctrl", place[ctrl].clone())
 
     def data_volts(self, x: torch.Tensor) -> torch.Tensor:
         """Map data [..., D] into the data electrodes' ranges (affine, then clip if configured)."""
@@ -97,9 +101,9 @@ class DNPULayer(nn.Module):
             raise ValueError(f"expected data [T, B, {self.n_nodes}, {len(self.data_electrodes)}], got {tuple(x.shape)}")
         vd = self.data_volts(x)
         t, b = max(vd.shape[0], self.trials), vd.shape[1]
-        vd = vd.expand(t, b, self.n_nodes, vd.shape[-1])
-        vc = self.control.unsqueeze(1).expand(t, b, self.n_nodes, self.control.shape[-1])
-        return torch.cat([vd, vc], dim=-1).index_select(-1, self._order)
+        with torch.autocast(vd.device.type, enabled=False):   # volts stay float32 under bf16 autocast
+            v = vd.float() @ self._place_data + (self.control.float() @ self._place_ctrl).unsqueeze(1)
+        return v.expand(t, b, self.n_nodes, N_ELECTRODES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.electrode_volts(x)

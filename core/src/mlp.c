@@ -441,7 +441,7 @@ int dnpu_mlp_value_grad(const dnpu_mlp *m, const dnpu_mlp *back, int isa, int n_
 /* ---- the same with bfloat16 tiles --------------------------------------------------------- */
 
 #define B16 16 /* rows per tile product */
-#define S16 64 /* rows taken through each layer before the next (per thread) */
+#define S16 128 /* rows taken through each layer before the next (per thread) */
 
 #ifndef DNPU_AMX_KERNELS /* stubs: never called, dnpu_amx_available() is 0 */
 int dnpu_amx_available(void) { return 0; }

@@ -50,7 +50,7 @@ class RingConfig:
     train_noise_factor: float = 1.0     # training noise = factor x noise_std_na
     data_electrodes: tuple[int, int] = (2, 4)
     span_sigmas: float = 2.0
-    chunk: int = 50                 # trials per batched tensor program
+    chunk: int = 250                # trials per batched tensor program
     noise_draws: int = 10           # noisy passes used to score each trial
     board_runs: int = 50
     oversample: int = 1             # board readout averaged over this many ADC samples per point
