@@ -77,56 +77,61 @@ void dnpu_amx_matmul16(const dnpu_bf16_layer *L, const uint16_t *a, size_t lda, 
   STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5)
 }
 
-/* dst[r][0..kp) = bf16(src[r][0..n)), zero beyond n (round to nearest even) */
-void dnpu_f32_to_bf16_rows(size_t rows, int n, int kp, const float *src, size_t lds, uint16_t *dst,
-                           size_t ldd) {
+/* Lanes of the vector starting at column j that hold one of n columns. */
+static inline __mmask16 live_lanes(int n, int j) {
+  const int live = n - j >= 16 ? 16 : (n - j > 0 ? n - j : 0);
+  return (__mmask16)((1u << live) - 1u);
+}
+
+/* Forward epilogue of a hidden layer, per row: h = relu(c + bias) over n columns; its ReLU mask
+ * (lanes with h > 0) per 16 columns into mask[r * nvm + v]; and either bf16(h) into a16 (kp
+ * columns, zero past n) for the next product, or (w != NULL, the last hidden layer) the output
+ * layer's y[r] = h . w + wb in float32.  Whole vectors go unmasked, only the tail is masked. */
+void dnpu_amx_fwd_epilogue(size_t rows, int n, int kp, const float *c, size_t ldc,
+                           const float *bias, uint16_t *mask, int nvm, uint16_t *a16, size_t lda,
+                           const float *w, float wb, float *y) {
+  const __m512 z = _mm512_setzero_ps();
+  const int nfull = n / 16, nvec = (n + 15) / 16;
   for (size_t r = 0; r < rows; r++) {
-    const float *s = src + r * lds;
-    uint16_t *d = dst + r * ldd;
-    for (int j = 0; j < kp; j += 16) {
-      const int live = n - j >= 16 ? 16 : (n - j > 0 ? n - j : 0);
-      const __mmask16 m = (__mmask16)((1u << live) - 1u);
-      const __m512 v = _mm512_maskz_loadu_ps(m, s + j);
-      const __m256bh h = _mm512_cvtneps_pbh(v);
-      _mm256_storeu_si256((__m256i *)(d + j), (__m256i)h);
+    const float *cr = c + r * ldc;
+    uint16_t *mr = mask + r * (size_t)nvm;
+    uint16_t *hr = a16 ? a16 + r * lda : NULL;
+    __m512 acc = z;
+    for (int v = 0; v < nvec; v++) {
+      const int j = 16 * v;
+      __m512 h;
+      if (v < nfull) {
+        h = _mm512_max_ps(z, _mm512_add_ps(_mm512_loadu_ps(cr + j), _mm512_loadu_ps(bias + j)));
+      } else {
+        const __mmask16 m = live_lanes(n, j);
+        h = _mm512_max_ps(z, _mm512_add_ps(_mm512_maskz_loadu_ps(m, cr + j),
+                                           _mm512_maskz_loadu_ps(m, bias + j)));
+      }
+      mr[v] = (uint16_t)_mm512_cmp_ps_mask(h, z, _CMP_GT_OQ);
+      if (hr) _mm256_storeu_si256((__m256i *)(hr + j), (__m256i)_mm512_cvtneps_pbh(h));
+      else acc = _mm512_fmadd_ps(h, _mm512_maskz_loadu_ps(live_lanes(n, j), w + j), acc);
     }
+    if (hr)
+      for (int j = 16 * nvec; j < kp; j += 16) _mm256_storeu_si256((__m256i *)(hr + j), _mm256_setzero_si256());
+    else
+      y[r] = _mm512_reduce_add_ps(acc) + wb;
   }
 }
 
-/* Forward epilogue of a hidden layer: act = relu(c + bias) (float32, n columns, rows x ldb) and
- * its bf16 copy a16 (kp columns, zero past n) for the next product.  NaN: relu keeps it. */
-void dnpu_amx_fwd_epilogue(size_t rows, int n, int kp, const float *c, const float *bias,
-                           float *act, uint16_t *a16, size_t ldb) {
-  const __m512 z = _mm512_setzero_ps();
+/* Backward epilogue, per row: a16 = bf16(g on the lanes of mask), n columns, zero up to kp.
+ * ldg = 0 reads the same g for every row (the output layer's weights). */
+void dnpu_amx_bwd_epilogue(size_t rows, int n, int kp, const float *g, size_t ldg,
+                           const uint16_t *mask, int nvm, uint16_t *a16, size_t lda) {
+  const int nvec = (n + 15) / 16;
   for (size_t r = 0; r < rows; r++) {
-    const float *cr = c + r * ldb;
-    float *ar = act + r * ldb;
-    uint16_t *hr = a16 + r * ldb;
-    for (int j = 0; j < kp; j += 16) {
-      const int live = n - j >= 16 ? 16 : (n - j > 0 ? n - j : 0);
-      const __mmask16 m = (__mmask16)((1u << live) - 1u);
-      __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, cr + j), _mm512_maskz_loadu_ps(m, bias + j));
-      v = _mm512_max_ps(z, v);
-      _mm512_mask_storeu_ps(ar + j, m, v);
-      _mm256_storeu_si256((__m256i *)(hr + j), (__m256i)_mm512_cvtneps_pbh(v));
+    const float *gr = g + r * ldg;
+    const uint16_t *mr = mask + r * (size_t)nvm;
+    uint16_t *hr = a16 + r * lda;
+    int v = 0;
+    for (; v < nvec; v++) {
+      const __m512 gv = _mm512_maskz_loadu_ps((__mmask16)mr[v], gr + 16 * v);
+      _mm256_storeu_si256((__m256i *)(hr + 16 * v), (__m256i)_mm512_cvtneps_pbh(gv));
     }
-  }
-}
-
-/* Backward epilogue: a16 = bf16(g * (act > 0)) for the first n columns, zero up to kp. */
-void dnpu_amx_bwd_epilogue(size_t rows, int n, int kp, const float *g, const float *act,
-                           uint16_t *a16, size_t ldb) {
-  const __m512 z = _mm512_setzero_ps();
-  for (size_t r = 0; r < rows; r++) {
-    const float *gr = g + r * ldb;
-    const float *ar = act + r * ldb;
-    uint16_t *hr = a16 + r * ldb;
-    for (int j = 0; j < kp; j += 16) {
-      const int live = n - j >= 16 ? 16 : (n - j > 0 ? n - j : 0);
-      const __mmask16 m = (__mmask16)((1u << live) - 1u);
-      const __mmask16 on = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, ar + j), z, _CMP_GT_OQ);
-      const __m512 v = _mm512_maskz_loadu_ps(on, gr + j);
-      _mm256_storeu_si256((__m256i *)(hr + j), (__m256i)_mm512_cvtneps_pbh(v));
-    }
+    for (int j = 16 * v; j < kp; j += 16) _mm256_storeu_si256((__m256i *)(hr + j), _mm256_setzero_si256());
   }
 }

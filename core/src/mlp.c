@@ -345,6 +345,7 @@ typedef struct grad_job {
   const float *x;
   float *y, *g;
   int err;
+  int nvm; /* bf16: ReLU mask words per row (16 columns each) */
 } grad_job;
 
 /* g (rows x n, stride ldb) *= (act > 0): the ReLU's derivative, 0 where it clipped */
@@ -431,7 +432,7 @@ int dnpu_mlp_value_grad(const dnpu_mlp *m, const dnpu_mlp *back, int isa, int n_
   atomic_size_t next;
   atomic_init(&next, 0);
   for (int t = 0; t < T; t++)
-    jobs[t] = (grad_job){&fwd, &bwd, NULL, kern->layer, &next, n, ldx, ldg, ldb, x, y, g, DNPU_OK};
+    jobs[t] = (grad_job){&fwd, &bwd, NULL, kern->layer, &next, n, ldx, ldg, ldb, x, y, g, DNPU_OK, 0};
   run_jobs(jobs, sizeof(grad_job), T, grad_job_run);
   for (int t = 0; t < T; t++)
     if (jobs[t].err) return jobs[t].err;
@@ -449,12 +450,11 @@ void dnpu_amx_thread_begin(void) {}
 void dnpu_amx_thread_end(void) {}
 void dnpu_amx_matmul16(const dnpu_bf16_layer *L, const uint16_t *a, size_t lda, float *c,
                        size_t ldc) {}
-void dnpu_f32_to_bf16_rows(size_t rows, int n, int kp, const float *src, size_t lds, uint16_t *dst,
-                           size_t ldd) {}
-void dnpu_amx_fwd_epilogue(size_t rows, int n, int kp, const float *c, const float *bias,
-                           float *act, uint16_t *a16, size_t ldb) {}
-void dnpu_amx_bwd_epilogue(size_t rows, int n, int kp, const float *g, const float *act,
-                           uint16_t *a16, size_t ldb) {}
+void dnpu_amx_fwd_epilogue(size_t rows, int n, int kp, const float *c, size_t ldc,
+                           const float *bias, uint16_t *mask, int nvm, uint16_t *a16, size_t lda,
+                           const float *w, float wb, float *y) {}
+void dnpu_amx_bwd_epilogue(size_t rows, int n, int kp, const float *g, size_t ldg,
+                           const uint16_t *mask, int nvm, uint16_t *a16, size_t lda) {}
 #endif
 
 int dnpu_bf16_supported(void) { return dnpu_amx_available(); }
@@ -509,62 +509,75 @@ int dnpu_bf16_chain_pack(dnpu_bf16_chain *c, const dnpu_mlp *m, const dnpu_mlp *
   return rc;
 }
 
-/* rows <= S16 samples, layer by layer in tiles of B16 rows, so that a layer's packed weights
- * (18 KB for 90 x 90) stay in L1 while the tiles pass.  acts: L-1 float32 buffers of S16 x ldb;
- * c: S16 x ldb floats; a16: two S16 x ldb bf16 buffers, one read by a layer's products while its
- * epilogues write the other (a store to rows a tile load has just read stalls). */
+/* rows <= S16 samples, layer by layer in tiles of B16 rows.  Between layers only bf16
+ * activations (a16, two S16 x ldb buffers: a layer's products read one while its epilogues
+ * write the other) and ReLU masks (masks: L-1 blocks of S16 x nvm) are kept; c holds one tile's
+ * float32 product.  The working set stays near L1: no float32 activation is stored. */
 static void grad16_rows(const grad_job *j, size_t rows, const float *x, float *y, float *g,
-                        float *acts, float *c, uint16_t *a16[2]) {
+                        uint16_t *masks, float *c, uint16_t *a16[2], const float *zero) {
   const dnpu_mlp *m = j->m;
-  const int L = m->n_layers;
-  const size_t ldb = j->ldb, stride = S16 * ldb;
-  int cur = 0; /* a16[cur] feeds the next product, the epilogue writes the other one */
-  j->fn(&m->layer[0], rows, x, j->ldx, acts, ldb);
-  if (L > 2) dnpu_f32_to_bf16_rows(rows, m->layer[0].n, j->c->fwd[1].kp, acts, ldb, a16[cur], ldb);
-  for (int l = 1; l < L - 1; l++, cur ^= 1) {
-    const dnpu_bf16_layer *B = &j->c->fwd[l];
-    /* the bf16 copy is padded to what the next product reads (the last hidden layer's is unused) */
-    const int kp_next = l + 1 < L - 1 ? j->c->fwd[l + 1].kp : j->c->back[l].kp;
+  const dnpu_bf16_chain *ch = j->c;
+  const int L = m->n_layers, nvm = j->nvm;
+  const size_t ldb = j->ldb, mstride = S16 * (size_t)nvm;
+  const dnpu_layer *last = &m->layer[L - 1];
+  int cur = 0;
+  for (int l = 0; l < L - 1; l++, cur ^= 1) {
+    const int is_last = l == L - 2;
+    const int kp_next = is_last ? 0 : ch->fwd[l + 1].kp;
+    const float *bias = l == 0 ? zero : m->layer[l].b; /* layer 0 comes biased and rectified */
     for (size_t r0 = 0; r0 < rows; r0 += B16) {
       const size_t tr = rows - r0 < B16 ? rows - r0 : B16;
-      dnpu_amx_matmul16(B, a16[cur] + r0 * ldb, ldb, c + r0 * ldb, ldb);
-      dnpu_amx_fwd_epilogue(tr, B->n, kp_next, c + r0 * ldb, m->layer[l].b,
-                            acts + (size_t)l * stride + r0 * ldb, a16[cur ^ 1] + r0 * ldb, ldb);
+      if (l == 0)
+        j->fn(&m->layer[0], tr, x + r0 * j->ldx, j->ldx, c, ldb);
+      else
+        dnpu_amx_matmul16(&ch->fwd[l], a16[cur] + r0 * ldb, ldb, c, ldb);
+      dnpu_amx_fwd_epilogue(tr, m->layer[l].n, kp_next, c, ldb, bias,
+                            masks + (size_t)l * mstride + r0 * nvm, nvm,
+                            is_last ? NULL : a16[cur ^ 1] + r0 * ldb, ldb,
+                            is_last ? last->w : NULL, last->b[0], y + r0);
     }
   }
-  const dnpu_layer *last = &m->layer[L - 1];
-  j->fn(last, rows, acts + (size_t)(L - 2) * stride, ldb, y, 1);
-  for (size_t r = 0; r < rows; r++) memcpy(c + r * ldb, last->w, (size_t)last->k * sizeof(float));
-  for (int l = L - 2; l >= 0; l--, cur ^= 1) {
-    const dnpu_bf16_layer *B = &j->c->back[l];
-    for (size_t r0 = 0; r0 < rows; r0 += B16) {
-      const size_t tr = rows - r0 < B16 ? rows - r0 : B16;
-      dnpu_amx_bwd_epilogue(tr, m->layer[l].n, B->kp, c + r0 * ldb,
-                            acts + (size_t)l * stride + r0 * ldb, a16[cur] + r0 * ldb, ldb);
-      dnpu_amx_matmul16(B, a16[cur] + r0 * ldb, ldb, c + r0 * ldb, ldb);
-    }
+  /* backward: the output layer's weights through the last ReLU, then layer by layer */
+  for (size_t r0 = 0; r0 < rows; r0 += B16) {
+    const size_t tr = rows - r0 < B16 ? rows - r0 : B16;
+    dnpu_amx_bwd_epilogue(tr, last->k, ch->back[L - 2].kp, last->w, 0,
+                          masks + (size_t)(L - 2) * mstride + r0 * nvm, nvm, a16[cur] + r0 * ldb, ldb);
   }
   const int nin = m->layer[0].k;
-  for (size_t r = 0; r < rows; r++) memcpy(g + r * j->ldg, c + r * ldb, (size_t)nin * sizeof(float));
+  for (int l = L - 2; l >= 0; l--, cur ^= 1) {
+    for (size_t r0 = 0; r0 < rows; r0 += B16) {
+      const size_t tr = rows - r0 < B16 ? rows - r0 : B16;
+      dnpu_amx_matmul16(&ch->back[l], a16[cur] + r0 * ldb, ldb, c, ldb);
+      if (l > 0)
+        dnpu_amx_bwd_epilogue(tr, m->layer[l - 1].n, ch->back[l - 1].kp, c, ldb,
+                              masks + (size_t)(l - 1) * mstride + r0 * nvm, nvm,
+                              a16[cur ^ 1] + r0 * ldb, ldb);
+      else
+        for (size_t r = 0; r < tr; r++)
+          memcpy(g + (r0 + r) * j->ldg, c + r * ldb, (size_t)nin * sizeof(float));
+    }
+  }
 }
 
 static void *grad16_job_run(void *arg) {
   grad_job *j = arg;
-  const size_t stride = S16 * j->ldb;
-  const size_t nf = ((size_t)j->m->n_layers) * stride; /* L-1 activations + c */
-  float *buf = alloc_floats(nf + stride); /* + two bf16 buffers */
+  const int L = j->m->n_layers;
+  const size_t a16_floats = S16 * j->ldb; /* two bf16 buffers of S16 x ldb */
+  const size_t mask_floats = ((size_t)(L - 1) * S16 * (size_t)j->nvm + 1) / 2;
+  float *buf = alloc_floats(B16 * j->ldb + j->ldb + a16_floats + mask_floats);
   if (!buf) {
     j->err = DNPU_ERR_NOMEM;
     return NULL;
   }
-  float *acts = buf, *c = buf + (size_t)(j->m->n_layers - 1) * stride;
-  uint16_t *a16[2] = {(uint16_t *)(buf + nf), (uint16_t *)(buf + nf) + stride};
+  float *c = buf, *zero = buf + B16 * j->ldb;
+  uint16_t *a16[2] = {(uint16_t *)(zero + j->ldb), (uint16_t *)(zero + j->ldb) + S16 * j->ldb};
+  uint16_t *masks = (uint16_t *)(zero + j->ldb + a16_floats);
   dnpu_amx_thread_begin();
   for (;;) {
     const size_t i = atomic_fetch_add(j->next, S16);
     if (i >= j->n) break;
     const size_t rows = j->n - i < S16 ? j->n - i : S16;
-    grad16_rows(j, rows, j->x + i * j->ldx, j->y + i, j->g + i * j->ldg, acts, c, a16);
+    grad16_rows(j, rows, j->x + i * j->ldx, j->y + i, j->g + i * j->ldg, masks, c, a16, zero);
   }
   dnpu_amx_thread_end();
   free(buf);
@@ -591,12 +604,15 @@ int dnpu_mlp_value_grad_bf16(const dnpu_mlp *m, const dnpu_bf16_chain *c, int n_
       if ((size_t)B[i]->np > ldb) ldb = (size_t)B[i]->np;
     }
   }
+  int nvm = 1;
+  for (int l = 0; l < m->n_layers - 1; l++)
+    if ((m->layer[l].n + 15) / 16 > nvm) nvm = (m->layer[l].n + 15) / 16;
   const int T = threads_for(n, n_threads);
   grad_job jobs[DNPU_MAX_THREADS];
   atomic_size_t next;
   atomic_init(&next, 0);
   for (int t = 0; t < T; t++)
-    jobs[t] = (grad_job){&fwd, NULL, c, kern->layer, &next, n, ldx, ldg, ldb, x, y, g, DNPU_OK};
+    jobs[t] = (grad_job){&fwd, NULL, c, kern->layer, &next, n, ldx, ldg, ldb, x, y, g, DNPU_OK, nvm};
   run_jobs(jobs, sizeof(grad_job), T, grad16_job_run);
   for (int t = 0; t < T; t++)
     if (jobs[t].err) return jobs[t].err;
