@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -30,6 +31,8 @@ static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
 static int amx_ok;
 
 static void amx_probe(void) {
+  const char *env = getenv("DNPU_CORE_BF16"); /* "0": float32 only (tests of the fallback) */
+  if (env && strcmp(env, "0") == 0) return;
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bf16") ||
       !__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16"))
