@@ -2,7 +2,7 @@
 
 Training control voltages only needs the surrogate's output and its gradient with respect to
 its inputs (the weights are frozen). ``core.Surrogate.value_and_grad`` computes both in one
-fused pass per block of 32 samples that stays in cache, where torch runs every layer over the
+fused pass per block of samples that stays in cache, where torch runs every layer over the
 whole batch, once forward and once backward, with a ReLU pass and its mask in between. Inside
 autograd this module is a leaf function: forward returns the output and keeps dy/dv [n, 7];
 backward multiplies it by the incoming gradient.

@@ -241,6 +241,37 @@ def train_arch(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfig, data
                       cat["epochs"].astype(int))
 
 
+def nn_baseline(hidden: int, cfg: RingConfig, data: dict[str, Any], trials: int) -> dict[str, Any]:
+    """The same experiment with `hidden` logistic units in place of DNPUs (2 -> hidden -> 1): the
+    ring's loss, epochs and optimiser on the same data, noise-free (no device), `trials` trials
+    batched; the trial with the best training accuracy is reported on the test set."""
+    import torch
+
+    from host.dnpu_modules import fit_logistic, logistic_logits, neg_fisher_per_trial
+    from host.trial_models import NNClassifier, TrialAdam
+
+    t = timer()
+    x_tr, y_tr, x_te, y_te = (torch.as_tensor(data[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
+    gen = torch.Generator().manual_seed(cfg.seed * 7 + 100 + hidden)
+    model = NNClassifier(hidden, trials, generator=gen)
+    opt = TrialAdam(model, cfg.lr)
+    model.train()
+    for _ in range(cfg.epochs):
+        loss = neg_fisher_per_trial(model(x_tr), y_tr).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        o_tr, o_te = model(x_tr).double(), model(x_te).double()
+        w, b = fit_logistic(o_tr, y_tr.double())
+        train_acc = _accuracy(logistic_logits(o_tr, o_tr, w, b), y_tr.double())
+        test_acc = _accuracy(logistic_logits(o_te, o_tr, w, b), y_te.double())
+    best = int(torch.argmax(train_acc))
+    return {"hidden": hidden, "trials": trials, "best_trial": best, "train_accuracy": float(train_acc[best]),
+            "test_accuracy": float(test_acc[best]), "max_test_accuracy": float(test_acc.max()),
+            "median_test_accuracy": float(test_acc.median()), "wall_s": t()}
+
+
 def board_validate(session: BoardSession, net: Any, data: dict[str, np.ndarray], runs: int,
                    record: dict[str, Any], quiet: bool = True, desc: str = "board", oversample: int = 1) -> None:
     """Best network on the board: logistic re-trained on measured train currents, `runs` test passes.
@@ -349,6 +380,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="successive halving: fractions of --epochs at which each chunk keeps its better "
                         "--prune-keep share of trials ('' for none)")
     p.add_argument("--prune-keep", type=float, default=0.5, help="share of a chunk's trials kept at each pruning")
+    p.add_argument("--nn-baselines", default="2,3",
+                   help="hidden-unit counts of neural-network baselines trained the same way on the same data "
+                        "('' for none)")
     p.add_argument("--no-export", action="store_true", help="do not write the best 2-2-1 network file")
 
 
@@ -412,6 +446,12 @@ def run(args: argparse.Namespace) -> int:
             raise ExperimentError(f"--data-electrodes: expected two indices like 2,4, got {args.data_electrodes!r}") from None
         if len(electrodes) != 2:
             raise ExperimentError(f"--data-electrodes: expected two indices like 2,4, got {args.data_electrodes!r}")
+        try:
+            nn_hidden = [int(h) for h in args.nn_baselines.split(",") if h.strip()]
+        except ValueError:
+            raise ExperimentError(f"--nn-baselines: expected hidden-unit counts like 2,3, got {args.nn_baselines!r}") from None
+        if any(h < 1 for h in nn_hidden):
+            raise ExperimentError(f"--nn-baselines: hidden-unit counts must be >= 1, got {args.nn_baselines!r}")
         cfg = RingConfig(gap_mv=args.gap_mv, data_electrodes=electrodes, n_per_class=args.n_per_class,
                          trials=args.trials, epochs=args.epochs,
                          lr=args.lr, chunk=args.chunk, train_noise_factor=args.train_noise_factor,
@@ -471,6 +511,10 @@ def run(args: argparse.Namespace) -> int:
         }
         results["wall_s"][name] = r.wall_s
         save()
+    results["nn_baselines"] = {}
+    for h in nn_hidden:
+        results["nn_baselines"][f"nn{h}"] = nn_baseline(h, cfg, data, cfg.trials)
+        save()
     status = 0
     if not args.no_board:
         try:
@@ -524,6 +568,9 @@ def run(args: argparse.Namespace) -> int:
         if name in board_records and "accuracy_mean" in board_records[name]:
             line += f", board {100 * board_records[name]['accuracy_mean']:.2f} % (+- {100 * board_records[name]['accuracy_std']:.2f})"
         print(line)
+    for key, nb in results["nn_baselines"].items():
+        print(f"{key:7s} best trial (neural network, {nb['hidden']} logistic hidden units, noise-free): "
+              f"test {100 * nb['test_accuracy']:.2f} %")
     for w in results["warnings"]:
         print(f"warning: {w}")
     print(f"results in {out}")

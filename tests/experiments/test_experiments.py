@@ -77,12 +77,28 @@ def test_small_ring_run_validates_on_the_board_and_exports(tmp_path):
         b = res["board"][name]
         assert len(b["runs"]) == 2 and 0.0 <= b["accuracy_mean"] <= 1.0
     assert (out / "ring_histograms.png").exists() and (out / "ring_violins.png").exists()
+    for key in ("nn2", "nn3"):
+        nb = res["nn_baselines"][key]
+        assert nb["trials"] == 4 and 0.0 <= nb["test_accuracy"] <= nb["max_test_accuracy"] <= 1.0
     exp = res["export"]
     assert Path(exp["path"]).exists(), exp
     if exp["format"] == "network-onnx":
         core_net = pytest.importorskip("core.network")
         net = core_net.Network.from_onnx(exp["path"])
         assert net.n_inputs == 2 and net.n_outputs == 2
+
+
+def test_ring_nn_baseline_with_three_hidden_units_learns_the_ring():
+    from host.experiments.ring import nn_baseline
+
+    cfg = RingConfig()
+    rng = np.random.default_rng(3)
+    gap = normalised_gap(cfg.gap_mv, np.array([[-1.2, 0.6]] * 7), cfg.data_electrodes)
+    x_tr, y_tr = ring_data(100, gap, rng)
+    x_te, y_te = ring_data(100, gap, rng)
+    r = nn_baseline(3, cfg, {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}, trials=40)
+    assert r["trials"] == 40 and r["train_accuracy"] >= r["test_accuracy"] - 0.05
+    assert r["test_accuracy"] > 0.93        # three logistic units can enclose the disc
 
 
 def test_exported_221_matches_the_torch_network(tmp_path):
@@ -137,6 +153,8 @@ def test_bad_configs_are_refused(tmp_path, capsys):
     assert "--systems" in capsys.readouterr().err
     assert main(["ring", "--gap-mv", "-3", "--out", str(tmp_path / "o"), "--no-board"]) == 2
     assert "gap_mv" in capsys.readouterr().err
+    assert main(["ring", "--nn-baselines", "2,x", "--out", str(tmp_path / "o"), "--no-board"]) == 2
+    assert "--nn-baselines" in capsys.readouterr().err
     assert main(["gates", "--gates", "AND,MAYBE", "--out", str(tmp_path / "o"), "--no-board"]) == 2
     assert "--gates" in capsys.readouterr().err
     assert main(["gates", "--low", "0.5", "--high", "-0.5", "--out", str(tmp_path / "o"), "--no-board"]) == 2
