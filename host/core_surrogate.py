@@ -29,6 +29,7 @@ class _ValueAndGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, v: torch.Tensor, sur: Any, threads: int, precision: str) -> torch.Tensor:  # type: ignore[override]
         x = v.detach().to(torch.float32).contiguous().numpy()
+        ctx.in_dtype = v.dtype
         if ctx.needs_input_grad[0]:
             y, g = sur.value_and_grad(x, threads=threads, precision=precision)
             ctx.save_for_backward(torch.from_numpy(g))
@@ -39,7 +40,7 @@ class _ValueAndGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
         (g,) = ctx.saved_tensors
-        return grad_out.to(g.dtype) * g, None, None, None
+        return (grad_out.to(g.dtype) * g).to(ctx.in_dtype), None, None, None
 
 
 class CoreSurrogate(nn.Module):
@@ -62,9 +63,11 @@ class CoreSurrogate(nn.Module):
         """The same weights packed for the core (a Linear/ReLU chain as host.surrogate.train builds)."""
         from core import Surrogate
 
-        lin = [m for m in model if isinstance(m, nn.Linear)]
-        if not lin or len(model) != 2 * len(lin) - 1:
-            raise ValueError("expected a Linear, ReLU, ..., Linear chain")
+        mods = list(model)
+        lin = mods[0::2]
+        if (not mods or len(mods) % 2 == 0 or not all(isinstance(m, nn.Linear) for m in lin)
+                or not all(isinstance(m, nn.ReLU) for m in mods[1::2])):
+            raise ValueError(f"expected a Linear, ReLU, ..., Linear chain, got {[type(m).__name__ for m in mods]}")
         core_model = Surrogate([m.weight.detach().cpu().numpy() for m in lin],
                                [m.bias.detach().cpu().numpy() if m.bias is not None else None for m in lin])
         return cls(core_model, model, threads)

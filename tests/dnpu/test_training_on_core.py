@@ -47,6 +47,10 @@ def test_outputs_and_gradients_equal_the_torch_modules():
     (y_t * w).sum().backward()
     (y_c * w).sum().backward()
     torch.testing.assert_close(v2.grad, v1.grad, rtol=1e-4, atol=1e-5)
+    v64 = v.double().requires_grad_(True)               # other input dtypes: float32 inside, same grads
+    (core_sur(v64) * w).sum().backward()
+    assert v64.grad.dtype == torch.float64
+    torch.testing.assert_close(v64.grad.float(), v1.grad, rtol=1e-4, atol=1e-5)
     with torch.no_grad():                              # no gradient wanted: the plain evaluation
         torch.testing.assert_close(core_sur(v), y_t.detach(), rtol=1e-5, atol=1e-4)
 
@@ -100,6 +104,8 @@ def test_non_surrogates_are_refused():
     with pytest.raises(ValueError, match="Linear"):
         CoreSurrogate.from_torch(torch.nn.Sequential(torch.nn.Linear(7, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1),
                                                      torch.nn.ReLU()))
+    with pytest.raises(ValueError, match="Tanh"):                  # same length, another activation
+        CoreSurrogate.from_torch(torch.nn.Sequential(torch.nn.Linear(7, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)))
     two_out = torch.nn.Sequential(torch.nn.Linear(7, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     with pytest.raises(ValueError, match="7 volts to 1"):
         CoreSurrogate.from_torch(two_out)
