@@ -18,6 +18,9 @@ from host.board.errors import (BoardDisconnected, BoardError, BoardOverflow, Boa
 from host.board.transport import ByteLink, Port, SimProcess, open_port
 
 N_CHANNELS = 7
+#: float32 rounding of a voltage trained or clipped to a limit, or of a limit itself (e.g. -1.2
+#: stored as -1.2000000477): callers checking against the board's limits treat this as on the limit
+FLOAT32_SLACK_V = 1e-6
 ELECTRODES = tuple(f"e{i}" for i in range(N_CHANNELS))
 
 _IDENTITY_KEYS = ("protocol", "firmware", "serial", "channels", "dac_bits", "adc_bits", "dac",

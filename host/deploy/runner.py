@@ -15,7 +15,6 @@ from core.network_onnx import NetworkFile
 BACKENDS = ("core", "onnxruntime", "board")
 DEFAULT_BOARD_URL = "sim://?seed=0"
 #: voltages this close outside a board limit are float32 roundings of the limit: accepted, then clipped onto it
-LIMIT_TOL_V = 1e-6
 
 
 class DeployError(ValueError):
@@ -202,8 +201,10 @@ def node_volts(node: DnpuNode, h: np.ndarray, idx: np.ndarray, n_electrodes: int
 def check_limits(nf: NetworkFile, limits_v: np.ndarray) -> None:
     """Refuse, before anything is sent, a network whose voltages can leave the board's limits:
     every control voltage, and every data electrode's clip interval, must lie inside them (up to
-    LIMIT_TOL_V, the float32 rounding of the limits themselves, e.g. -1.2 stored as -1.2000000477)."""
-    lo, hi = limits_v[:, 0] - LIMIT_TOL_V, limits_v[:, 1] + LIMIT_TOL_V
+    FLOAT32_SLACK_V, the float32 rounding of the limits themselves, e.g. -1.2 stored as -1.2000000477)."""
+    from host.board import FLOAT32_SLACK_V
+
+    lo, hi = limits_v[:, 0] - FLOAT32_SLACK_V, limits_v[:, 1] + FLOAT32_SLACK_V
     names = [f"e{i}" for i in range(len(lo))]
     for li, layer in enumerate(nf.layers):
         if not isinstance(layer, DnpuLayer):

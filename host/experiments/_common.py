@@ -24,7 +24,6 @@ import numpy as np
 
 DEFAULT_BOARD = "sim://?seed=0"
 DEFAULT_SURROGATE = "models/surrogate.onnx"
-ROUNDING_V = 1e-6
 ENGINES = ("core", "torch")
 
 
@@ -163,8 +162,10 @@ def check_controls(volts: np.ndarray, limits_v: np.ndarray, policy: str, what: s
     lo, hi = limits_v[:, 0], limits_v[:, 1]
     if not np.all(np.isfinite(v)):
         raise ExperimentError(f"{what}: non-finite voltages")
+    from host.board import FLOAT32_SLACK_V
+
     # float32 rounding of a value trained or clipped to a limit (< 1 uV past it) is not a violation
-    v = np.where((v < lo) & (v >= lo - ROUNDING_V), lo, np.where((v > hi) & (v <= hi + ROUNDING_V), hi, v))
+    v = np.where((v < lo) & (v >= lo - FLOAT32_SLACK_V), lo, np.where((v > hi) & (v <= hi + FLOAT32_SLACK_V), hi, v))
     bad = (v < lo) | (v > hi)
     if not bad.any():
         return v
