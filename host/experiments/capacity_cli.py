@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help=f"comma-separated subset of {','.join(SYSTEMS)} (device implies surrogate)")
     p.add_argument("--repeats", type=int, default=10, help="board measurements of every point per labelling")
-    p.add_argument("--second-attempts", type=int, default=5,
+    p.add_argument("--second-attempts", type=int, default=15,
                    help="attempts of the second surrogate search for labellings that failed on the board")
     p.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast (faster, checks stay float32)")
 
