@@ -244,7 +244,9 @@ cdef class Mlp:
             if rc:
                 _raise_status(rc)
             self.back.n_layers = l + 1
-        if dnpu_bf16_supported() and self.m.n_layers >= 2:
+        # packed whether or not this CPU runs it: asking the CPU (and the OS for the AMX tile
+        # state) waits until bf16 is wanted, so inference processes never touch AMX
+        if self.m.n_layers >= 2:
             self.chain16 = <dnpu_bf16_chain *>calloc(1, sizeof(dnpu_bf16_chain))
             if self.chain16 == NULL:
                 raise MemoryError("dnpu core: out of memory")
@@ -258,7 +260,7 @@ cdef class Mlp:
     @property
     def bf16_ready(self) -> bool:
         """True if value_and_grad(precision="bf16") runs for this model on this machine."""
-        return self.chain16 != NULL
+        return self.chain16 != NULL and dnpu_bf16_supported() != 0
 
     def _value_and_grad(self, x, int threads, isa, bint bf16=False):
         """float32 [n, n_inputs] -> (y [n], dy/dx [n, n_inputs]); shapes checked by the caller."""
@@ -275,7 +277,7 @@ cdef class Mlp:
             return y, g
         cdef float[::1] yv = y
         cdef float[:, ::1] gv = g
-        if bf16 and self.chain16 == NULL:
+        if bf16 and (self.chain16 == NULL or not dnpu_bf16_supported()):
             raise ValueError("bf16 gradients need AMX-BF16 (this CPU or model does not allow them)")
         with nogil:
             if bf16:

@@ -2,6 +2,10 @@
 frozen surrogate), float32 on every instruction set and bfloat16 AMX tiles where the CPU has them."""
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from core_testlib import random_chain
@@ -125,3 +129,26 @@ def test_bf16_is_refused_where_it_cannot_run(rng):
     if not _engine.bf16_supported():
         Ws, bs = random_chain(rng, (7, 20, 1))
         assert not Surrogate(Ws, bs).bf16_ready
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and platform.machine() == "x86_64"), reason="Linux x86-64 only")
+def test_only_a_bf16_request_asks_the_os_for_the_amx_tile_state():
+    # inference processes never take the (large) AMX signal-frame state: it is requested when bf16
+    # is first wanted (bf16_ready or precision="bf16"), never by evaluate or float32 gradients
+    code = """
+import ctypes, numpy as np
+from core import Surrogate
+libc = ctypes.CDLL(None)
+def tile_state_granted():
+    v = ctypes.c_ulong(0)
+    libc.syscall(158, 0x1022, ctypes.byref(v))     # arch_prctl(ARCH_GET_XCOMP_PERM)
+    return bool(v.value & (1 << 18))                # XFEATURE_XTILEDATA
+s = Surrogate([np.ones((8, 7), np.float32), np.ones((1, 8), np.float32)])
+s.evaluate(np.zeros((4, 7), np.float32)); s.value_and_grad(np.zeros((4, 7), np.float32))
+print(tile_state_granted(), s.bf16_ready, tile_state_granted())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    granted_before, ready, granted_after = out
+    assert granted_before == "False"
+    if ready == "True":                             # AMX here: asking for bf16 took the tile state
+        assert granted_after == "True"
