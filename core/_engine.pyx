@@ -155,7 +155,7 @@ cdef class Mlp:
     cdef readonly size_t macs
     cdef object _parent
     cdef dnpu_mlp back   # transposed layers for value_and_grad
-    cdef dnpu_bf16_chain *chain16  # the same for bfloat16 tiles (NULL where unsupported)
+    cdef dnpu_bf16_chain *chain16  # the same for bfloat16 tiles (NULL where too wide for them)
 
     def __cinit__(self, *args, **kwargs):
         memset(&self.m, 0, sizeof(self.m))

@@ -74,13 +74,12 @@ class Surrogate(_engine.Mlp):
             bs.append(b32)
             width = W.shape[0]
         self._init_layers(Ws, bs, [bool(r) for r in relu])
-        self._has_grad = Ws[-1].shape[0] == 1 and all(relu[:-1]) and not relu[-1]
-        if self._has_grad:  # transposed layers for value_and_grad (small: packed up front)
-            self._init_back([np.ascontiguousarray(W.T) for W in Ws[:-1]])
         self.weights = tuple(Ws)
         self.biases = tuple(bs)
         self.relu = tuple(bool(r) for r in relu)
         self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+        if self._has_grad:  # transposed layers for value_and_grad (small: packed up front)
+            self._init_back([np.ascontiguousarray(W.T) for W in Ws[:-1]])
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike[str]) -> "Surrogate":
@@ -109,6 +108,11 @@ class Surrogate(_engine.Mlp):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         return self._value_and_grad(x, threads, isa, precision == "bf16")
+
+    @property
+    def _has_grad(self) -> bool:
+        """value_and_grad's shape: one output, a ReLU after every layer but the last."""
+        return self.n_outputs == 1 and all(self.relu[:-1]) and not self.relu[-1]
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

@@ -1,6 +1,7 @@
-/* AMX (Advanced Matrix Extensions) bfloat16 tiles for the training gradient (dnpu_mlp_value_grad
- * with bf16 = 1).  Compiled with -mamx-tile -mamx-bf16 -mavx512f -mavx512bf16 for this file only;
- * called only after dnpu_amx_available() said the CPU has the units and the OS granted them.
+/* AMX (Advanced Matrix Extensions) bfloat16 tiles for the training gradient
+ * (dnpu_mlp_value_grad_bf16).  Compiled with -mamx-tile -mamx-bf16 -mavx512f -mavx512bf16 for
+ * this file only; called only after dnpu_amx_available() said the CPU has the units and the OS
+ * granted them.
  *
  * One product shape: c[16 x np] (float32) = a[16 x kp] (bf16) . B, where B is a layer packed by
  * dnpu_bf16_layer_pack in the VNNI layout of AMX's B operand.  Tiles 0-5 hold up to 96 output

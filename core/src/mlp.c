@@ -348,6 +348,28 @@ typedef struct grad_job {
   int nvm; /* bf16: ReLU mask words per row (16 columns each) */
 } grad_job;
 
+/* m's layers as a chain that runs dense: at the density of a trained ReLU chain skipping
+ * zeros saves nothing on these passes */
+static dnpu_mlp dense_copy(const dnpu_mlp *m) {
+  dnpu_mlp d = *m;
+  for (int l = 0; l < d.n_layers; l++) d.layer[l].sparse_in = 0;
+  return d;
+}
+
+/* Copies of `proto` (sharing one block counter) on the threads n rows call for; the first error. */
+static int run_grad_jobs(grad_job proto, int n_threads, void *(*run)(void *)) {
+  const int T = threads_for(proto.n, n_threads);
+  grad_job jobs[DNPU_MAX_THREADS];
+  atomic_size_t next;
+  atomic_init(&next, 0);
+  proto.next = &next;
+  for (int t = 0; t < T; t++) jobs[t] = proto;
+  run_jobs(jobs, sizeof(grad_job), T, run);
+  for (int t = 0; t < T; t++)
+    if (jobs[t].err) return jobs[t].err;
+  return DNPU_OK;
+}
+
 /* g (rows x n, stride ldb) *= (act > 0): the ReLU's derivative, 0 where it clipped */
 static void relu_mask(size_t rows, int n, float *restrict g, const float *restrict act,
                       size_t ldb) {
@@ -418,25 +440,11 @@ int dnpu_mlp_value_grad(const dnpu_mlp *m, const dnpu_mlp *back, int isa, int n_
   if (!kern) return DNPU_ERR_ISA;
   if (n == 0) return DNPU_OK;
   if (!x || !y || !g) return DNPU_ERR_ARG;
-  /* the forward runs dense: at the density of a trained ReLU chain skipping zeros saves nothing */
-  dnpu_mlp fwd = *m;
+  const dnpu_mlp fwd = dense_copy(m), bwd = dense_copy(back);
   size_t ldb = (size_t)mlp_width(m);
-  for (int l = 0; l < fwd.n_layers; l++) fwd.layer[l].sparse_in = 0;
-  dnpu_mlp bwd = *back;
-  for (int l = 0; l < bwd.n_layers; l++) {
-    bwd.layer[l].sparse_in = 0;
-    if ((size_t)bwd.layer[l].npad > ldb) ldb = (size_t)bwd.layer[l].npad;
-  }
-  const int T = threads_for(n, n_threads);
-  grad_job jobs[DNPU_MAX_THREADS];
-  atomic_size_t next;
-  atomic_init(&next, 0);
-  for (int t = 0; t < T; t++)
-    jobs[t] = (grad_job){&fwd, &bwd, NULL, kern->layer, &next, n, ldx, ldg, ldb, x, y, g, DNPU_OK, 0};
-  run_jobs(jobs, sizeof(grad_job), T, grad_job_run);
-  for (int t = 0; t < T; t++)
-    if (jobs[t].err) return jobs[t].err;
-  return DNPU_OK;
+  if ((size_t)mlp_width(back) > ldb) ldb = (size_t)mlp_width(back);
+  return run_grad_jobs((grad_job){&fwd, &bwd, NULL, kern->layer, NULL, n, ldx, ldg, ldb, x, y, g, DNPU_OK, 0},
+                       n_threads, grad_job_run);
 }
 
 /* ---- the same with bfloat16 tiles --------------------------------------------------------- */
@@ -471,7 +479,7 @@ static int bf16_layer_pack(dnpu_bf16_layer *B, const dnpu_layer *F) {
   B->k = F->k;
   B->n = F->n;
   B->kp = (F->k + 31) / 32 * 32;
-  B->np = (F->n + 15) / 16 * 16;
+  B->np = F->npad; /* n rounded up to 16, as the float32 packing pads it */
   if (B->np > 96) return DNPU_ERR_ARG;
   const int nnt = B->np / 16;
   const size_t count = (size_t)B->kp * B->np;
@@ -594,8 +602,7 @@ int dnpu_mlp_value_grad_bf16(const dnpu_mlp *m, const dnpu_bf16_chain *c, int n_
   if (!kern) return DNPU_ERR_ISA;
   if (n == 0) return DNPU_OK;
   if (!x || !y || !g) return DNPU_ERR_ARG;
-  dnpu_mlp fwd = *m;
-  for (int l = 0; l < fwd.n_layers; l++) fwd.layer[l].sparse_in = 0;
+  const dnpu_mlp fwd = dense_copy(m);
   size_t ldb = (size_t)mlp_width(m);
   for (int l = 0; l < m->n_layers - 1; l++) {
     const dnpu_bf16_layer *B[2] = {&c->fwd[l], &c->back[l]};
@@ -604,19 +611,11 @@ int dnpu_mlp_value_grad_bf16(const dnpu_mlp *m, const dnpu_bf16_chain *c, int n_
       if ((size_t)B[i]->np > ldb) ldb = (size_t)B[i]->np;
     }
   }
-  int nvm = 1;
+  int nvm = 1; /* mask words per row: 16 units each */
   for (int l = 0; l < m->n_layers - 1; l++)
-    if ((m->layer[l].n + 15) / 16 > nvm) nvm = (m->layer[l].n + 15) / 16;
-  const int T = threads_for(n, n_threads);
-  grad_job jobs[DNPU_MAX_THREADS];
-  atomic_size_t next;
-  atomic_init(&next, 0);
-  for (int t = 0; t < T; t++)
-    jobs[t] = (grad_job){&fwd, NULL, c, kern->layer, &next, n, ldx, ldg, ldb, x, y, g, DNPU_OK, nvm};
-  run_jobs(jobs, sizeof(grad_job), T, grad16_job_run);
-  for (int t = 0; t < T; t++)
-    if (jobs[t].err) return jobs[t].err;
-  return DNPU_OK;
+    if (m->layer[l].npad / DNPU_LANES > nvm) nvm = m->layer[l].npad / DNPU_LANES;
+  return run_grad_jobs((grad_job){&fwd, NULL, c, kern->layer, NULL, n, ldx, ldg, ldb, x, y, g, DNPU_OK, nvm},
+                       n_threads, grad16_job_run);
 }
 
 /* ---- network engine ---------------------------------------------------------------------- */
