@@ -15,7 +15,7 @@ import json
 import os
 
 # Helper threads that busy-wait after a call (OpenMP in torch, OpenBLAS in numpy) would steal
-# the CPU from the next engine measured; numpy runs single-threaded (as in DESIGN.md's table).
+# the CPU from the next engine measured; numpy runs single-threaded (one BLAS thread).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -32,8 +32,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import core  # noqa: E402
+from core.electrodes import N_ELECTRODES as E  # noqa: E402
 
-DIMS = (7, 90, 90, 90, 90, 90, 1)
+DIMS = (E, 90, 90, 90, 90, 90, 1)
 MACS = sum(a * b for a, b in zip(DIMS[:-1], DIMS[1:]))  # 33,120
 OPSET = 17
 
@@ -85,9 +86,9 @@ def network_parts(rng: np.random.Generator):
 
 def core_network(sur: core.Surrogate, parts) -> core.Network:
     Wl, bl, scale, offset, lo, hi, os_, oo = parts
-    nodes = [core.DnpuNode(data_electrodes=tuple(range(7)), input_scale=scale[7 * q:7 * q + 7],
-                           input_offset=offset[7 * q:7 * q + 7], input_low=lo[7 * q:7 * q + 7],
-                           input_high=hi[7 * q:7 * q + 7], output_scale=float(os_[q]),
+    nodes = [core.DnpuNode(data_electrodes=tuple(range(E)), input_scale=scale[E * q:E * q + E],
+                           input_offset=offset[E * q:E * q + E], input_low=lo[E * q:E * q + E],
+                           input_high=hi[E * q:E * q + E], output_scale=float(os_[q]),
                            output_offset=float(oo[q])) for q in range(10)]
     return core.Network(784, [core.Linear(Wl, bl), core.DnpuLayer(nodes)], sur)
 
@@ -98,7 +99,7 @@ def network_model(Ws, bs, parts) -> onnx.ModelProto:
     inits = [numpy_helper.from_array(a, n) for a, n in [
         (np.ascontiguousarray(Wl.T), "WlT"), (bl, "bl"), (scale, "sc"), (offset, "of"),
         (lo, "lo"), (hi, "hi"), (os_, "os"), (oo, "oo"),
-        (np.array([-1, 7], np.int64), "shape7"), (np.array([-1, 10], np.int64), "shape10")]]
+        (np.array([-1, E], np.int64), "shape7"), (np.array([-1, 10], np.int64), "shape10")]]
     nodes = [helper.make_node("MatMul", ["x", "WlT"], ["h0"]),
              helper.make_node("Add", ["h0", "bl"], ["h1"]),
              helper.make_node("Mul", ["h1", "sc"], ["h2"]),
@@ -179,11 +180,11 @@ def run(quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "surrogate.onnx"
         onnx.save(model, path)
-        sur = core.Surrogate.from_onnx(path)
-        dense = core.Surrogate.from_onnx(path)
+        sur = core.load_surrogate(path)
+        dense = core.load_surrogate(path)
     dense._set_skip_zeros(False)
-    x1 = rng.uniform(-1.2, 0.6, (1, 7)).astype(np.float32)
-    xb = {b: rng.uniform(-1.2, 0.6, (b, 7)).astype(np.float32) for b in (1024, 4096)}
+    x1 = rng.uniform(-1.2, 0.6, (1, E)).astype(np.float32)
+    xb = {b: rng.uniform(-1.2, 0.6, (b, E)).astype(np.float32) for b in (1024, 4096)}
     res: dict = {"isa": core.default_isa(), "supported_isas": core.supported_isas(),
                  "macs_per_sample": MACS, "cpu_count": os.cpu_count() or 0}
 

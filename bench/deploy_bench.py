@@ -3,13 +3,13 @@
     .venv/bin/python bench/deploy_bench.py [--model models/mnist.onnx] [--rounds 5] [--json]
 
 Measures, in interleaved rounds (best round kept: the machine is shared), for the C core
-(core.Network.from_onnx) and onnxruntime (the file unchanged, CPUExecutionProvider):
+(core.io.load_network) and onnxruntime (the file unchanged, CPUExecutionProvider):
 
 * batch-1 latency per image through Python (median over --latency-samples images per round);
 * the whole data set (the MNIST test set for the shipped models; --data PATH otherwise) at
   batch --batch, with 1 and 2 threads (onnxruntime: intra_op_num_threads).
 
-It prints the figures and the ratios onnxruntime / core (the issue's targets: latency >= 5x,
+It prints the figures and the ratios onnxruntime / core (targets: latency >= 5x,
 data set >= 2x), and checks that both give the same predictions. --json prints one object.
 """
 from __future__ import annotations
@@ -25,8 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.network_onnx import read_network  # noqa: E402
-from host.deploy.runner import load_data, make_backend, n_classes, predict  # noqa: E402
+from core.io import read_network  # noqa: E402
+from host.deploy.data import load_data  # noqa: E402
+from host.deploy.engines import make_backend  # noqa: E402
+from host.metrics import n_classes, predict  # noqa: E402
 
 
 def _latency(fn, x: np.ndarray, n: int) -> float:

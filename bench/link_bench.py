@@ -6,7 +6,7 @@ allows on an assumed link.
     .venv/bin/python bench/link_bench.py            # table
     .venv/bin/python bench/link_bench.py --json     # one JSON document on stdout
 
-Targets (issue 3): null device >= 100,000 samples/s through the pty; virtual DNPU >= 80 % of
+Targets: null device >= 100,000 samples/s through the pty; virtual DNPU >= 80 % of
 the device model's own rate.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from core.electrodes import N_ELECTRODES
+from firmware_sim.board import DEFAULT_LIMITS_V
 from firmware_sim.physics import NullDevice, VirtualDNPU
 from host.board import Board, BoardOptions
 from host.board import protocol as P
@@ -41,7 +43,7 @@ class LinkResult:
 
 def frame_bytes_per_sample(opts: BoardOptions) -> dict[str, float]:
     """Pure frame bytes per sample in each direction for the host's block sizes."""
-    up_frame = P.FRAME_OVERHEAD + P.SCHEMA["SWEEP_DATA"].head.size + opts.upload_samples * 14
+    up_frame = P.FRAME_OVERHEAD + P.SCHEMA["SWEEP_DATA"].head.size + opts.upload_samples * 2 * N_ELECTRODES
     up = up_frame / opts.upload_samples + P.FRAME_OVERHEAD / opts.upload_samples      # + ACK
     down_frame = P.FRAME_OVERHEAD + P.SCHEMA["RESULT"].head.size + opts.block_samples * 4
     credit = P.FRAME_OVERHEAD + P.SCHEMA["CREDIT"].head.size
@@ -60,15 +62,14 @@ def model_rate(device, n: int, block: int, period_s: float, seed: int) -> float:
 
 
 def _volts(n: int, seed: int) -> np.ndarray:
-    lo = np.array([-1.2] * 5 + [-0.7] * 2)
-    hi = np.array([0.6] * 5 + [0.3] * 2)
-    return np.random.default_rng(seed).uniform(lo, hi, (n, 7))
+    lim = np.array(DEFAULT_LIMITS_V)          # the simulated board's limits
+    return np.random.default_rng(seed).uniform(lim[:, 0], lim[:, 1], (n, N_ELECTRODES))
 
 
 def _start_sim(link: str, device: str, seed: int) -> tuple[subprocess.Popen, str]:
     where = ["--pty"] if link == "pty" else ["--tcp", "0"]
-    proc = subprocess.Popen([sys.executable, "-m", "firmware_sim", *where, "--device", device,
-                             "--seed", str(seed), "--exit-on-stdin-eof"],
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_sim", *where, "--exit-on-stdin-eof",
+                             "--options", f"device={device}&seed={seed}"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().decode().strip()

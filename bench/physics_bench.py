@@ -6,7 +6,7 @@ noise floor and the XOR check of the design note on several seeds.
     .venv/bin/python bench/physics_bench.py --json          # one JSON document on stdout
     .venv/bin/python bench/physics_bench.py --seeds 0-15 --configs 40000
 
-Targets (issue 3): >= 10,000 configurations/s cold at N = 30 on 2 cores; XOR gap >= 10x the noise
+Targets: >= 10,000 configurations/s cold at N = 30 on 2 cores; XOR gap >= 10x the noise
 RMS on each of at least 10 seeds.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from firmware_sim.physics import WORKING_RANGES_V, VirtualDNPU
+from core.electrodes import N_ELECTRODES
+from firmware_sim.physics import WORKING_RANGES_V, DeviceParams, VirtualDNPU
 from firmware_sim.physics import reference as ref
 from firmware_sim.physics.xor import xor_search
 
@@ -64,10 +65,10 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
 def measure_rates(dev: VirtualDNPU, n: int, repeats: int) -> list[RateResult]:
     lo, hi = WORKING_RANGES_V.T
     rng = np.random.default_rng(123)
-    random_v = rng.uniform(lo, hi, size=(n, 7))
-    # a smooth waveform (what streaming a sweep looks like): 7 sines of different frequencies
+    random_v = rng.uniform(lo, hi, size=(n, N_ELECTRODES))
+    # a smooth waveform (what streaming a sweep looks like): one sine per electrode, different frequencies
     t = np.linspace(0.0, 1.0, n)[:, None]
-    smooth_v = lo + (hi - lo) * 0.5 * (1 + np.sin(2 * np.pi * (3 + np.arange(7)) * t + np.arange(7)))
+    smooth_v = lo + (hi - lo) * 0.5 * (1 + np.sin(2 * np.pi * (3 + np.arange(N_ELECTRODES)) * t + np.arange(N_ELECTRODES)))
     k = dev._kernel
     out: list[RateResult] = []
     for threads in (1, 2):
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-11"),
                     help="device seeds for the XOR check, e.g. 0-11 or 1,5,9 (default 0-11)")
     ap.add_argument("--rate-seed", type=int, default=0, help="device used for the rate measurement")
-    ap.add_argument("--n-sites", type=int, default=30)
+    ap.add_argument("--n-sites", type=int, default=DeviceParams.n_sites)
     ap.add_argument("--configs", type=int, default=20000, help="configurations per rate measurement")
     ap.add_argument("--repeats", type=int, default=3, help="best of this many timings")
     ap.add_argument("--xor-random", type=int, default=4000, help="random control vectors per seed")
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         f"target {TARGET_COLD_RATE:.0f}/s: {'met' if cold2 >= TARGET_COLD_RATE else 'MISSED'}")
 
     lo, hi = WORKING_RANGES_V.T
-    vcal = np.random.default_rng(7).uniform(lo, hi, size=(20000, 7))
+    vcal = np.random.default_rng(7).uniform(lo, hi, size=(20000, N_ELECTRODES))
     per_seed = []
     log(f"XOR check (inputs e1, e2 at -0.5/+0.3 V; {args.xor_random} random control vectors, then local search)")
     for seed in args.seeds:

@@ -17,6 +17,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from core.electrodes import N_ELECTRODES
 from firmware_sim.devices import LinearDevice
 from host.board import Board, BoardError
 from host.board.faults import FaultPlan, FaultyPort
@@ -36,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     dev = LinearDevice(SEED)
-    lo = np.array([-1.2] * 5 + [-0.7] * 2)
-    hi = np.array([0.6] * 5 + [0.3] * 2)
     rng = np.random.default_rng(a.seed)
     stats = {"samples_sent": 0, "samples_received": 0, "corrupted_but_delivered": 0,
              "sweeps": 0, "sweeps_failed_with_error": 0, "reopens": 0,
@@ -64,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             stats["reopens"] += 1
             continue
         with board:
+            lo, hi = board.limits_v.T          # as the board declares them
             try:
                 while time.monotonic() < t_end:
-                    v = rng.uniform(lo, hi, (a.sweep, 7))
+                    v = rng.uniform(lo, hi, (a.sweep, N_ELECTRODES))
                     stats["samples_sent"] += len(v)
                     stats["sweeps"] += 1
                     try:

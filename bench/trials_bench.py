@@ -53,7 +53,8 @@ def main() -> int:
 
     import torch
 
-    from host.experiments._common import load_surrogate, set_threads
+    from host.experiments.options import set_threads
+    from host.experiments.surrogates import load_surrogate
     from host.experiments.ring import ARCHS, RingConfig, normalised_gap, ring_data, train_chunk, train_chunk_parts
 
     sur_t = load_surrogate(a.surrogate, engine="torch")

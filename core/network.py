@@ -1,13 +1,15 @@
-"""core.Network: time-multiplexed DNPU networks evaluated by one C call per batch."""
+"""core.Network: time-multiplexed DNPU networks evaluated by one C call per batch.
+
+The layer types and the evaluator only; reading and writing network files is core.io."""
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import _engine
+from .electrodes import N_ELECTRODES, check_electrodes, control_electrodes
 from .surrogate import Surrogate
 
 __all__ = ["Linear", "Affine", "Standardize", "DnpuNode", "DnpuLayer", "Network"]
@@ -112,6 +114,9 @@ class Network:
                 raise TypeError(f"surrogates[{i}]: expected a core.Surrogate, got {type(s).__name__}")
             if s.n_outputs != 1:
                 raise ValueError(f"surrogates[{i}]: a DNPU surrogate has one output, got {s.n_outputs}")
+            if s.n_inputs != N_ELECTRODES:
+                raise ValueError(f"surrogates[{i}]: a DNPU surrogate maps the {N_ELECTRODES} electrode "
+                                 f"voltages, this one has {s.n_inputs} inputs")
         if int(n_inputs) < 1:
             raise ValueError(f"n_inputs must be >= 1, got {n_inputs}")
         if not layers:
@@ -164,12 +169,8 @@ class Network:
                 raise ValueError(f"{w}.surrogate: index {node.surrogate} out of range "
                                  f"(network has {len(self.surrogates)} surrogates)")
             sur = self.surrogates[node.surrogate]
-            n_el = sur.n_inputs
-            data = [int(e) for e in node.data_electrodes]
-            if not data or len(set(data)) != len(data) or not all(0 <= e < n_el for e in data):
-                raise ValueError(f"{w}.data_electrodes: expected distinct indices in [0, {n_el}), "
-                                 f"got {tuple(node.data_electrodes)}")
-            ctrl = [e for e in range(n_el) if e not in data]
+            data = list(check_electrodes(node.data_electrodes, f"{w}.data_electrodes"))
+            ctrl = list(control_electrodes(data))
             cv = np.asarray(node.control_voltages, dtype=np.float64).reshape(-1)
             if cv.shape != (len(ctrl),):
                 raise ValueError(f"{w}.control_voltages: expected {len(ctrl)} values (electrodes "
@@ -196,8 +197,9 @@ class Network:
             if not (np.isfinite(os_) and np.isfinite(oo)):
                 raise ValueError(f"{w}: output_scale/output_offset must be finite")
             # fold the constant control-voltage part of the first layer into its bias, once
-            W1 = sur.weights[0].astype(np.float64)
-            b1 = np.zeros(W1.shape[0]) if sur.biases[0] is None else sur.biases[0].astype(np.float64)
+            W, b = sur._packed_layer(0)  # the amplification is in it if it is the last layer
+            W1 = W.astype(np.float64)
+            b1 = np.zeros(W1.shape[0]) if b is None else b.astype(np.float64)
             W0 = np.ascontiguousarray(W1[:, data], dtype=np.float32)
             b0 = (b1 + W1[:, ctrl] @ cv).astype(np.float32)
             mlp = _engine.Mlp()
@@ -209,18 +211,6 @@ class Network:
     def evaluate(self, x: np.ndarray, *, threads: int = 1, isa: str | None = None) -> np.ndarray:
         """float32 [n, n_inputs] -> float32 [n, n_outputs] (inputs handled as in Surrogate)."""
         return self._net.evaluate(x, threads=threads, isa=isa)
-
-    @classmethod
-    def from_onnx(cls, path: str | os.PathLike[str]) -> "Network":
-        """Loads a DNPU network file (format dnpu-network/1, see docs/model-format.md); its
-        dnpu.metadata lands in ``network.metadata``.  A missing file raises FileNotFoundError,
-        a file that is not ONNX or not a DNPU network ValueError naming the problem."""
-        from .network_onnx import read_network
-
-        nf = read_network(path)
-        net = cls(nf.n_inputs, nf.layers, nf.surrogates)
-        net.metadata = dict(nf.metadata)
-        return net
 
     def __repr__(self) -> str:
         kinds = ", ".join(type(l).__name__ for l in self.layers)

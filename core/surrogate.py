@@ -1,13 +1,14 @@
-"""core.Surrogate: a DNPU surrogate MLP (volts -> nA) evaluated by the C kernels."""
+"""core.Surrogate: a DNPU surrogate MLP (volts -> nA) evaluated by the C kernels.
+
+The evaluator only; loading one from a file is core.io.load_surrogate."""
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from . import _engine
-from ._onnx import load_model, read_dense_chain
+from .surrogate_format import amplification
 
 __all__ = ["Surrogate"]
 
@@ -17,13 +18,26 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _amplified(W: np.ndarray, b: np.ndarray | None, amp: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """A layer times the amplification, rounded once to float32 (as a network file folds it)."""
+    if amp == 1.0:
+        return W, b
+    with np.errstate(over="ignore"):  # an overflow to inf is refused by the caller
+        Wa = (W.astype(np.float64) * amp).astype(np.float32)
+        ba = None if b is None else (b.astype(np.float64) * amp).astype(np.float32)
+    return Wa, ba
+
+
 class Surrogate(_engine.Mlp):
     """A dense ReLU network, packed once for the C kernels.
 
     ``Surrogate(weights, biases, relu=None, metadata=None)``: ``weights[l]`` is ``[n_out, n_in]``
     (the torch ``nn.Linear`` / ONNX ``Gemm transB=1`` layout), ``biases[l]`` is ``[n_out]`` or
     None, ``relu[l]`` says whether a ReLU follows layer l (default: after every layer but the
-    last).  Weights are stored as float32 and must be finite.
+    last).  Weights are stored as float32 and must be finite.  ``metadata`` is the file's
+    metadata_props; a ``dnpu.amplification`` there (core.surrogate_format.amplification) scales
+    the output to nA: the last layer is packed times it, so ``evaluate``, ``value_and_grad`` and
+    networks return nA, while ``weights``/``biases`` keep the chain as stored.
 
     ``evaluate(x, *, threads=1, isa=None)`` maps float32 ``[n, n_inputs]`` to ``[n]`` (one
     output) or ``[n, n_outputs]``; see docs/core.md for the handling of other inputs.
@@ -33,6 +47,7 @@ class Surrogate(_engine.Mlp):
     biases: tuple[np.ndarray | None, ...]
     relu: tuple[bool, ...]
     metadata: dict[str, str]
+    amplification: float
 
     def __init__(self, weights: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None,
                  relu: Sequence[bool] | None = None,
@@ -73,21 +88,20 @@ class Surrogate(_engine.Mlp):
             Ws.append(_readonly(W32))
             bs.append(b32)
             width = W.shape[0]
-        self._init_layers(Ws, bs, [bool(r) for r in relu])
+        meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+        amp = amplification(meta)
+        packed_W, packed_b = list(Ws), list(bs)
+        packed_W[-1], packed_b[-1] = _amplified(Ws[-1], bs[-1], amp)
+        if not (np.all(np.isfinite(packed_W[-1])) and (packed_b[-1] is None or np.all(np.isfinite(packed_b[-1])))):
+            raise ValueError(f"weights[{n - 1}] times dnpu.amplification {amp} overflows float32")
+        self._init_layers(packed_W, packed_b, [bool(r) for r in relu])
         self.weights = tuple(Ws)
         self.biases = tuple(bs)
         self.relu = tuple(bool(r) for r in relu)
-        self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+        self.metadata = meta
+        self.amplification: float = amp
         if self._has_grad:  # transposed layers for value_and_grad (small: packed up front)
             self._init_back([np.ascontiguousarray(W.T) for W in Ws[:-1]])
-
-    @classmethod
-    def from_onnx(cls, path: str | os.PathLike[str]) -> "Surrogate":
-        """Loads a Gemm/Relu chain (as torch.onnx.export writes for nn.Sequential of Linear and
-        ReLU), weights inline or in external data files.  Other graphs raise ValueError naming
-        the node; a missing file raises FileNotFoundError."""
-        chain = read_dense_chain(load_model(path), source=str(path))
-        return cls(chain.weights, chain.biases, chain.relu, chain.metadata)
 
     def value_and_grad(self, x: np.ndarray, *, threads: int = 1, isa: str | None = None,
                        precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +122,12 @@ class Surrogate(_engine.Mlp):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         return self._value_and_grad(x, threads, isa, precision == "bf16")
+
+    def _packed_layer(self, l: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Layer l as the kernels compute it (the last one times the amplification)."""
+        if l == len(self.weights) - 1:
+            return _amplified(self.weights[l], self.biases[l], self.amplification)
+        return self.weights[l], self.biases[l]
 
     @property
     def _has_grad(self) -> bool:

@@ -15,7 +15,6 @@ from typing import Protocol
 
 import numpy as np
 
-N_ACTIVATION = 7          # electrodes e0..e6; e7 is the readout at virtual ground
 TIA_RANGE_NA = (-300.0, 100.0)
 
 
@@ -30,7 +29,7 @@ class AnalogDevice(Protocol):
     def convert(self, volts: np.ndarray, sample_period_s: float, oversample: int = 1) -> np.ndarray:
         """Run a hardware-timed sequence.
 
-        volts: float64 [n, 7], C-contiguous, the DAC outputs in time order, one row per sample
+        volts: float64 [n, N_ELECTRODES], C-contiguous, the DAC outputs in time order, one row per sample
         period (already quantised and gain/offset-distorted by the board's DACs).
         Returns float64 [n] nA at the TIA output (within TIA_RANGE_NA), the mean of `oversample`
         sub-samples per row. Stateful: settling, drift and noise continue from the previous call.

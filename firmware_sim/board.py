@@ -18,13 +18,17 @@ from typing import Callable
 
 import numpy as np
 
+from core.electrodes import ELECTRODE_NAMES, N_ELECTRODES
 from firmware_sim import protocol as P
-from firmware_sim.analog import N_ACTIVATION, AnalogDevice
+from firmware_sim.analog import AnalogDevice
+from firmware_sim.options import option
+from firmware_sim.physics.geometry import WORKING_RANGES_V
 
 FIRMWARE_VERSION = "0.1.0"
 
-DEFAULT_LIMITS_V: tuple[tuple[float, float], ...] = (
-    (-1.2, 0.6), (-1.2, 0.6), (-1.2, 0.6), (-1.2, 0.6), (-1.2, 0.6), (-0.7, 0.3), (-0.7, 0.3))
+# The simulated board's hard limits default to the virtual device's working ranges.
+DEFAULT_LIMITS_V: tuple[tuple[float, float], ...] = tuple(
+    (float(lo), float(hi)) for lo, hi in WORKING_RANGES_V)
 
 COUNTER_NAMES: tuple[str, ...] = (
     "rx_bytes", "rx_frames", "garbage_bytes", "header_errors", "crc_errors", "naks_sent",
@@ -36,28 +40,46 @@ _SAFE_OK = {"HELLO", "IDENTIFY", "STATUS", "GET_OUTPUTS", "ARM", "SAFE", "GET_ER
             "GET_COUNTERS", "CREDIT", "SWEEP_ABORT"}
 
 
+def parse_limits(text: str) -> tuple[tuple[float, float], ...]:
+    """'lo:hi' for every electrode, or one 'lo:hi' per electrode, comma-separated."""
+    try:
+        pairs = [tuple(float(x) for x in p.split(":")) for p in text.split(",")]
+    except ValueError:
+        raise ValueError(f"cannot parse {text!r}; use lo:hi[,lo:hi...]") from None
+    if any(len(p) != 2 for p in pairs) or len(pairs) not in (1, N_ELECTRODES):
+        raise ValueError(f"need 1 or {N_ELECTRODES} lo:hi pairs, got {text!r}")
+    return tuple(pairs * N_ELECTRODES if len(pairs) == 1 else pairs)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class BoardConfig:
-    """Everything that distinguishes one simulated board from another."""
+    """Everything that distinguishes one simulated board from another. The fields declared with
+    `option` are the simulator's options (`python -m firmware_sim --help`, sim://?name=value)."""
 
-    seed: int = 0
-    dac_bits: int = 16
+    seed: int = option(0, "board and device seed (which virtual chip, and its DAC errors)")
+    dac_bits: int = option(16, "DAC resolution, 8..16", unit="bits")
     dac_span_v: tuple[float, float] = (-2.0, 2.0)
-    adc_bits: int = 16
+    adc_bits: int = option(16, "ADC resolution, 8..24", unit="bits")
     adc_span_na: tuple[float, float] = (-327.68, 327.68)
-    limits_v: tuple[tuple[float, float], ...] = DEFAULT_LIMITS_V
-    max_slew_v_per_s: float = 10.0
-    watchdog_s: float = 0.5
-    sample_period_s: float = 10e-6
+    limits_v: tuple[tuple[float, float], ...] = option(
+        DEFAULT_LIMITS_V, f"hard limits: lo:hi for every electrode, or {N_ELECTRODES} comma-separated pairs",
+        parse=parse_limits, unit="V", name="limits",
+        default_text=",".join(f"{lo:g}:{hi:g}" for lo, hi in DEFAULT_LIMITS_V))
+    max_slew_v_per_s: float = option(10.0, "slew limit of every output", unit="V/s", name="max_slew")
+    watchdog_s: float = option(0.5, "host silence after which the outputs ramp to 0 V and latch",
+                               unit="ms", name="watchdog_ms", scale=1e-3)
+    sample_period_s: float = option(10e-6, "default sample period of a sweep", unit="us",
+                                    name="sample_period_us", scale=1e-6)
     min_period_ns: int = 1_000
     max_period_ns: int = 100_000_000
     max_oversample: int = 1024
-    dac_gain_error: float = 1e-3      # RMS relative gain error per channel (seeded)
-    dac_offset_error_v: float = 1e-3  # RMS offset per channel (seeded)
+    dac_gain_error: float = option(1e-3, "RMS relative DAC gain error of each channel, seeded")
+    dac_offset_error_v: float = option(1e-3, "RMS DAC offset of each channel, seeded", unit="mV",
+                                       name="dac_offset_error_mv", scale=1e-3)
     max_sweep_samples: int = 1 << 20
     max_block_samples: int = (P.MAX_PAYLOAD - 11) // 4
-    fifo_blocks: int = 64
-    realtime: bool = False            # pace acquisition by the sample clock; FIFO can overflow
+    fifo_blocks: int = option(64, "depth of the result FIFO", unit="blocks")
+    realtime: bool = option(False, "pace sweeps by the sample clock: a slow host overflows the FIFO")
     error_queue: int = 32
     reply_cache: int = 32
 
@@ -66,8 +88,8 @@ class BoardConfig:
             raise ValueError(f"dac_bits must be 8..16, got {self.dac_bits}")
         if not 8 <= self.adc_bits <= 24:
             raise ValueError(f"adc_bits must be 8..24, got {self.adc_bits}")
-        if len(self.limits_v) != N_ACTIVATION:
-            raise ValueError(f"limits_v needs {N_ACTIVATION} (lo, hi) pairs, got {len(self.limits_v)}")
+        if len(self.limits_v) != N_ELECTRODES:
+            raise ValueError(f"limits_v needs {N_ELECTRODES} (lo, hi) pairs, got {len(self.limits_v)}")
         lo_s, hi_s = self.dac_span_v
         for c, (lo, hi) in enumerate(self.limits_v):
             if not (lo_s <= lo <= 0.0 <= hi <= hi_s) or lo >= hi:
@@ -147,15 +169,15 @@ class Firmware:
         self.errors: deque[tuple[int, int, int]] = deque()
         self.cache: OrderedDict[int, tuple[int, list[bytes]]] = OrderedDict()
         rng = np.random.default_rng([config.seed, 0xDAC])
-        self.dac_gain = 1.0 + config.dac_gain_error * rng.standard_normal(N_ACTIVATION)
-        self.dac_offset = config.dac_offset_error_v * rng.standard_normal(N_ACTIVATION)
+        self.dac_gain = 1.0 + config.dac_gain_error * rng.standard_normal(N_ELECTRODES)
+        self.dac_offset = config.dac_offset_error_v * rng.standard_normal(N_ELECTRODES)
         lsb, v0 = config.dac_lsb_v, config.dac_span_v[0]
         self.limit_codes = np.array(
             [[math.ceil((lo - v0) / lsb - 1e-9), math.floor((hi - v0) / lsb + 1e-9)]
              for lo, hi in config.limits_v], dtype=np.int64)
         self.zero_code = int(round(-v0 / lsb))
         self.t_boot = clock()
-        zero = np.zeros(N_ACTIVATION)
+        zero = np.zeros(N_ELECTRODES)
         self.ramp = _Ramp(zero.copy(), zero.copy(), self.t_boot, config.max_slew_v_per_s)
         self.armed = False          # power-up: safe state latched, outputs at 0 V
         self.connected = False
@@ -191,10 +213,10 @@ class Firmware:
             "firmware": f"dnpu-bench-sim {FIRMWARE_VERSION}",
             "model": "DNPU-BENCH-SIM",
             "serial": f"SIM-{c.seed:08d}",
-            "channels": N_ACTIVATION,
+            "channels": N_ELECTRODES,
             "dac_bits": c.dac_bits,
             "adc_bits": c.adc_bits,
-            "dac": [{"volts_per_code": lsb, "volts_at_code0": v0} for _ in range(N_ACTIVATION)],
+            "dac": [{"volts_per_code": lsb, "volts_at_code0": v0} for _ in range(N_ELECTRODES)],
             "adc": {"na_per_code": c.adc_lsb_na, "na_at_code0": 0.0,
                     "full_scale_na": list(c.adc_span_na)},
             "limits_v": [list(p) for p in c.limits_v],
@@ -244,7 +266,7 @@ class Firmware:
     def _trip(self, t: float, reason: int) -> None:
         """Watchdog / port closed / SAFE: ramp to 0 V at max slew and latch the safe state."""
         self._abort_sweep(t)
-        self._ramp_to(np.zeros(N_ACTIVATION), self.cfg.max_slew_v_per_s, t)
+        self._ramp_to(np.zeros(N_ELECTRODES), self.cfg.max_slew_v_per_s, t)
         if self.armed and reason != 0:
             self.counters["watchdog_trips"] += 1
             self._push_error(P.ERR_WATCHDOG, 0, reason)
@@ -470,16 +492,16 @@ class Firmware:
         v = float(self.codes_to_nominal(codes[row, ch]))
         lo_v, hi_v = self.cfg.limits_v[ch]
         return self._error(seq, P.ERR_LIMIT, ((offset + row) << 3) | ch,
-                           f"e{ch} sample {offset + row}: {v:.6f} V outside [{lo_v}, {hi_v}] V")
+                           f"{ELECTRODE_NAMES[ch]} sample {offset + row}: {v:.6f} V outside [{lo_v}, {hi_v}] V")
 
     def _cmd_set(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
         (rate_mv,) = v
-        if len(tail) != N_ACTIVATION:
+        if len(tail) != N_ELECTRODES:
             self.counters["malformed"] += 1
-            return self._error(seq, P.ERR_MALFORMED, len(tail), f"SET needs {N_ACTIVATION} codes")
+            return self._error(seq, P.ERR_MALFORMED, len(tail), f"SET needs {N_ELECTRODES} codes")
         if self.sweep is not None and self.sweep.running:
             return self._error(seq, P.ERR_BUSY, 0, "a sweep is running")
-        codes = np.asarray(tail, dtype=np.int64).reshape(1, N_ACTIVATION)
+        codes = np.asarray(tail, dtype=np.int64).reshape(1, N_ELECTRODES)
         err = self._check_limits(seq, codes, 0)
         if err:
             return err
@@ -526,7 +548,7 @@ class Firmware:
         n_blocks = -(-n // block)
         self.overflowed = False
         self.sweep = _Sweep(sid, n, os_, period_ns * 1e-9, block,
-                            np.zeros((n, N_ACTIVATION), np.uint16), np.zeros(n, bool),
+                            np.zeros((n, N_ELECTRODES), np.uint16), np.zeros(n, bool),
                             np.zeros(n, np.int32), n_blocks)
         return [self._frame("ACK", seq)]
 
@@ -543,13 +565,13 @@ class Firmware:
             return err
         if s.running or s.finished:
             return self._error(seq, P.ERR_BUSY, sid, "sweep already started")
-        if len(tail) % N_ACTIVATION:
+        if len(tail) % N_ELECTRODES:
             self.counters["malformed"] += 1
-            return self._error(seq, P.ERR_MALFORMED, len(tail), "codes not a multiple of 7")
-        k = len(tail) // N_ACTIVATION
+            return self._error(seq, P.ERR_MALFORMED, len(tail), f"codes not a multiple of {N_ELECTRODES}")
+        k = len(tail) // N_ELECTRODES
         if offset + k > s.n:
             return self._error(seq, P.ERR_BAD_SWEEP, offset, f"offset {offset}+{k} beyond {s.n} samples")
-        codes = np.asarray(tail).reshape(k, N_ACTIVATION)
+        codes = np.asarray(tail).reshape(k, N_ELECTRODES)
         err = self._check_limits(seq, codes.astype(np.int64), offset)
         if err:
             return err

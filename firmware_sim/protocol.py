@@ -1,7 +1,7 @@
 """The board's side of the bench protocol (docs/protocol.md): framing and the message table.
 
 This module plays the part of the C firmware's `protocol.c`: it shares no code with the host.
-The spec and the shared test vectors (tests/board/protocol_vectors.json) keep the two
+The spec and the shared test vectors (tests/host/board/protocol_vectors.json) keep the two
 implementations in step; the schema hash seeds the CRC, so a mismatch fails loudly.
 
 Frame layout (all little-endian):

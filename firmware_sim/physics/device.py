@@ -23,8 +23,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .. import _physics
-from ..analog import N_ACTIVATION, TIA_RANGE_NA
-from .geometry import K_B_EV, WORKING_RANGES_V, DeviceParams, Geometry, make_geometry
+from core.electrodes import N_ELECTRODES
+
+from ..analog import TIA_RANGE_NA
+from .geometry import K_B_EV, READOUT, WORKING_RANGES_V, DeviceParams, Geometry, make_geometry
 from .reference import SolverConfig
 from .reference import electrode_currents as ref_currents
 from .reference import solve as ref_solve
@@ -80,8 +82,8 @@ class AnalogConfig:
 
 def _validate_volts(volts: np.ndarray) -> np.ndarray:
     v = np.asarray(volts)
-    if v.ndim != 2 or v.shape[1] != N_ACTIVATION:
-        raise ValueError(f"volts must have shape [n, {N_ACTIVATION}], got {v.shape}")
+    if v.ndim != 2 or v.shape[1] != N_ELECTRODES:
+        raise ValueError(f"volts must have shape [n, {N_ELECTRODES}], got {v.shape}")
     if not np.issubdtype(v.dtype, np.number) or np.iscomplexobj(v):
         raise ValueError(f"volts must be real numbers, got dtype {v.dtype}")
     v = np.ascontiguousarray(v, dtype=np.float64)
@@ -138,7 +140,7 @@ class VirtualDNPU:
     _flicker_rate: np.ndarray = field(init=False, repr=False)
 
     @classmethod
-    def from_seed(cls, seed: int, n_sites: int = 30, *, params: DeviceParams | None = None,
+    def from_seed(cls, seed: int, n_sites: int = DeviceParams.n_sites, *, params: DeviceParams | None = None,
                   analog: AnalogConfig | None = None, solver: SolverConfig | None = None,
                   nthreads: int | None = None, warm_start: bool = False, **analog_overrides
                   ) -> "VirtualDNPU":
@@ -150,7 +152,7 @@ class VirtualDNPU:
         at the 1e-10 level), otherwise every row starts from the same fixed guess.
         """
         p = params if params is not None else DeviceParams(n_sites=n_sites)
-        if params is not None and n_sites != 30 and params.n_sites != n_sites:
+        if params is not None and n_sites != DeviceParams.n_sites and params.n_sites != n_sites:
             raise ValueError("give n_sites either directly or in params, not both")
         a = analog if analog is not None else AnalogConfig()
         if analog_overrides:
@@ -171,7 +173,7 @@ class VirtualDNPU:
         # ranges sits at target_p05_na times a seeded factor (device-to-device variation).
         rng = np.random.default_rng(np.random.SeedSequence([g.seed, 0x43414C]))
         lo, hi = WORKING_RANGES_V.T
-        v = rng.uniform(lo, hi, size=(g.params.n_calibration, N_ACTIVATION))
+        v = rng.uniform(lo, hi, size=(g.params.n_calibration, N_ELECTRODES))
         raw = self._kernel.solve(v, nthreads=self.nthreads)
         p05 = float(np.nanpercentile(raw, 0.5))
         if not p05 < 0:
@@ -236,7 +238,7 @@ class VirtualDNPU:
         a = self.analog
         flick = a.flicker_rel * a.noise_level / math.sqrt(a.flicker_processes)
         return _AnalogState(
-            v_line=np.zeros(N_ACTIVATION), drift=0.0, temp=0.0,
+            v_line=np.zeros(N_ELECTRODES), drift=0.0, temp=0.0,
             flicker=flick * self._rng.standard_normal(a.flicker_processes),
             tia=0.0, p_state=np.full(self.n_sites, 0.5))
 
@@ -298,7 +300,7 @@ class VirtualDNPU:
                 p, _ = ref_solve(self.geometry, v_dev[r], b, cfg=cautious)
             except RuntimeError:
                 raise RuntimeError(f"virtual DNPU: no steady state for volts {v_dev[r].tolist()}") from None
-            out[r] = ref_currents(self.geometry, v_dev[r], p, b)[7]
+            out[r] = ref_currents(self.geometry, v_dev[r], p, b)[READOUT]
         return out
 
     def _ou(self, x0: float, rms: float, tau: float, step: float, count: int) -> tuple[np.ndarray, float]:
@@ -321,8 +323,8 @@ class NullDevice:
 
     def __post_init__(self) -> None:
         w = np.asarray(self.weights_na_per_v, dtype=np.float64)
-        if w.shape != (N_ACTIVATION,) or not np.all(np.isfinite(w)):
-            raise ValueError(f"weights_na_per_v must be {N_ACTIVATION} finite numbers")
+        if w.shape != (N_ELECTRODES,) or not np.all(np.isfinite(w)):
+            raise ValueError(f"weights_na_per_v must be {N_ELECTRODES} finite numbers")
         self._w = w
 
     @property

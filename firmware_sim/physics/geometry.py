@@ -1,7 +1,7 @@
 """Seeded geometry and electrostatics of a virtual DNPU (see docs/virtual-dnpu.md).
 
-A disc of radius 150 nm with 8 electrode arcs (~60 nm wide, 45 deg apart; electrode 7 is the
-readout), N acceptors and M compensating donors at random positions. Everything that differs from
+A disc of radius 150 nm with 8 contact arcs (~60 nm wide, 45 deg apart): the activation electrodes
+e0..e6 and, as contact 7, the readout, N acceptors and M compensating donors at random positions. Everything that differs from
 device to device (positions, disorder, contact factors, localisation length, Fermi-level offset,
 current scale) is drawn from the seed.
 
@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-N_ELECTRODES = 8
-READOUT = 7
+from core.electrodes import N_ELECTRODES
+
+N_CONTACTS = N_ELECTRODES + 1     # the activation electrodes, then the readout
+READOUT = N_ELECTRODES            # index of the readout contact
 E2_OVER_4PI_EPS0_EV_NM = 1.439964547  # e^2 / (4 pi eps0) in eV nm
 K_B_EV = 8.617333262e-5  # eV / K
 
@@ -73,13 +75,15 @@ class DeviceParams:
         return E2_OVER_4PI_EPS0_EV_NM / (self.eps_r * self.mean_spacing_nm)
 
 
-# Working ranges of the activation electrodes e0..e6 (volts).
+# Working ranges of the activation electrodes e0..e6 (volts), declared once: the simulated
+# board's default hard limits are these.
 WORKING_RANGES_V = np.array([[-1.2, 0.6]] * 5 + [[-0.7, 0.3]] * 2)
+WORKING_RANGES_V.setflags(write=False)
 
 
 def electrode_angles() -> np.ndarray:
-    """Centre angle of each electrode arc (rad); electrode k at k * 45 deg."""
-    return np.arange(N_ELECTRODES) * (2 * np.pi / N_ELECTRODES)
+    """Centre angle of each contact arc (rad); contact k at k * 360 / N_CONTACTS deg."""
+    return np.arange(N_CONTACTS) * (2 * np.pi / N_CONTACTS)
 
 
 def _wrap(a: np.ndarray) -> np.ndarray:
@@ -106,10 +110,10 @@ def _place(rng: np.random.Generator, count: int, rmax: float, existing: list[np.
 
 
 def arc_distances(xy: np.ndarray, radius: float, half_angle: float) -> np.ndarray:
-    """Distance from each point to the nearest point of each electrode arc, [n, 8]."""
+    """Distance from each point to the nearest point of each contact arc, [n, N_CONTACTS]."""
     r = np.hypot(xy[:, 0], xy[:, 1])
     th = np.arctan2(xy[:, 1], xy[:, 0])
-    out = np.empty((len(xy), N_ELECTRODES))
+    out = np.empty((len(xy), N_CONTACTS))
     for k, c in enumerate(electrode_angles()):
         dth = _wrap(th - c)
         inside = np.abs(dth) <= half_angle
@@ -123,7 +127,7 @@ def arc_distances(xy: np.ndarray, radius: float, half_angle: float) -> np.ndarra
 
 def laplace_basis(xy: np.ndarray, radius: float, half_angle: float, n_boundary: int = 2048
                   ) -> np.ndarray:
-    """psi_k at the given points, [n, 8]: psi_k = 1 on arc k, 0 on the other arcs, dpsi/dn = 0 on gaps.
+    """psi_k at the given points, [n, N_CONTACTS]: psi_k = 1 on arc k, 0 on the other arcs, dpsi/dn = 0 on gaps.
 
     Spectral Dirichlet-to-Neumann solve on n_boundary equispaced boundary nodes (see module doc).
     """
@@ -138,11 +142,11 @@ def laplace_basis(xy: np.ndarray, radius: float, half_angle: float, n_boundary: 
     nabs = np.abs(np.fft.fftfreq(m, 1.0 / m))
     col = np.real(np.fft.ifft(nabs))
     dtn = col[(np.arange(m)[:, None] - np.arange(m)[None, :]) % m]
-    g_arc = np.zeros((arc_idx.size, N_ELECTRODES))
+    g_arc = np.zeros((arc_idx.size, N_CONTACTS))
     g_arc[np.arange(arc_idx.size), on_arc[arc_idx]] = 1.0
     rhs = -dtn[np.ix_(gap_idx, arc_idx)] @ g_arc
     g_gap = np.linalg.solve(dtn[np.ix_(gap_idx, gap_idx)], rhs)
-    g = np.zeros((m, N_ELECTRODES))
+    g = np.zeros((m, N_CONTACTS))
     g[arc_idx] = g_arc
     g[gap_idx] = g_gap
     # Poisson series: psi(r, t) = sum_n ghat_n (r/R)^|n| e^{i n t}
@@ -207,7 +211,7 @@ def make_geometry(seed: int, params: DeviceParams | None = None) -> Geometry:
     R = p.mean_spacing_nm
     a = R * rng.uniform(*p.a_over_r)
     mu0 = p.mu0_ev + rng.uniform(-p.mu0_spread_ev, p.mu0_spread_ev)
-    contact = np.exp(p.contact_log_sigma * rng.standard_normal(N_ELECTRODES))
+    contact = np.exp(p.contact_log_sigma * rng.standard_normal(N_CONTACTS))
     xi = rng.standard_normal(p.n_sites)
     scale_factor = float(rng.uniform(*p.scale_range))
 

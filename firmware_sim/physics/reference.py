@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import N_ELECTRODES, Geometry
+from core.electrodes import N_ELECTRODES
+
+from .geometry import N_CONTACTS, READOUT, Geometry
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,9 @@ def fermi(x: np.ndarray) -> np.ndarray:
 
 def volts8(volts7: np.ndarray) -> np.ndarray:
     """Append the readout (0 V) to the 7 activation voltages."""
-    v = np.zeros(N_ELECTRODES)
-    v[:7] = volts7
+    v = np.zeros(N_CONTACTS)
+    v[:N_ELECTRODES] = volts7
+    v[READOUT] = 0.0
     return v
 
 
@@ -141,7 +144,7 @@ def currents(geom: Geometry, volts: np.ndarray, beta: float | None = None,
     """Cold-start steady state for each row of volts [n, 7]: (currents [n, 8] in e nu, iterations [n])."""
     v = np.atleast_2d(np.asarray(volts, dtype=float))
     b = geom.beta if beta is None else float(beta)
-    out = np.empty((v.shape[0], N_ELECTRODES))
+    out = np.empty((v.shape[0], N_CONTACTS))
     its = np.empty(v.shape[0], dtype=int)
     for r in range(v.shape[0]):
         p, its[r] = solve(geom, v[r], b, cfg=cfg)

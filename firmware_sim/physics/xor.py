@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.electrodes import N_ELECTRODES, control_electrodes
+
 from .geometry import WORKING_RANGES_V
 
 INPUT_ELECTRODES = (1, 2)
-CONTROL_ELECTRODES = (0, 3, 4, 5, 6)
+CONTROL_ELECTRODES = control_electrodes(INPUT_ELECTRODES)
 INPUT_LEVELS_V = (-0.5, 0.3)
 # rows: (x1, x2) = 00, 01, 10, 11
 XOR_INPUTS = np.array([[INPUT_LEVELS_V[a], INPUT_LEVELS_V[b]] for a in (0, 1) for b in (0, 1)])
@@ -37,11 +39,11 @@ class XorResult:
 def xor_volts(controls: np.ndarray) -> np.ndarray:
     """[m, 5] control vectors -> [m * 4, 7] volts (inputs 00, 01, 10, 11 for each)."""
     c = np.atleast_2d(np.asarray(controls, dtype=np.float64))
-    v = np.empty((c.shape[0], 4, 7))
+    v = np.empty((c.shape[0], 4, N_ELECTRODES))
     v[:, :, list(CONTROL_ELECTRODES)] = c[:, None, :]
     v[:, :, INPUT_ELECTRODES[0]] = XOR_INPUTS[None, :, 0]
     v[:, :, INPUT_ELECTRODES[1]] = XOR_INPUTS[None, :, 1]
-    return v.reshape(-1, 7)
+    return v.reshape(-1, N_ELECTRODES)
 
 
 def _currents(device, controls: np.ndarray, tia_range: tuple[float, float]) -> np.ndarray:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from host.board import ELECTRODES, N_CHANNELS, Board, BoardError
+from core.electrodes import ELECTRODE_NAMES, N_ELECTRODES
+from host.board import Board, BoardError
 
 
 def _load_volts(path: Path) -> np.ndarray:
@@ -23,8 +24,8 @@ def _load_volts(path: Path) -> np.ndarray:
     else:
         raise SystemExit(f"--volts {path}: expected a .npy or .csv file")
     v = np.asarray(v, dtype=np.float64)
-    if v.ndim != 2 or v.shape[1] != N_CHANNELS:
-        raise SystemExit(f"--volts {path}: need shape [n, {N_CHANNELS}], got {v.shape}")
+    if v.ndim != 2 or v.shape[1] != N_ELECTRODES:
+        raise SystemExit(f"--volts {path}: need shape [n, {N_ELECTRODES}], got {v.shape}")
     return v
 
 
@@ -33,18 +34,18 @@ def _save(path: Path, volts: np.ndarray, na: np.ndarray) -> None:
         np.save(path, np.column_stack([volts, na]), allow_pickle=False)
     elif path.suffix == ".csv":
         np.savetxt(path, np.column_stack([volts, na]), delimiter=",", fmt="%.9g",
-                   header=",".join(ELECTRODES) + ",i_out_nA", comments="")
+                   header=",".join(ELECTRODE_NAMES) + ",i_out_nA", comments="")
     else:
         raise SystemExit(f"--out {path}: expected a .npy or .csv file")
 
 
-def _floats7(text: str) -> list[float]:
+def _volts_arg(text: str) -> list[float]:
     try:
         vals = [float(x) for x in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {N_CHANNELS} comma-separated volts, got {text!r}")
-    if len(vals) != N_CHANNELS:
-        raise argparse.ArgumentTypeError(f"expected {N_CHANNELS} comma-separated volts, got {len(vals)}")
+        raise argparse.ArgumentTypeError(f"expected {N_ELECTRODES} comma-separated volts, got {text!r}")
+    if len(vals) != N_ELECTRODES:
+        raise argparse.ArgumentTypeError(f"expected {N_ELECTRODES} comma-separated volts, got {len(vals)}")
     return vals
 
 
@@ -57,24 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("identify", help="print the board's identity (JSON)")
 
-    s = sub.add_parser("set", help="set the 7 electrodes (ramped), print the outputs, hold, then "
+    s = sub.add_parser("set", help=f"set the {N_ELECTRODES} electrodes (ramped), print the outputs, hold, then "
                                    "ramp back to 0 V (a board never stays biased without its host)")
-    s.add_argument("volts", type=_floats7, help="e0,...,e6 in volts")
+    s.add_argument("volts", type=_volts_arg, help="e0,...,e6 in volts")
     s.add_argument("--fast", action="store_true", help="ramp at the board's max slew")
     s.add_argument("--hold", type=float, default=0.0, help="seconds to hold before zeroing on exit")
 
     m = sub.add_parser("measure", help="measure the readout current for every row of a volts file")
-    m.add_argument("--volts", type=Path, required=True, help=".npy or .csv, shape [n, 7]")
-    m.add_argument("--out", type=Path, required=True, help=".npy or .csv: the 7 volts and nA per row")
+    m.add_argument("--volts", type=Path, required=True, help=f".npy or .csv, shape [n, {N_ELECTRODES}]")
+    m.add_argument("--out", type=Path, required=True, help=f".npy or .csv: the {N_ELECTRODES} volts and nA per row")
     m.add_argument("--oversample", type=int, default=1)
     m.add_argument("--period-us", type=float, default=None, help="sample period (board default if unset)")
 
     iv = sub.add_parser("iv", help="sweep one electrode, the others fixed; print or save the curve")
-    iv.add_argument("--electrode", type=int, default=0, choices=range(N_CHANNELS), help="0..6")
+    iv.add_argument("--electrode", type=int, default=0, choices=range(N_ELECTRODES), help=f"0..{N_ELECTRODES - 1}")
     iv.add_argument("--start", type=float, default=None, help="V (default: the electrode's lower limit)")
     iv.add_argument("--stop", type=float, default=None, help="V (default: the upper limit)")
     iv.add_argument("--points", type=int, default=101)
-    iv.add_argument("--bias", type=_floats7, default=None, help="the other electrodes, e0..e6 (default 0 V)")
+    iv.add_argument("--bias", type=_volts_arg, default=None, help="the other electrodes, e0..e6 (default 0 V)")
     iv.add_argument("--oversample", type=int, default=16)
     iv.add_argument("--json", action="store_true", help="print JSON instead of a table")
     iv.add_argument("--plot", type=Path, default=None, help="save a PNG plot here")
@@ -87,10 +88,10 @@ def _iv(board: Board, a: argparse.Namespace) -> int:
     stop = hi if a.stop is None else a.stop
     if a.points < 2:
         raise SystemExit("--points must be >= 2")
-    v = np.tile(np.asarray(a.bias if a.bias else [0.0] * N_CHANNELS), (a.points, 1))
+    v = np.tile(np.asarray(a.bias if a.bias else [0.0] * N_ELECTRODES), (a.points, 1))
     v[:, a.electrode] = np.linspace(start, stop, a.points)
     na = board.measure(v, oversample=a.oversample)
-    name = ELECTRODES[a.electrode]
+    name = ELECTRODE_NAMES[a.electrode]
     if a.json:
         print(json.dumps({"electrode": name, "volts": v[:, a.electrode].tolist(), "nA": na.tolist(),
                           "bias": v[0].tolist(), "serial": board.identity["serial"]}))

@@ -1,10 +1,10 @@
 """The host's implementation of the bench protocol (docs/protocol.md).
 
 Independent of `firmware_sim` on purpose: a real board runs C firmware. The spec, the shared
-test vectors (tests/board/protocol_vectors.json) and the schema-seeded CRC keep them in step.
+test vectors (tests/host/board/protocol_vectors.json) and the schema-seeded CRC keep them in step.
 
-Three layers, as in the spec: framing (`encode_frame`, `FrameDecoder`), schema (`SCHEMA`, one
-declaration per message from which every codec is derived) and the client (`client.py`).
+Three layers, as in the spec: framing (`encode_frame`, `FrameDecoder`) and schema (`SCHEMA`, one
+declaration per message from which every codec is derived) here; request/reply in `link.py`.
 """
 from __future__ import annotations
 

@@ -29,9 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from host.deploy.runner import (BACKENDS, DEFAULT_BOARD_URL, DeployError, evaluate_board, format_confusion,
-                                load_data, make_backend, measure_latency, measure_throughput, n_classes,
-                                summarise, surrogate_logits)
+from host.deploy.board_backend import DEFAULT_BOARD_URL, evaluate_board
+from host.deploy.data import load_data
+from host.deploy.engines import (BACKENDS, make_backend, measure_latency, measure_throughput,
+                                 surrogate_logits)
+from host.deploy.errors import DeployError
+from host.metrics import format_confusion, n_classes, summarise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +60,7 @@ def _pct(a: np.ndarray, q: float) -> float:
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
-    from core.network_onnx import read_network
+    from core.io import read_network
 
     if args.batch < 1:
         raise DeployError(f"--batch must be >= 1, got {args.batch}")

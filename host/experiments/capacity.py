@@ -27,9 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from host.dnpu_modules import bce_per_trial
+from host.networks.losses import bce_per_trial
 
-#: The paper's capacity test points, volts on (e1, e2).
+#: The electrodes the paper puts the capacity points (and the gates' inputs) on.
+PAPER_DATA_ELECTRODES = (1, 2)
+#: The paper's capacity test points, volts on PAPER_DATA_ELECTRODES.
 CAPACITY_POINTS_V = np.array([(-0.7, -0.7), (-0.7, 0.5), (0.5, -0.7), (0.5, 0.5), (-0.35, 0.0),
                               (0.25, 0.0), (0.0, -0.35), (0.0, 0.25), (-1.1, 0.35), (0.35, -1.1)])
 
@@ -133,7 +135,7 @@ def train_labellings(make_model: Callable[[int, torch.Generator], nn.Module], x:
 
     BCE through the decision node plus alpha times the L1 range penalty; Adam per trial. A trial
     leaves the batch when its margin reaches cfg.margin_goal or stops improving (cfg.patience)."""
-    from host.trial_models import TrialAdam
+    from host.networks.trials import TrialAdam
 
     t_all = labels.shape[0]
     model = make_model(t_all, gen)

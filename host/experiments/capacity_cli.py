@@ -17,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from host.experiments._common import (BoardSession, ExperimentError, add_common_arguments, fail, load_surrogate,
-                                      out_folder, progress_bar, run_info, set_threads, timer, write_json)
+from core.electrodes import N_ELECTRODES, place_volts
+from host.experiments.board_session import BoardSession
+from host.experiments.errors import ExperimentError, fail
+from host.experiments.options import add_common_arguments, run_info, set_threads
+from host.experiments.results import out_folder, progress_bar, timer, write_json
+from host.experiments.surrogates import load_surrogate
 
 DESCRIPTION = "capacity (empirical VC dimension) of a DNPU through the surrogate, of small NNs, and on a board"
 
@@ -48,13 +52,12 @@ def _systems(text: str) -> list[str]:
 
 
 def _device_volts(points: np.ndarray, labels_sol: np.ndarray, repeats: int) -> np.ndarray:
-    """[L, R, N, 7]: points on e1, e2, each labelling's controls on e0, e3, e4, e5, e6."""
+    """[L, R, N, 7]: the points on the data electrodes, each labelling's controls on the others."""
+    from host.experiments.capacity import PAPER_DATA_ELECTRODES
+
     L, n = labels_sol.shape[0], points.shape[0]
-    v = np.zeros((L, repeats, n, 7))
-    v[..., 1] = points[None, None, :, 0]
-    v[..., 2] = points[None, None, :, 1]
-    v[..., [0, 3, 4, 5, 6]] = labels_sol[:, None, None, :]
-    return v
+    data = np.broadcast_to(points[None, None], (L, repeats, n, points.shape[1]))
+    return place_volts(data, labels_sol[:, None, None, :], PAPER_DATA_ELECTRODES)
 
 
 def device_check(session: BoardSession, points: np.ndarray, labels: np.ndarray, solutions: np.ndarray,
@@ -65,7 +68,7 @@ def device_check(session: BoardSession, points: np.ndarray, labels: np.ndarray, 
     currents; it must reach accuracy >= 1 - 0.5/N on the other 20 %."""
     import torch
 
-    from host.dnpu_modules import fit_logistic, logistic_logits
+    from host.networks.logistic import fit_logistic, logistic_logits
 
     L, n = labels.shape
     if L == 0:
@@ -74,7 +77,7 @@ def device_check(session: BoardSession, points: np.ndarray, labels: np.ndarray, 
     for a in range(0, L, chunk):
         b = min(L, a + chunk)
         v = _device_volts(points, solutions[a:b], repeats)
-        cur[a:b] = session.measure(v.reshape(-1, 7), what="capacity solutions").reshape(b - a, repeats, n)
+        cur[a:b] = session.measure(v.reshape(-1, N_ELECTRODES), what="capacity solutions").reshape(b - a, repeats, n)
     y = np.broadcast_to(labels[:, None, :], cur.shape).reshape(L, -1)
     c = cur.reshape(L, -1)
     perm = rng.permutation(c.shape[1])
@@ -127,9 +130,9 @@ def _text_table(table: dict[str, list[dict[str, Any]]], vc: dict[str, int]) -> s
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from host.experiments.capacity import (CAPACITY_POINTS_V, CapacityConfig, capacity_runs, search,
+    from host.experiments.capacity import (CAPACITY_POINTS_V, PAPER_DATA_ELECTRODES, CapacityConfig, capacity_runs, search,
                                            vc_estimate)
-    from host.trial_models import DNPUClassifier, NNClassifier
+    from host.networks.classifiers import TrialDNPUClassifier, TrialNNClassifier
 
     clock = timer()
     try:
@@ -161,8 +164,8 @@ def run(args: argparse.Namespace) -> int:
         (out / "capacity_table.txt").write_text(_text_table(table, results["vc"]))
         _plot(out / "capacity.png", table)
 
-    def make_dnpu(t: int, g: torch.Generator) -> DNPUClassifier:
-        return DNPUClassifier(sur.model, sur.ranges_v, t, generator=g)
+    def make_dnpu(t: int, g: torch.Generator) -> TrialDNPUClassifier:
+        return TrialDNPUClassifier(sur.model, sur.ranges_v, t, data_electrodes=PAPER_DATA_ELECTRODES, generator=g)
 
     sur_runs = []
     n_count = cfg.n_max - cfg.n_min + 1
@@ -185,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         t = timer()
         with progress_bar(n_count, key, args.quiet) as bar:
-            runs = capacity_runs(lambda tr, g, h=hidden: NNClassifier(h, tr, generator=g), nn_cfg,
+            runs = capacity_runs(lambda tr, g, h=hidden: TrialNNClassifier(h, tr, generator=g), nn_cfg,
                                  lambda m: bar.set_postfix_str(m))
             bar.update(n_count)
         table[key] = [r.row() for r in runs]

@@ -18,8 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from host.experiments._common import (BoardSession, ExperimentError, add_common_arguments, fail, load_surrogate,
-                                      out_folder, run_info, set_threads, timer, write_json)
+from core.electrodes import N_ELECTRODES, place_volts
+from host.experiments.board_session import BoardSession
+from host.experiments.errors import ExperimentError, fail
+from host.experiments.options import add_common_arguments, run_info, set_threads
+from host.experiments.results import out_folder, timer, write_json
+from host.experiments.surrogates import load_surrogate
 
 DESCRIPTION = "AND, OR, NAND, NOR, XOR, XNOR on one DNPU, through the surrogate and on a board"
 
@@ -56,8 +60,8 @@ def train_gates(sur: Any, cfg: GatesConfig, gates: list[str]) -> dict[str, dict[
     """Best control voltages per gate (largest noise-free margin among cfg.trials starts)."""
     import torch
 
-    from host.experiments.capacity import CapacityConfig, train_labellings
-    from host.trial_models import DNPUClassifier
+    from host.experiments.capacity import PAPER_DATA_ELECTRODES, CapacityConfig, train_labellings
+    from host.networks.classifiers import TrialDNPUClassifier
 
     pts = gate_points(cfg)
     for e in (1, 2):
@@ -70,10 +74,11 @@ def train_gates(sur: Any, cfg: GatesConfig, gates: list[str]) -> dict[str, dict[
                           seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    r = train_labellings(lambda t, g: DNPUClassifier(sur.model, sur.ranges_v, t, generator=g),
+    r = train_labellings(lambda t, g: TrialDNPUClassifier(sur.model, sur.ranges_v, t,
+                                                          data_electrodes=PAPER_DATA_ELECTRODES, generator=g),
                          torch.as_tensor(pts, dtype=torch.float32), labels, ccfg, sur.test_rmse_na, gen)
     out: dict[str, dict[str, Any]] = {}
-    check = DNPUClassifier(sur.model, sur.ranges_v, 1)
+    check = TrialDNPUClassifier(sur.model, sur.ranges_v, 1, data_electrodes=PAPER_DATA_ELECTRODES)
     for i, g in enumerate(gates):
         sl = slice(i * cfg.trials, (i + 1) * cfg.trials)
         j = int(torch.argmax(r.margin[sl]))
@@ -95,12 +100,12 @@ def board_gate(session: BoardSession, pts: np.ndarray, truth: tuple[int, ...], c
     """Measure one gate on the board; threshold re-fitted on 80 % of the currents, scored on 20 %."""
     import torch
 
-    from host.dnpu_modules import fit_logistic, logistic_logits
+    from host.experiments.capacity import PAPER_DATA_ELECTRODES
+    from host.networks.logistic import fit_logistic, logistic_logits
 
-    v = np.zeros((repeats, 4, 7))
-    v[..., 1], v[..., 2] = pts[None, :, 0], pts[None, :, 1]
-    v[..., [0, 3, 4, 5, 6]] = np.asarray(controls)[None, None, :]
-    cur = session.measure(v.reshape(-1, 7), what="gate control voltages").reshape(repeats, 4)
+    v = place_volts(np.broadcast_to(pts[None], (repeats,) + pts.shape), np.asarray(controls)[None, None, :],
+                    PAPER_DATA_ELECTRODES)
+    cur = session.measure(v.reshape(-1, N_ELECTRODES), what="gate control voltages").reshape(repeats, 4)
     y = np.broadcast_to(np.asarray(truth, dtype=np.float64), cur.shape).reshape(-1)
     c = cur.reshape(-1)
     perm = rng.permutation(c.size)

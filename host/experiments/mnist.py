@@ -9,7 +9,7 @@ Trains, on the 55k/5k/10k split of host.mnist_data (pixels scaled to [-0.5, 0.5]
     linear  plain linear softmax 784 -> 10 (reference)
 
 Each node's current times a learnable per-node scale plus offset is one class logit
-(cross-entropy). The DNPU models are exported as network ONNX files (core.network_onnx) and their
+(cross-entropy). The DNPU models are exported as network ONNX files (core.io.write_network) and their
 test accuracy is measured by the C core on that file, next to torch's.
 
 Recipes: ``--recipe paper`` is the paper's (Adam lr 2e-5, batch 64, 80 epochs, weight decay 0.1
@@ -161,10 +161,10 @@ def _opt_from_npz(opt, z: dict[str, np.ndarray]) -> None:
 
 
 def accuracy_and_confusion(pred: np.ndarray, labels: np.ndarray, k: int = 10) -> tuple[float, np.ndarray]:
-    from host.deploy.runner import confusion_matrix
+    from host.metrics import accuracy, confusion_matrix
 
     cm = confusion_matrix(pred, labels, k)
-    return float(np.trace(cm) / max(1, cm.sum())), cm
+    return accuracy(cm), cm
 
 
 def plot_confusion(cm: np.ndarray, title: str, path: Path) -> None:
@@ -208,7 +208,7 @@ def train_model(name: str, recipe: Recipe, data, surrogate_path: Path, out: Path
     from host.experiments import mnist_model as mm
     from host.mnist_data import to_inputs
     from host.surrogate import onnx_file
-    from host.surrogate.train import load_torch, pick_device
+    from host.surrogate.torch_model import load_torch, pick_device
 
     dev = pick_device(device)
     torch.manual_seed(seed)
@@ -246,7 +246,10 @@ def train_model(name: str, recipe: Recipe, data, surrogate_path: Path, out: Path
     if resume and ckpt.is_file():
         with np.load(ckpt, allow_pickle=False) as z:
             zd = {k: z[k] for k in z.files}
-        mm.load_numpy_state(model, {k[6:]: v for k, v in zd.items() if k.startswith("model.")})
+        try:
+            mm.load_numpy_state(model, {k[6:]: v for k, v in zd.items() if k.startswith("model.")})
+        except ValueError as e:
+            raise mm.CheckpointError(f"--resume: {ckpt}: {e}; delete it or run without --resume") from None
         best_state = {k[5:]: v for k, v in zd.items() if k.startswith("best.")}
         _opt_from_npz(opt, zd)
         info = json.loads(bytes(zd["info"]).decode())
@@ -312,15 +315,14 @@ def train_model(name: str, recipe: Recipe, data, surrogate_path: Path, out: Path
         "noise_std_na": noise, "history": history, "confusion_matrix": cm.tolist(),
     }
     if cfg.kind == "dnpu":
-        from core import Network
-        from core.network_onnx import write_network
+        from core.io import load_network, write_network
         onnx_path = out / f"{name}.onnx"
         meta = {"task": "mnist", "dataset": "mnist:test", "input": "pixels/255 - 0.5, [n, 784] row-major 28x28",
                 "classes": list(range(10)), "model": name, "test_accuracy": acc,
                 "val_accuracy": best["val_acc"], "recipe": asdict(recipe),
                 "surrogate_test_rmse_na": sf_meta.get("test_rmse_na")}
         write_network(onnx_path, mm.N_PIXELS, mm.to_layers(model), [surrogate_path], meta)
-        net = Network.from_onnx(onnx_path)
+        net = load_network(onnx_path)
         logits_core = net.evaluate(to_inputs(data.test.images), threads=1)
         with torch.inference_mode():
             logits_torch = model(xt_cpu).numpy()
@@ -358,6 +360,7 @@ def write_summary(reports: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from host.experiments import mnist_model as mm
     from host.mnist_data import MnistError, load_mnist
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -388,9 +391,13 @@ def run(args: argparse.Namespace) -> int:
                                                  "surrogate": str(sur), "seed": args.seed}, indent=2) + "\n")
     reports = {}
     for n in names:
-        reports[n] = train_model(n, recipe, data, sur, out, device=args.device, seed=args.seed,
-                                 train_subset=args.train_subset, resume=args.resume,
-                                 progress=not args.no_progress)
+        try:
+            reports[n] = train_model(n, recipe, data, sur, out, device=args.device, seed=args.seed,
+                                     train_subset=args.train_subset, resume=args.resume,
+                                     progress=not args.no_progress)
+        except mm.CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     summary = {n: {"test_acc": r["test_acc"], "val_acc": r["val_acc"], "train_wall_s": r["train_wall_s"],
                    "best_epoch": r["best_epoch"]} for n, r in reports.items()}
     (out / "summary.json").write_text(json.dumps({"recipe": asdict(recipe), "models": summary}, indent=2) + "\n")

@@ -2,7 +2,7 @@
 
 Three kinds share one interface (``forward(x [B, 784]) -> logits [B, 10]``):
 
-* ``DnpuClassifier``: Linear 784 -> K*D (optionally without bias) feeding K DNPU nodes with D
+* ``LinearDNPUClassifier``: Linear 784 -> K*D (optionally without bias) feeding K DNPU nodes with D
   data electrodes each. Each node maps its D features into its data electrodes' ranges,
   ``v = clip(z * half_range + mid_range, lo, hi)`` (so z in [-1, 1] spans the range), holds
   learnable control voltages on the other electrodes (projected back into their ranges after
@@ -13,8 +13,8 @@ Three kinds share one interface (``forward(x [B, 784]) -> logits [B, 10]``):
   receptive fields.
 * ``LinearSoftmax``: 784 -> 10.
 
-``to_layers(model)`` turns a trained DnpuClassifier into ``core.network`` layers (Linear,
-DnpuLayer) for ``core.network_onnx.write_network``.
+``to_layers(model)`` turns a trained LinearDNPUClassifier into ``core.network`` layers (Linear,
+DnpuLayer) for ``core.io.write_network``, through the one exporter ``host.networks.export``.
 """
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from host.dnpu_modules import N_ELECTRODES, register_electrode_ranges
+from core.electrodes import check_electrodes
+from host.networks import export
+from host.networks.dnpu_nodes import DNPUNodes, InputTransform
 
 N_PIXELS = 784
 
@@ -47,86 +49,64 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("dnpu", "nn", "linear"):
             raise ValueError(f"kind must be 'dnpu', 'nn' or 'linear', got {self.kind!r}")
-        d = self.data_electrodes
-        if not d or len(set(d)) != len(d) or any(not 0 <= e < N_ELECTRODES for e in d):
-            raise ValueError(f"data_electrodes must be distinct indices in 0..6, got {d}")
+        object.__setattr__(self, "data_electrodes", check_electrodes(self.data_electrodes))
 
 
-class DnpuClassifier(nn.Module):
+class LinearDNPUClassifier(nn.Module):
+    """Linear 784 -> K*D feeding K DNPU nodes (``host.networks.dnpu_nodes.DNPUNodes``, one trial)."""
+
     def __init__(self, cfg: ModelConfig, surrogate: nn.Module, ranges_v: np.ndarray) -> None:
         super().__init__()
-        ranges = np.asarray(ranges_v, dtype=np.float64)
-        if ranges.shape != (N_ELECTRODES, 2) or np.any(ranges[:, 0] >= ranges[:, 1]):
-            raise ValueError(f"ranges_v must be 7 (lo, hi) pairs with lo < hi, got {ranges.tolist()}")
         self.cfg = cfg
-        k, data = cfg.n_classes, list(cfg.data_electrodes)
-        ctrl = [e for e in range(N_ELECTRODES) if e not in data]
-        self.data_electrodes, self.control_electrodes = tuple(data), tuple(ctrl)
-        self.linear = nn.Linear(N_PIXELS, k * len(data), bias=cfg.bias)
-        self.surrogate = surrogate
-        for p in self.surrogate.parameters():
-            p.requires_grad_(False)
-        register_electrode_ranges(self, ranges, data, ctrl)
-        self.register_buffer("_order", torch.argsort(torch.tensor(data + ctrl)))
-        g = torch.Generator().manual_seed(1234)
-        u = torch.rand(k, len(ctrl), generator=g)
-        self.control = nn.Parameter(self.ctrl_lo + (0.25 + 0.5 * u) * (self.ctrl_hi - self.ctrl_lo))
+        k, d = cfg.n_classes, len(cfg.data_electrodes)
+        self.linear = nn.Linear(N_PIXELS, k * d, bias=cfg.bias)
+        self.norm = nn.BatchNorm1d(k * d, affine=False) if cfg.batchnorm else None
+        # with batch norm, +-span standard deviations of a linear output initially span the range
+        span = cfg.span_sigmas if cfg.batchnorm else 1.0
+        self.dnpu = DNPUNodes(surrogate, ranges_v, k, cfg.data_electrodes,
+                              transform=InputTransform(-span, span, clip=True),
+                              generator=torch.Generator().manual_seed(1234), control_init=(0.25, 0.5),
+                              learn_mapping=cfg.learn_mapping)
         self.out_scale = nn.Parameter(torch.full((k,), float(cfg.out_scale_init)))
         self.out_bias = nn.Parameter(torch.zeros(k))
-        self.norm = nn.BatchNorm1d(k * len(data), affine=False) if cfg.batchnorm else None
-        half, mid = (self.data_hi - self.data_lo) / 2, (self.data_hi + self.data_lo) / 2
-        s0 = half / cfg.span_sigmas if cfg.batchnorm else half
-        s0, mid = s0.expand(k, len(data)).clone(), mid.expand(k, len(data)).clone()
-        if cfg.learn_mapping:
-            self.map_scale, self.map_offset = nn.Parameter(s0), nn.Parameter(mid)
-        else:
-            self.register_buffer("map_scale", s0)
-            self.register_buffer("map_offset", mid)
-        self.noise_std_na = 0.0
 
-    def input_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, offset) [K, D] with v = z * scale + offset for the linear layer's output z,
-        batch normalisation (eval statistics) folded in."""
-        sc, off = self.map_scale, self.map_offset
-        if self.norm is not None:
-            k, d = sc.shape
-            inv = torch.rsqrt(self.norm.running_var + self.norm.eps).view(k, d)
-            mu = self.norm.running_mean.view(k, d)
-            sc, off = sc * inv, off - sc * inv * mu
-        return sc, off
+    @property
+    def noise_std_na(self) -> float:
+        return self.dnpu.noise_std_na
 
-    def pre_volts(self, x: torch.Tensor) -> torch.Tensor:
-        """Data-electrode voltages before clipping [B, K, D]."""
+    @noise_std_na.setter
+    def noise_std_na(self, value: float) -> None:
+        self.dnpu.noise_std_na = float(value)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The linear layer's outputs (batch-normalised) per node [B, K, D]."""
         z = self.linear(x)
         if self.norm is not None:
             z = self.norm(z)
-        z = z.view(x.shape[0], self.cfg.n_classes, len(self.data_electrodes))
-        return z * self.map_scale + self.map_offset
+        return z.view(x.shape[0], self.cfg.n_classes, len(self.cfg.data_electrodes))
 
     def currents(self, x: torch.Tensor) -> torch.Tensor:
         """Node currents in nA [B, K]."""
-        vd = torch.clamp(self.pre_volts(x), self.data_lo, self.data_hi)
-        b, k, _ = vd.shape
-        vc = self.control.unsqueeze(0).expand(b, k, self.control.shape[-1])
-        v = torch.cat([vd, vc], dim=-1).index_select(-1, self._order)
-        out = self.surrogate(v.reshape(-1, N_ELECTRODES)).reshape(b, k)
-        if self.training and self.noise_std_na > 0:
-            out = out + self.noise_std_na * torch.randn_like(out)
-        return out
+        return self.dnpu(self.features(x))[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.currents(x) * self.out_scale + self.out_bias
 
     def range_penalty(self, x: torch.Tensor) -> torch.Tensor:
         """Mean L1 distance (V) of the data voltages outside their ranges (before clipping)."""
-        v = self.pre_volts(x)
-        return (torch.relu(self.data_lo - v) + torch.relu(v - self.data_hi)).sum(-1).mean()
+        return self.dnpu.data_range_penalty(self.features(x))
 
-    @torch.no_grad()
     def project(self) -> None:
         """Control voltages back into their electrodes' ranges (after every optimiser step)."""
-        if self.control.numel():
-            self.control.copy_(torch.maximum(torch.minimum(self.control, self.ctrl_hi), self.ctrl_lo))
+        self.dnpu.clip_controls()
+
+    def batchnorm_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(a, b) [K, D] with normalised z = z_raw * a + b (eval statistics), or None without batch norm."""
+        if self.norm is None:
+            return None
+        k, d = self.cfg.n_classes, len(self.cfg.data_electrodes)
+        inv = torch.rsqrt(self.norm.running_var + self.norm.eps).view(k, d)
+        return inv, -self.norm.running_mean.view(k, d) * inv
 
 
 class ReceptiveFieldNN(nn.Module):
@@ -173,30 +153,22 @@ def build(cfg: ModelConfig, surrogate: nn.Module | None = None, ranges_v: np.nda
     if cfg.kind == "dnpu":
         if surrogate is None or ranges_v is None:
             raise ValueError("a DNPU classifier needs the surrogate and its electrode ranges")
-        return DnpuClassifier(cfg, surrogate, ranges_v)
+        return LinearDNPUClassifier(cfg, surrogate, ranges_v)
     if cfg.kind == "nn":
         return ReceptiveFieldNN(cfg)
     return LinearSoftmax(cfg)
 
 
-def to_layers(model: DnpuClassifier) -> list:
+def to_layers(model: LinearDNPUClassifier) -> list:
     """The trained classifier as core.network layers: [Linear, DnpuLayer] (logits = node outputs)."""
-    from core.network import DnpuLayer, DnpuNode, Linear
+    from core.network import Linear
 
     with torch.no_grad():
         W = model.linear.weight.detach().cpu().double().numpy()
         b = None if model.linear.bias is None else model.linear.bias.detach().cpu().double().numpy()
-        sc_t, off_t = model.input_affine()
-        sc, off = sc_t.detach().cpu().double().numpy(), off_t.detach().cpu().double().numpy()
-        lo, hi = model.data_lo.cpu().double().numpy(), model.data_hi.cpu().double().numpy()
-        ctrl = model.control.detach().cpu().double().numpy()
-        a = model.out_scale.detach().cpu().double().numpy()
-        c = model.out_bias.detach().cpu().double().numpy()
-    nodes = [DnpuNode(data_electrodes=model.data_electrodes, control_voltages=tuple(ctrl[k]),
-                      input_scale=tuple(sc[k]), input_offset=tuple(off[k]), input_low=tuple(lo),
-                      input_high=tuple(hi), output_scale=float(a[k]), output_offset=float(c[k]))
-             for k in range(model.cfg.n_classes)]
-    return [Linear(W, b), DnpuLayer(nodes)]
+        dnpu = export.dnpu_layer(model.dnpu, 0, input_affine=model.batchnorm_affine(),
+                                 output_scale=model.out_scale.tolist(), output_offset=model.out_bias.tolist())
+    return [Linear(W, b), dnpu]
 
 
 def params_count(model: nn.Module) -> int:
@@ -207,6 +179,23 @@ def state_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model (another layout or configuration)."""
+
+
 def load_numpy_state(model: nn.Module, state: dict[str, np.ndarray] | Sequence) -> None:
+    """Load a state saved by ``state_to_numpy``; a state of another layout is refused by name.
+
+    (Checkpoints written before the MNIST DNPU nodes became ``DNPUNodes`` hold top-level
+    ``control``/``map_scale`` entries where the model now has ``dnpu.control``/``dnpu.map_scale``.)"""
     sd = {k: torch.as_tensor(np.asarray(v)) for k, v in dict(state).items()}
+    want = model.state_dict()
+    missing, unexpected = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
+    if missing or unexpected:
+        raise CheckpointError(f"the checkpoint does not fit this model (written by another version or model?): "
+                              f"missing {missing[:4]}{' ...' if len(missing) > 4 else ''}, "
+                              f"unexpected {unexpected[:4]}{' ...' if len(unexpected) > 4 else ''}")
+    bad = [k for k in want if tuple(want[k].shape) != tuple(sd[k].shape)]
+    if bad:
+        raise CheckpointError(f"the checkpoint does not fit this model: shapes differ for {bad[:4]}")
     model.load_state_dict(sd)

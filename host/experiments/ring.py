@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from host.experiments._common import (BoardSession, ExperimentError, SurrogateInfo, add_common_arguments, fail,
-                                      load_surrogate, out_folder, progress_bar, run_info, set_threads, timer,
-                                      trial_chunks, write_json)
+from host.experiments.board_session import BoardSession
+from host.experiments.errors import ExperimentError, fail
+from host.experiments.options import add_common_arguments, run_info, set_threads
+from host.experiments.results import out_folder, progress_bar, timer, write_json
+from host.experiments.surrogates import SurrogateInfo, load_surrogate
 
 DESCRIPTION = "ring classification: 1,000 trials of a single DNPU and of a 2-2-1 DNPU network, validated on a board"
 
@@ -147,8 +149,9 @@ def train_chunk_parts(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfi
 
     import torch
 
-    from host.dnpu_modules import neg_fisher_per_trial
-    from host.trial_models import DNPUNet, TrialAdam
+    from host.networks.losses import neg_fisher_per_trial
+    from host.networks.classifiers import DNPUNet
+    from host.networks.trials import TrialAdam
 
     net = DNPUNet(sur.model, sur.ranges_v, trials, nodes=nodes, data_electrodes=cfg.data_electrodes,
                   span_sigmas=cfg.span_sigmas, noise_std_na=float(cfg.noise_std_na or noise) * cfg.train_noise_factor,
@@ -191,7 +194,8 @@ def score(net: Any, x_tr: Any, y_tr: Any, x_te: Any, y_te: Any, draws: int) -> d
     """Noise-free Fisher and test accuracy; accuracy under noise on train (selection) and test."""
     import torch
 
-    from host.dnpu_modules import fit_logistic, logistic_logits, neg_fisher_per_trial
+    from host.networks.logistic import fit_logistic, logistic_logits
+    from host.networks.losses import neg_fisher_per_trial
 
     with torch.no_grad():
         net.eval()
@@ -215,6 +219,8 @@ def score(net: Any, x_tr: Any, y_tr: Any, x_te: Any, y_te: Any, draws: int) -> d
 def train_arch(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfig, data: dict[str, Any], noise: float,
                quiet: bool = True, desc: str = "") -> ArchResult:
     import torch
+
+    from host.networks.trials import trial_chunks
 
     t = timer()
     x_tr, y_tr, x_te, y_te = (torch.as_tensor(data[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
@@ -247,13 +253,15 @@ def nn_baseline(hidden: int, cfg: RingConfig, data: dict[str, Any], trials: int)
     batched; the trial with the best training accuracy is reported on the test set."""
     import torch
 
-    from host.dnpu_modules import fit_logistic, logistic_logits, neg_fisher_per_trial
-    from host.trial_models import NNClassifier, TrialAdam
+    from host.networks.logistic import fit_logistic, logistic_logits
+    from host.networks.losses import neg_fisher_per_trial
+    from host.networks.classifiers import TrialNNClassifier
+    from host.networks.trials import TrialAdam
 
     t = timer()
     x_tr, y_tr, x_te, y_te = (torch.as_tensor(data[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
     gen = torch.Generator().manual_seed(cfg.seed * 7 + 100 + hidden)
-    model = NNClassifier(hidden, trials, generator=gen)
+    model = TrialNNClassifier(hidden, trials, generator=gen)
     opt = TrialAdam(model, cfg.lr)
     model.train()
     for _ in range(cfg.epochs):
@@ -279,7 +287,7 @@ def board_validate(session: BoardSession, net: Any, data: dict[str, np.ndarray],
     Fills `record` as it goes, so a board failure keeps the runs measured so far."""
     import torch
 
-    from host.dnpu_modules import fit_logistic, logistic_logits
+    from host.networks.logistic import fit_logistic, logistic_logits
 
     x_tr, y_tr = torch.as_tensor(data["x_train"]), torch.as_tensor(data["y_train"])
     x_te, y_te = torch.as_tensor(data["x_test"]), data["y_test"]
@@ -398,36 +406,17 @@ def _prune_epochs(text: str, epochs: int) -> tuple[int, ...]:
 
 def export_network(out: Path, net: Any, logistic: tuple[float, float], sur: SurrogateInfo,
                    meta: dict[str, Any]) -> dict[str, Any]:
-    """The best 2-2-1 as a network ONNX file (core.network_onnx), or a JSON layer description.
+    """The best 2-2-1 as a network ONNX file (core.io.write_network).
 
     The file ends in two class scores (-logit/2, +logit/2), so that argmax is the class and
     `python -m host.deploy --model FILE --data ring_test.npz` scores it like any classifier."""
+    from core.io import write_network
     from core.network import Linear
 
     layers = net.to_core_layers(0, logistic) + [Linear(weight=np.array([[-0.5], [0.5]]), bias=np.zeros(2))]
-    try:
-        from core import network_onnx  # the deploy issue's network format
-        write = getattr(network_onnx, "write_network")
-    except (ImportError, AttributeError):
-        write = None
-    if write is not None:
-        path = out / "ring_2-2-1.onnx"
-        write(path, 2, layers, sur.path, meta)
-        return {"format": "network-onnx", "path": str(path)}
-    path = out / "ring_2-2-1_layers.json"
-    desc = []
-    for layer in layers:
-        d = {"type": type(layer).__name__}
-        for f in dataclasses.fields(layer):
-            v = getattr(layer, f.name)
-            if f.name == "nodes":
-                v = [{g.name: getattr(nd, g.name) for g in dataclasses.fields(nd)} for nd in v]
-            d[f.name] = v
-        desc.append(d)
-    write_json(path, {"format": "dnpu-network-layers/0 (core.network dataclasses as JSON)", "n_inputs": 2,
-                      "surrogate": sur.path, "layers": desc, "metadata": meta})
-    return {"format": "json-layers", "path": str(path),
-            "note": "core.network_onnx.write_network was not available; layers written as JSON"}
+    path = out / "ring_2-2-1.onnx"
+    write_network(path, 2, layers, sur.path, meta)
+    return {"format": "network-onnx", "path": str(path)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -490,7 +479,7 @@ def run(args: argparse.Namespace) -> int:
                   draws=cfg.noise_draws)
         # predicted per-class logits under noise for the violin plot
         with torch.no_grad():
-            from host.dnpu_modules import fit_logistic, logistic_logits
+            from host.networks.logistic import fit_logistic, logistic_logits
             r.best.eval()
             r.best.set_noise_in_eval(True)
             fo = r.best(torch.as_tensor(x_tr)).double()
@@ -539,7 +528,7 @@ def run(args: argparse.Namespace) -> int:
             logistic = rec["logistic_on_standardised"]
             src = "re-fitted on board-measured training currents"
         else:
-            from host.dnpu_modules import fit_logistic
+            from host.networks.logistic import fit_logistic
             with torch.no_grad():
                 z = res["2-2-1"].best.standardised(res["2-2-1"].best(torch.as_tensor(x_tr))).double()
             w, b = fit_logistic(z, torch.as_tensor(y_tr).double()[None])

@@ -16,13 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from host import dataset as ds
+from core.electrodes import N_ELECTRODES
+from host.sample import store as ds
 from host.surrogate import onnx_file
 
 
 def _train(args: argparse.Namespace) -> int:
     from host.surrogate import report
-    from host.surrogate.train import TrainConfig, config_json, export_onnx, fit, predict
+    from host.surrogate.torch_model import export_onnx, predict
+    from host.surrogate.train import TrainConfig, config_json, fit
 
     train = ds.load(args.data)
     test = ds.load(args.test) if args.test else None
@@ -88,7 +90,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _curve(args: argparse.Namespace) -> int:
     """Test RMSE against the number of training samples: how much to measure."""
-    from host.surrogate.train import TrainConfig, fit, predict
+    from host.surrogate.torch_model import predict
+    from host.surrogate.train import TrainConfig, fit
 
     train, test = ds.load(args.data), ds.load(args.test)
     _check_same_device(train, test)
@@ -124,7 +127,8 @@ def _check(args: argparse.Namespace) -> int:
         volts = ds.load(args.data).samples.volts[: args.n]
     else:
         r = sf.ranges_v
-        volts = (r[:, 0] + np.random.default_rng(0).uniform(size=(args.n, 7)) * (r[:, 1] - r[:, 0])).astype(np.float32)
+        u = np.random.default_rng(0).uniform(size=(args.n, N_ELECTRODES))
+        volts = (r[:, 0] + u * (r[:, 1] - r[:, 0])).astype(np.float32)
     ref = sf.evaluate_numpy(volts)
     out: dict[str, float] = {}
     import onnxruntime as ort
@@ -132,11 +136,11 @@ def _check(args: argparse.Namespace) -> int:
     out["onnxruntime"] = float(np.max(np.abs(sess.run(None, {onnx_file.INPUT_NAME: volts})[0][:, 0] - ref)))
     try:
         import core
-        out["core"] = float(np.max(np.abs(core.Surrogate.from_onnx(args.model).evaluate(volts) - ref)))
+        out["core"] = float(np.max(np.abs(core.load_surrogate(args.model).evaluate(volts) - ref)))
     except ImportError:
         pass
     try:
-        from host.surrogate.train import load_torch, predict
+        from host.surrogate.torch_model import load_torch, predict
         out["torch"] = float(np.max(np.abs(predict(load_torch(args.model), volts) - ref)))
     except ImportError:
         pass
@@ -155,7 +159,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _check_same_device(a: ds.Dataset, b: ds.Dataset) -> None:
-    from host.sample import board_fingerprint
+    from host.sample.measure import board_fingerprint
     fa, fb = board_fingerprint(a.meta.get("board", {})), board_fingerprint(b.meta.get("board", {}))
     if fa != fb:
         raise ds.DatasetError(f"train and test data come from different boards/devices: {fa} vs {fb}")

@@ -1,16 +1,10 @@
-"""Surrogate ONNX files: the metadata contract, reading and validating them without torch.
+"""Surrogate ONNX files: reading, validating and writing them without torch.
 
-A surrogate file is a plain Gemm/Relu chain: input ``volts`` float32 [N, 7] in electrode order,
-output ``current_na`` float32 [N, 1], weights inline. Its ``metadata_props`` hold (JSON strings):
-
-    dnpu.format             "dnpu-surrogate/1"
-    dnpu.electrode_ranges_v [[lo, hi] x 7]: the ranges it was trained on
-    dnpu.output_range_na    [lo, hi]: range of the measured currents it was trained on
-    dnpu.amplification      factor from the model's output to nA (1.0: the output is nA)
-    dnpu.noise_floor_na     noise floor estimated from repeated reference points
-    dnpu.test_rmse_na       RMSE on the independent test set
-    dnpu.source             {board identity, firmware version, device seed/serial, datasets}
-    dnpu.architecture       {"hidden": 90, "layers": 5, "activation": "relu"}
+A surrogate file is a plain Gemm/Relu chain: input ``volts`` float32 [N, E] in electrode order
+(E = core.electrodes.N_ELECTRODES), output ``current_na`` float32 [N, 1], weights inline, with
+``dnpu.*`` metadata_props. The metadata contract (keys, format, electrode ranges, and the
+amplification rule: the current in nA is the chain's output times ``dnpu.amplification``) is
+declared once, in core.surrogate_format; ``read`` checks a file against it.
 """
 from __future__ import annotations
 
@@ -21,11 +15,9 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = "dnpu-surrogate/1"
-INPUT_NAME = "volts"
-OUTPUT_NAME = "current_na"
-REQUIRED_KEYS = ("dnpu.format", "dnpu.electrode_ranges_v", "dnpu.output_range_na", "dnpu.amplification",
-                 "dnpu.noise_floor_na", "dnpu.test_rmse_na", "dnpu.source")
+from core import surrogate_format
+from core.electrodes import N_ELECTRODES
+from core.surrogate_format import FORMAT, INPUT_NAME, OUTPUT_NAME, REQUIRED_KEYS  # noqa: F401 (the contract, declared in core)
 
 
 class SurrogateFileError(ValueError):
@@ -42,7 +34,13 @@ class SurrogateFile:
 
     @property
     def ranges_v(self) -> np.ndarray:
+        """The electrode ranges it was trained on, float64 [N_ELECTRODES, 2] (V)."""
         return np.asarray(self.metadata["electrode_ranges_v"], dtype=np.float64)
+
+    @property
+    def amplification(self) -> float:
+        """Factor from the network's output to nA (core.surrogate_format.amplification, checked by read)."""
+        return float(self.metadata["amplification"])
 
     def evaluate_numpy(self, volts: np.ndarray) -> np.ndarray:
         """Straightforward float64 evaluation (a reference for tests), nA [n]."""
@@ -51,15 +49,15 @@ class SurrogateFile:
             h = h @ w.T.astype(np.float64) + b
             if i < len(self.weights) - 1:
                 h = np.maximum(h, 0.0)
-        return h[:, 0] * float(self.metadata["amplification"])
+        return h[:, 0] * self.amplification
 
 
 def read(path: str | Path) -> SurrogateFile:
     """Load and validate a surrogate ONNX file (Gemm/Relu chain with dnpu.* metadata).
 
-    The graph is parsed by the core's reader (core._onnx), the one parser of dense chains in the
+    The graph is parsed by the core's reader (core.io), the one parser of dense chains in the
     product; its errors come back as SurrogateFileError naming the file and the node."""
-    from core._onnx import load_model, read_dense_chain
+    from core.io import load_model, read_dense_chain
 
     path = Path(path)
     if not path.is_file():
@@ -68,31 +66,18 @@ def read(path: str | Path) -> SurrogateFile:
         chain = read_dense_chain(load_model(path), source=str(path))
     except (ValueError, FileNotFoundError) as e:
         raise SurrogateFileError(str(e)) from None
-    props = chain.metadata
-    if props.get("dnpu.format") != FORMAT:
-        raise SurrogateFileError(f"{path}: not a DNPU surrogate (metadata dnpu.format is "
-                                 f"{props.get('dnpu.format')!r}, expected {FORMAT!r})")
-    missing = [k for k in REQUIRED_KEYS if k not in props]
-    if missing:
-        raise SurrogateFileError(f"{path}: surrogate metadata lacks {missing}")
-    meta: dict[str, Any] = {}
-    for k, v in props.items():
-        if k.startswith("dnpu."):
-            try:
-                meta[k[5:]] = json.loads(v)
-            except json.JSONDecodeError:
-                meta[k[5:]] = v
+    try:  # format, required keys, electrode ranges, amplification: the contract in core
+        meta: dict[str, Any] = surrogate_format.check(chain.metadata, str(path))
+    except surrogate_format.SurrogateFormatError as e:
+        raise SurrogateFileError(str(e)) from None
     if any(r for r in chain.relu[-1:]) or not all(chain.relu[:-1]):
         raise SurrogateFileError(f"{path}: a surrogate has a ReLU after every layer but the last")
     weights = [np.ascontiguousarray(w, dtype=np.float32) for w in chain.weights]
     biases = [np.zeros(w.shape[0], np.float32) if b is None else np.asarray(b, np.float32)
               for w, b in zip(weights, chain.biases)]
-    if weights[0].shape[1] != 7 or weights[-1].shape[0] != 1:
+    if weights[0].shape[1] != N_ELECTRODES or weights[-1].shape[0] != 1:
         raise SurrogateFileError(f"{path}: maps {weights[0].shape[1]} inputs to {weights[-1].shape[0]} "
-                                 "outputs; a surrogate maps 7 volts to 1 current")
-    ranges = np.asarray(meta["electrode_ranges_v"], dtype=np.float64)
-    if ranges.shape != (7, 2):
-        raise SurrogateFileError(f"{path}: dnpu.electrode_ranges_v must be 7 [lo, hi] pairs")
+                                 f"outputs; a surrogate maps {N_ELECTRODES} volts to 1 current")
     return SurrogateFile(weights=weights, biases=biases, metadata=meta)
 
 
@@ -101,7 +86,7 @@ def write(path: str | Path, weights: list[np.ndarray], biases: list[np.ndarray],
     """Write a Gemm/Relu chain (weights [out, in], inline) with the dnpu.* metadata."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from core._onnx import save_model
+    from core.io import save_model
 
     if len(weights) != len(biases) or not weights:
         raise ValueError("need one bias per weight matrix")

@@ -1,23 +1,21 @@
-"""Fit the surrogate network (7 -> layers x hidden ReLU -> 1) to a measured dataset.
+"""Fit the surrogate network (N_ELECTRODES -> layers x hidden ReLU -> 1) to a measured dataset.
 
 Inputs are scaled to [-1, 1] over the electrode ranges and outputs standardised for training;
 both maps are folded into the first and last Gemm at export, so the ONNX file maps volts to nA.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from host import dataset as ds
-from host.surrogate import onnx_file
+from core.electrodes import N_ELECTRODES
+from host.surrogate.torch_model import build_mlp, pick_device
 
 
 @dataclass(frozen=True)
@@ -46,30 +44,11 @@ class TrainResult:
     device: str = "cpu"
 
 
-def build_mlp(n_in: int, hidden: int, layers: int) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    width = n_in
-    for _ in range(layers):
-        mods += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    mods.append(nn.Linear(width, 1))
-    return nn.Sequential(*mods)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA device is available")
-    return dev
-
-
 def fit(volts: np.ndarray, current: np.ndarray, ranges: np.ndarray, cfg: TrainConfig,
         progress: bool = True) -> TrainResult:
-    """Train on (volts [n,7], current nA [n]) with a validation split and early stopping."""
-    if volts.ndim != 2 or volts.shape[1] != 7 or current.shape != (volts.shape[0],):
-        raise ValueError(f"expected volts [n, 7] and current [n], got {volts.shape} and {current.shape}")
+    """Train on (volts [n, N_ELECTRODES], current nA [n]) with a validation split and early stopping."""
+    if volts.ndim != 2 or volts.shape[1] != N_ELECTRODES or current.shape != (volts.shape[0],):
+        raise ValueError(f"expected volts [n, {N_ELECTRODES}] and current [n], got {volts.shape} and {current.shape}")
     if volts.shape[0] < 20:
         raise ValueError(f"need at least 20 samples to train, got {volts.shape[0]}")
     torch.manual_seed(cfg.seed)
@@ -90,7 +69,7 @@ def fit(volts: np.ndarray, current: np.ndarray, ranges: np.ndarray, cfg: TrainCo
 
     xt, yt = prep(tr_idx)
     xv, yv = prep(val_idx)
-    net = build_mlp(7, cfg.hidden, cfg.layers).to(dev)
+    net = build_mlp(N_ELECTRODES, cfg.hidden, cfg.layers).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=cfg.lr_patience, min_lr=cfg.min_lr)
     best = (math.inf, 0, [p.detach().clone() for p in net.parameters()])
@@ -165,39 +144,6 @@ def fold_normalisation(net: nn.Sequential, x_mid: np.ndarray, x_half: np.ndarray
         last.weight.mul_(y_std)
         last.bias.copy_(last.bias * y_std + y_mean)
     return out.eval()
-
-
-def predict(model: nn.Module, volts: np.ndarray, batch: int = 65536) -> np.ndarray:
-    outs = []
-    with torch.inference_mode():
-        for a in range(0, volts.shape[0], batch):
-            outs.append(model(torch.as_tensor(volts[a:a + batch], dtype=torch.float32))[:, 0].numpy())
-    return np.concatenate(outs) if outs else np.zeros(0, np.float32)
-
-
-def export_onnx(model: nn.Sequential, path: Path, metadata: dict[str, Any]) -> None:
-    """Write the model as a Gemm/Relu chain with the dnpu.* metadata (weights inline)."""
-    lin = [m for m in model if isinstance(m, nn.Linear)]
-    onnx_file.write(path, [m.weight.detach().cpu().numpy() for m in lin],
-                    [m.bias.detach().cpu().numpy() for m in lin], metadata, producer="dnpu-toolkit host.surrogate")
-
-
-def load_torch(path: str | Path) -> nn.Sequential:
-    """A surrogate ONNX file as a frozen torch module (volts [n,7] -> nA [n,1]) for training through it."""
-    sf = onnx_file.read(path)
-    model = build_mlp(7, sf.weights[0].shape[0], len(sf.weights) - 1)
-    lin = [m for m in model if isinstance(m, nn.Linear)]
-    if any(w.shape[0] != sf.weights[0].shape[0] for w in sf.weights[:-1]):
-        raise onnx_file.SurrogateFileError(f"{path}: hidden layers of unequal width are not supported")
-    amp = float(sf.metadata["amplification"])
-    with torch.no_grad():
-        for i, (m, w, b) in enumerate(zip(lin, sf.weights, sf.biases)):
-            scale = amp if i == len(lin) - 1 else 1.0
-            m.weight.copy_(torch.as_tensor(w) * scale)
-            m.bias.copy_(torch.as_tensor(b) * scale)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval()
 
 
 def config_json(cfg: TrainConfig) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Helpers for the core engine tests: random dense chains written as ONNX files."""
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -72,3 +73,13 @@ def random_chain(rng: np.random.Generator, dims: Sequence[int], bias: bool = Tru
           for k, n in zip(dims[:-1], dims[1:])]
     bs = [(rng.standard_normal(n) * 0.1).astype(np.float32) if bias else None for n in dims[1:]]
     return Ws, bs
+
+
+def surrogate_metadata(amplification: float = 1.0) -> dict[str, str]:
+    """Complete dnpu-surrogate/1 metadata_props for a test surrogate file (the format as is, the
+    other values as JSON, as host.surrogate.onnx_file.write stores them)."""
+    ranges = [[-1.2, 0.6]] * 5 + [[-0.7, 0.3]] * 2
+    values = {"electrode_ranges_v": ranges, "output_range_na": [-300.0, 100.0],
+              "amplification": amplification, "noise_floor_na": 1.4, "test_rmse_na": 1.7,
+              "source": {"board": "test", "device": "random weights"}}
+    return {"dnpu.format": "dnpu-surrogate/1", **{f"dnpu.{k}": json.dumps(v) for k, v in values.items()}}

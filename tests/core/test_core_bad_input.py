@@ -16,7 +16,7 @@ import core
 
 @pytest.fixture
 def sur(surrogate_path) -> core.Surrogate:
-    return core.Surrogate.from_onnx(surrogate_path)
+    return core.load_surrogate(surrogate_path)
 
 
 # ---- evaluate() inputs -------------------------------------------------------------------
@@ -91,7 +91,7 @@ def test_output_is_a_fresh_array(sur, rng):
 
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.onnx"):
-        core.Surrogate.from_onnx(tmp_path / "nope.onnx")
+        core.load_surrogate(tmp_path / "nope.onnx")
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, this is not onnx\n", bytes(range(256)) * 4,
@@ -100,12 +100,12 @@ def test_not_onnx_files(tmp_path, content):
     p = tmp_path / "bad.onnx"
     p.write_bytes(content)
     with pytest.raises(ValueError, match="bad.onnx"):
-        core.Surrogate.from_onnx(p)
+        core.load_surrogate(p)
 
 
 def test_directory_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not a file"):
-        core.Surrogate.from_onnx(tmp_path)
+        core.load_surrogate(tmp_path)
 
 
 def test_missing_external_data(rng, write_model, tmp_path):
@@ -114,7 +114,7 @@ def test_missing_external_data(rng, write_model, tmp_path):
                     all_tensors_to_one_file=True, location="w.data", size_threshold=0)
     (tmp_path / "w.data").unlink()
     with pytest.raises(ValueError, match="not a readable ONNX model"):
-        core.Surrogate.from_onnx(p)
+        core.load_surrogate(p)
 
 
 def _graph(nodes, inits, k=7, n=1, out="y", extra_inputs=()):
@@ -134,7 +134,7 @@ def test_unsupported_op_is_named(rng, write_model):
                 helper.make_node("Gemm", ["s", "W2"], ["y"], name="fc2", transB=1)],
                [_w("W", (5, 7), rng), _w("b", (5,), rng), _w("W2", (1, 5), rng)])
     with pytest.raises(ValueError, match=r"node 'squash' \(op_type Sigmoid\)"):
-        core.Surrogate.from_onnx(write_model(m))
+        core.load_surrogate(write_model(m))
 
 
 def test_branching_graph_is_refused(rng, write_model):
@@ -143,21 +143,21 @@ def test_branching_graph_is_refused(rng, write_model):
                 helper.make_node("Add", ["r", "h"], ["y"], name="skip")],
                [_w("W", (1, 7), rng), _w("b", (1,), rng)])
     with pytest.raises(ValueError, match="'skip'"):
-        core.Surrogate.from_onnx(write_model(m))
+        core.load_surrogate(write_model(m))
 
 
 def test_weight_from_graph_input_is_refused(rng, write_model):
     m = _graph([helper.make_node("Gemm", ["x", "W"], ["y"], name="fc", transB=1)], [],
                extra_inputs=[helper.make_tensor_value_info("W", TensorProto.FLOAT, [1, 7])])
     with pytest.raises(ValueError, match="one graph input"):
-        core.Surrogate.from_onnx(write_model(m))
+        core.load_surrogate(write_model(m))
 
 
 def test_transA_is_refused(rng, write_model):
     m = _graph([helper.make_node("Gemm", ["x", "W"], ["y"], name="fcT", transA=1)],
                [_w("W", (7, 1), rng)])
     with pytest.raises(ValueError, match="'fcT'.*transA"):
-        core.Surrogate.from_onnx(write_model(m))
+        core.load_surrogate(write_model(m))
 
 
 def test_inconsistent_layer_shapes(rng, write_model):
@@ -165,29 +165,29 @@ def test_inconsistent_layer_shapes(rng, write_model):
                 helper.make_node("Gemm", ["h", "W2"], ["y"], name="fc2", transB=1)],
                [_w("W1", (10, 7), rng), _w("b1", (10,), rng), _w("W2", (1, 11), rng)])
     with pytest.raises(ValueError, match="'fc2'.*inconsistent shapes.*11 inputs.*carries 10"):
-        core.Surrogate.from_onnx(write_model(m))
+        core.load_surrogate(write_model(m))
 
 
 def test_input_width_mismatch(rng, write_model):
     Ws, bs = random_chain(rng, (7, 10, 1))
     with pytest.raises(ValueError, match="inconsistent shapes"):
-        core.Surrogate.from_onnx(write_model(make_chain_model(Ws, bs, in_dim=6)))
+        core.load_surrogate(write_model(make_chain_model(Ws, bs, in_dim=6)))
     with pytest.raises(ValueError, match="output declared with 2 columns"):
-        core.Surrogate.from_onnx(write_model(make_chain_model(Ws, bs, out_dim=2)))
+        core.load_surrogate(write_model(make_chain_model(Ws, bs, out_dim=2)))
 
 
 def test_bias_of_wrong_length(rng, write_model):
     m = _graph([helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="fc", transB=1)],
                [_w("W", (3, 7), rng), _w("b", (4,), rng)], n=3)
     with pytest.raises(ValueError, match="'fc'.*bias of shape"):
-        core.Surrogate.from_onnx(write_model(m))
+        core.load_surrogate(write_model(m))
 
 
 def test_non_finite_weights_are_refused(rng, write_model):
     Ws, bs = random_chain(rng, (7, 10, 1))
     Ws[1][0, 3] = np.nan
     with pytest.raises(ValueError, match="NaN or inf"):
-        core.Surrogate.from_onnx(write_model(make_chain_model(Ws, bs)))
+        core.load_surrogate(write_model(make_chain_model(Ws, bs)))
     with pytest.raises(ValueError, match=r"weights\[1\]: holds NaN"):
         core.Surrogate(Ws, bs)
 
@@ -196,7 +196,7 @@ def test_empty_graph_and_double_input(write_model):
     g = helper.make_graph([], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 7])],
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 7])])
     with pytest.raises(ValueError, match="no nodes"):
-        core.Surrogate.from_onnx(write_model(helper.make_model(g)))
+        core.load_surrogate(write_model(helper.make_model(g)))
 
 
 def test_numpy_constructor_validation(rng):

@@ -184,11 +184,15 @@ def test_network_validation_errors(rng, surrogates):
         Network(2, [Affine(scale=[1, np.inf])], s)
     with pytest.raises(ValueError, match="one output"):
         Network(2, [Affine()], core.Surrogate(*random_chain(rng, (7, 5, 2))))
+    with pytest.raises(ValueError, match=r"surrogates\[0\]: a DNPU surrogate maps the 7 electrode voltages"):
+        Network(2, [Affine()], core.Surrogate(*random_chain(rng, (6, 5, 1))))
+    with pytest.raises(ValueError, match=r"layers\[0\].nodes\[0\].data_electrodes must be distinct indices in 0..6"):
+        Network(2, [DnpuLayer([DnpuNode((-1, 2), control_voltages=[0] * 5)])], s)
     with pytest.raises(TypeError, match="unsupported layer type"):
         Network(2, ["relu"], s)
 
 
-def test_from_onnx_missing_file(tmp_path):
-    # the format itself is tested in tests/deploy/test_network_onnx.py
+def test_load_network_missing_file(tmp_path):
+    # the format itself is tested in tests/host/deploy/test_network_onnx.py and test_core_amplification.py
     with pytest.raises(FileNotFoundError, match="net.onnx"):
-        Network.from_onnx(tmp_path / "net.onnx")
+        core.load_network(tmp_path / "net.onnx")

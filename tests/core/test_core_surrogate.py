@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 from core_testlib import make_chain_model, random_chain
 
 import core
@@ -40,7 +41,7 @@ def test_generic_is_always_supported_and_default_is_supported():
 @pytest.mark.parametrize("n", BATCHES)
 @pytest.mark.parametrize("threads", (1, 2))
 def test_surrogate_matches_onnxruntime(surrogate_path, rng, isa, n, threads):
-    s = core.Surrogate.from_onnx(surrogate_path)
+    s = core.load_surrogate(surrogate_path)
     x = rng.uniform(-1.2, 0.6, (n, 7)).astype(np.float32)
     y = s.evaluate(x, threads=threads, isa=isa)
     assert y.shape == (n,) and y.dtype == np.float32
@@ -51,7 +52,7 @@ def test_surrogate_matches_onnxruntime(surrogate_path, rng, isa, n, threads):
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_paths_agree_with_generic(surrogate_path, rng, isa):
-    s = core.Surrogate.from_onnx(surrogate_path)
+    s = core.load_surrogate(surrogate_path)
     x = rng.uniform(-1.2, 0.6, (333, 7)).astype(np.float32)
     g = s.evaluate(x, isa="generic")
     np.testing.assert_allclose(s.evaluate(x, isa=isa), g, rtol=1e-5, atol=1e-5 * np.ptp(g))
@@ -70,7 +71,7 @@ def test_paths_agree_with_generic(surrogate_path, rng, isa):
 def test_random_models(rng, write_model, dims, style, bias, isa):
     Ws, bs = random_chain(rng, dims, bias)
     p = write_model(make_chain_model(Ws, bs, style=style))
-    s = core.Surrogate.from_onnx(p)
+    s = core.load_surrogate(p)
     assert s.layer_sizes == tuple(dims)
     for n in (1, 9, 257):
         x = rng.standard_normal((n, dims[0])).astype(np.float32)
@@ -85,7 +86,7 @@ def test_random_models(rng, write_model, dims, style, bias, isa):
 def test_relu_after_last_layer(rng, write_model):
     Ws, bs = random_chain(rng, (7, 20, 3))
     p = write_model(make_chain_model(Ws, bs, relu=[True, True]))
-    s = core.Surrogate.from_onnx(p)
+    s = core.load_surrogate(p)
     assert s.relu == (True, True)
     x = rng.standard_normal((50, 7)).astype(np.float32)
     y = s.evaluate(x)
@@ -94,7 +95,7 @@ def test_relu_after_last_layer(rng, write_model):
 
 
 def test_from_numpy_weights_matches_onnx(surrogate_path, rng):
-    s = core.Surrogate.from_onnx(surrogate_path)
+    s = core.load_surrogate(surrogate_path)
     t = core.Surrogate(s.weights, s.biases)
     x = rng.uniform(-1, 1, (100, 7)).astype(np.float32)
     np.testing.assert_array_equal(s.evaluate(x), t.evaluate(x))
@@ -104,7 +105,7 @@ def test_from_numpy_weights_matches_onnx(surrogate_path, rng):
 
 
 def test_metadata_is_readable(surrogate_path):
-    s = core.Surrogate.from_onnx(surrogate_path)
+    s = core.load_surrogate(surrogate_path)
     assert s.metadata == {"format_version": "1", "output_range_nA": "-300,100"}
 
 
@@ -114,14 +115,13 @@ def test_external_data(rng, write_model, tmp_path):
     p = write_model(model, "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
                     location="ext.data", size_threshold=0)
     assert (tmp_path / "ext.data").exists()
-    s = core.Surrogate.from_onnx(p)
+    s = core.load_surrogate(p)
     x = rng.uniform(-1, 1, (20, 7)).astype(np.float32)
     assert rel_err(s.evaluate(x), ort_eval(p, x)[:, 0]) < 1e-5
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_torch_exported_models(rng, tmp_path):
-    torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     for dims in ((7, 90, 90, 90, 90, 90, 1), (7, 25, 1), (4, 30, 30, 2)):
         mods = []
@@ -134,7 +134,7 @@ def test_torch_exported_models(rng, tmp_path):
         torch.onnx.export(m, (torch.zeros(1, dims[0]),), str(p), dynamo=False,
                           input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
-        s = core.Surrogate.from_onnx(p)
+        s = core.load_surrogate(p)
         x = rng.uniform(-1.2, 0.6, (513, dims[0])).astype(np.float32)
         ref = ort_eval(p, x)
         with torch.inference_mode():
@@ -157,12 +157,6 @@ def _run_python(code: str, env_isa: str) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
-def test_env_var_forces_generic_path():
-    r = _run_python("import core; print(core.default_isa())", "generic")
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "generic"
-
-
 def test_env_var_unknown_name_is_refused():
     r = _run_python("import core", "sse9")
     assert r.returncode != 0
@@ -170,7 +164,7 @@ def test_env_var_unknown_name_is_refused():
 
 
 def test_isa_argument_validation(surrogate_path):
-    s = core.Surrogate.from_onnx(surrogate_path)
+    s = core.load_surrogate(surrogate_path)
     x = np.zeros((2, 7), np.float32)
     with pytest.raises(ValueError, match="isa must be one of"):
         s.evaluate(x, isa="neon")
@@ -199,17 +193,17 @@ def test_dead_layers_and_wide_layers(rng, write_model, isa):
     bs[0] = bs[0] - 100.0
     p = write_model(make_chain_model(Ws, bs))
     x = rng.uniform(-1, 1, (33, 7)).astype(np.float32)
-    y = core.Surrogate.from_onnx(p).evaluate(x, isa=isa)
+    y = core.load_surrogate(p).evaluate(x, isa=isa)
     np.testing.assert_allclose(y, ort_eval(p, x)[:, 0], rtol=1e-6, atol=1e-6)
     # a layer wider than the zero-skipping scratch (1024 inputs) runs dense
     Ws, bs = random_chain(rng, (7, 1100, 20, 1))
     p = write_model(make_chain_model(Ws, bs))
     x = rng.uniform(-1, 1, (17, 7)).astype(np.float32)
-    assert rel_err(core.Surrogate.from_onnx(p).evaluate(x, isa=isa), ort_eval(p, x)[:, 0]) < 1e-5
+    assert rel_err(core.load_surrogate(p).evaluate(x, isa=isa), ort_eval(p, x)[:, 0]) < 1e-5
 
 
 def test_results_do_not_depend_on_thread_count(surrogate_path, rng):
-    s = core.Surrogate.from_onnx(surrogate_path)
+    s = core.load_surrogate(surrogate_path)
     x = rng.uniform(-1.2, 0.6, (2001, 7)).astype(np.float32)
     for isa in ISAS:
         y1 = s.evaluate(x, isa=isa)

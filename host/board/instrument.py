@@ -1,0 +1,294 @@
+"""`Board`: a DNPU bench board as an instrument (a real one, or the simulator behind sim://).
+
+Opening shakes hands (HELLO), reads the identity, takes the calibration and the electrode limits
+from it and re-arms the board; `set`, `measure`, `zero`, `status`, `errors` and `counters` are
+the instrument's operations. Volts become DAC codes here (after `check_volts`), travel as
+codes through the sweep streamer and the link, and come back as ADC codes that become nA here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from core.electrodes import N_ELECTRODES
+from host.board import protocol as P
+from host.board.errors import (BoardError, BoardTimeout, IncompatibleBoard, LimitError,
+                               ProtocolError, SafeStateError)
+from host.board.limits import check_volts
+from host.board.link import HostCounters, Link
+from host.board.sweep import SweepSizes, SweepStream
+from host.board.transport import Port, open_port
+
+_IDENTITY_KEYS = ("protocol", "firmware", "serial", "channels", "dac_bits", "adc_bits", "dac",
+                  "adc", "limits_v", "limit_codes", "max_slew_v_per_s", "watchdog_ms",
+                  "sample_period_ns", "max_oversample", "max_sweep_samples", "max_block_samples",
+                  "max_payload", "fifo_blocks", "commands", "counters")
+
+
+@dataclass(frozen=True)
+class BoardOptions:
+    """How the host talks to a board. Defaults suit USB CDC serial and the simulator."""
+
+    timeout_s: float = 0.3          # per attempt of a request
+    retries: int = 6                # attempts after the first before BoardTimeout
+    heartbeat_s: float = 0.15       # keep-alive period (board watchdog is ~0.5 s)
+    stall_timeout_s: float = 30.0   # a sweep making no progress this long -> BoardTimeout
+    upload_samples: int = 512       # samples per SWEEP_DATA frame (7 x u16 each)
+    block_samples: int = 1024       # samples per RESULT block (i32 each)
+    window: int = 16                # RESULT blocks in flight (credits)
+    sweep_samples: int = 1 << 16    # samples per sweep (board buffer)
+    ramp_v_per_s: float = 1.0       # set(..., ramp=True) rate; ramp=False uses the board's max slew
+    arm: bool = True                # re-arm the board's safe state on open
+    heartbeat: bool = True          # run the keep-alive thread
+    baudrate: int = 1_000_000       # UART bridges only; USB CDC, pty and TCP ignore it
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "heartbeat_s", "stall_timeout_s", "ramp_v_per_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"BoardOptions.{name} must be > 0")
+        for name in ("upload_samples", "block_samples", "window", "sweep_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BoardOptions.{name} must be >= 1")
+        if self.retries < 0:
+            raise ValueError("BoardOptions.retries must be >= 0")
+
+
+class Board:
+    """A connected, identified, armed board. Use as a context manager: it zeroes on exit."""
+
+    def __init__(self, port: Port, options: BoardOptions | None = None, url: str = "") -> None:
+        self.options = o = options or BoardOptions()
+        self.url = url
+        self.link = Link(port, o.timeout_s, o.retries, o.heartbeat_s)
+        self._closed = False
+        try:
+            self._hello()
+            self.identity = self._identify()
+            self._setup_calibration()
+            if o.arm:
+                self.rearm()
+        except BaseException:
+            self.link.broken = True
+            self.close()
+            raise
+        if o.heartbeat:
+            self.link.start_heartbeat()
+
+    # ---- opening / closing ------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str, options: BoardOptions | None = None,
+             wrap: Callable[[Port], Port] | None = None, **kw: Any) -> "Board":
+        """Open `url` (/dev/tty*, socket://127.0.0.1:PORT, sim://?seed=N...), handshake, identify, arm.
+
+        Keyword arguments override fields of `options`; `wrap` wraps the port (fault injection)."""
+        options = dataclasses.replace(options or BoardOptions(), **kw)
+        port = open_port(url, options.baudrate)
+        try:
+            wrapped = wrap(port) if wrap else port
+        except BaseException:
+            port.close()
+            raise
+        return cls(wrapped, options, url=url)
+
+    def __enter__(self) -> "Board":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Ramp every output to 0 V (unless the link is broken), then release the port."""
+        if self._closed:
+            return
+        self.link.stop_heartbeat()
+        try:
+            if not self.link.broken:
+                self.zero()
+        except BoardError:
+            pass
+        finally:
+            self._closed = True
+            self.link.close()
+
+    @property
+    def counters_host(self) -> HostCounters:
+        return self.link.counters
+
+    @property
+    def heartbeat_error(self) -> BaseException | None:
+        """What stopped (or troubled) the keep-alive thread, if anything."""
+        return self.link.heartbeat_error
+
+    # ---- session ----------------------------------------------------------------------
+    def _hello(self) -> None:
+        r = self.link.request("HELLO", major=P.PROTOCOL_MAJOR, minor=P.PROTOCOL_MINOR,
+                              schema=P.SCHEMA_HASH)
+        if r.msg != P.SCHEMA["HELLO_REPLY"].id:
+            raise ProtocolError(f"HELLO answered with {r.name}")
+        h = r.fields()
+        if h["status"] != P.HELLO_OK or h["major"] != P.PROTOCOL_MAJOR or h["schema"] != P.SCHEMA_HASH:
+            raise IncompatibleBoard(
+                f"board speaks protocol {h['major']}.{h['minor']} schema 0x{h['schema']:08x}; "
+                f"host speaks {P.PROTOCOL_MAJOR}.{P.PROTOCOL_MINOR} schema 0x{P.SCHEMA_HASH:08x}")
+
+    def _identify(self) -> dict[str, Any]:
+        chunks: list[bytes] = []
+        page, n_pages = 0, 1
+        while page < n_pages:
+            f = self.link.expect("IDENTITY", "IDENTIFY", page=page)
+            if f["page"] != page:
+                raise ProtocolError(f"IDENTITY page {f['page']} for request {page}")
+            n_pages = f["n_pages"]
+            chunks.append(f["tail"])
+            page += 1
+        try:
+            ident = json.loads(b"".join(chunks))
+        except ValueError as e:
+            raise ProtocolError(f"identity is not JSON: {e}") from None
+        missing = [k for k in _IDENTITY_KEYS if k not in ident]
+        if missing:
+            raise ProtocolError(f"identity lacks {missing}")
+        if ident["channels"] != N_ELECTRODES:
+            raise ProtocolError(f"board has {ident['channels']} channels, driver expects {N_ELECTRODES}")
+        return ident
+
+    def _setup_calibration(self) -> None:
+        ident = self.identity
+        dac = ident["dac"]
+        self._v_per_code = np.array([d["volts_per_code"] for d in dac], dtype=np.float64)
+        self._v_at_0 = np.array([d["volts_at_code0"] for d in dac], dtype=np.float64)
+        # The electrode limits, declared by the board: every voltage is checked against these.
+        self.limits_v = np.array(ident["limits_v"], dtype=np.float64).reshape(N_ELECTRODES, 2)
+        self._limit_codes = np.array(ident["limit_codes"], dtype=np.int64).reshape(N_ELECTRODES, 2)
+        self._na_per_code = float(ident["adc"]["na_per_code"])
+        self._na_at_0 = float(ident["adc"]["na_at_code0"])
+        self.max_slew_v_per_s = float(ident["max_slew_v_per_s"])
+        if not (np.all(self._v_per_code > 0) and self._na_per_code > 0):
+            raise ProtocolError("identity calibration has non-positive scale")
+        o = self.options
+        self.sweeps = SweepStream(self.link, SweepSizes.negotiate(ident, o.block_samples, o.upload_samples,
+                                                                  o.window, o.sweep_samples),
+                                  o.stall_timeout_s)
+
+    # ---- volts <-> codes ----------------------------------------------------------------
+    def validate(self, volts: Any) -> np.ndarray:
+        """float64 [n, 7] within the board's limits, or LimitError naming the electrode."""
+        return check_volts(volts, self.limits_v)
+
+    def volts_to_codes(self, volts: Any) -> np.ndarray:
+        v = self.validate(volts)
+        codes = np.rint((v - self._v_at_0) / self._v_per_code).astype(np.int64)
+        # A value inside the limits may round one code past them: keep it inside.
+        codes = np.clip(codes, self._limit_codes[:, 0], self._limit_codes[:, 1])
+        return codes.astype(np.uint16)
+
+    def codes_to_volts(self, codes: np.ndarray) -> np.ndarray:
+        return self._v_at_0 + codes.astype(np.float64) * self._v_per_code
+
+    # ---- commands -----------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """STATUS_REPLY fields, plus `state_name` (idle, safe, sweep, ramping) and `armed`."""
+        return self.link.status()
+
+    def rearm(self) -> None:
+        """Leave the latched safe state (the board then follows commands again)."""
+        self.link.request("ARM")
+
+    def safe(self) -> None:
+        """Ask the board to ramp to 0 V and latch its safe state."""
+        self.link.request("SAFE")
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """The DAC outputs now (slew-limited) and their targets, in volts (nominal calibration)."""
+        f = self.link.expect("OUTPUTS", "GET_OUTPUTS")
+        codes = f["tail"].astype(np.int64)
+        if codes.size != 2 * N_ELECTRODES:
+            raise ProtocolError(f"OUTPUTS carries {codes.size} codes")
+        return {"volts": self.codes_to_volts(codes[:N_ELECTRODES]),
+                "target": self.codes_to_volts(codes[N_ELECTRODES:])}
+
+    def set(self, volts7: Any, ramp: bool = True, wait: bool = True) -> float:
+        """Set the 7 electrodes. The board slews (never jumps); `ramp` picks the gentle host rate
+        (`options.ramp_v_per_s`) instead of the board's max slew. Returns the ramp time in s."""
+        v = np.asarray(volts7, dtype=np.float64)
+        if v.shape != (N_ELECTRODES,):
+            raise LimitError(f"set() takes {N_ELECTRODES} volts (e0..e6), got shape {v.shape}")
+        codes = self.volts_to_codes(v.reshape(1, N_ELECTRODES))[0]
+        rate_mv = int(round(self.options.ramp_v_per_s * 1000)) if ramp else 0
+        with self.link.lock:
+            r = self.link.expect("SET_REPLY", "SET", tail=codes, rate_mv_per_s=rate_mv)
+            ramp_s = r["ramp_ms"] / 1000.0
+            if wait:
+                self._wait_settled(ramp_s)
+        return ramp_s
+
+    def _wait_settled(self, ramp_s: float) -> None:
+        deadline = time.monotonic() + ramp_s * 1.5 + 2.0
+        time.sleep(min(ramp_s, 0.05))
+        while True:
+            st = self.status()
+            if st["state_name"] == "safe":
+                raise SafeStateError("board latched its safe state while ramping")
+            if st["state_name"] != "ramping":
+                return
+            if time.monotonic() > deadline:
+                raise BoardTimeout(f"outputs did not settle within {ramp_s * 1.5 + 2.0:.1f} s")
+            time.sleep(min(0.05, self.options.heartbeat_s))
+
+    def zero(self) -> None:
+        """Ramp every output to 0 V at the board's max slew and wait until it is there."""
+        with self.link.lock:
+            st = self.status()
+            if st["state_name"] == "safe":
+                return           # the board is already ramping/at 0 V by itself
+            self.set(np.zeros(N_ELECTRODES), ramp=False, wait=True)
+
+    def errors(self, max_items: int = 32) -> list[dict[str, Any]]:
+        """Pop the board's error queue."""
+        out: list[dict[str, Any]] = []
+        while True:
+            f = self.link.expect("ERRORS", "GET_ERRORS", max=min(max_items, 255))
+            for rec in f["tail"]:
+                code = int(rec["code"])
+                out.append({"code": code, "name": P.ERROR_NAMES.get(code, f"E{code}"),
+                            "seq": int(rec["seq"]), "arg": int(rec["arg"])})
+            if f["remaining"] == 0 or len(out) >= max_items:
+                return out
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """The board's counters (named by its identity) and the host's."""
+        f = self.link.expect("COUNTERS", "GET_COUNTERS")
+        vals = [int(x) for x in f["tail"]]
+        return {"board": dict(zip(self.identity["counters"], vals)), "host": self.link.counters.as_dict()}
+
+    # ---- sweeps ---------------------------------------------------------------------------
+    def measure(self, volts: Any, oversample: int = 1, sample_period_s: float | None = None,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Apply each row of `volts` [n, 7] in a hardware-timed sweep; return the readout in nA [n].
+
+        Every value is checked before anything is sent. Sweeps are split to fit the board's
+        buffer; results stream back in CRC-checked, numbered blocks, so a lost or corrupted
+        block is fetched again and never delivered twice."""
+        codes = self.volts_to_codes(volts)
+        ident = self.identity
+        if not 1 <= oversample <= int(ident["max_oversample"]):
+            raise ValueError(f"oversample must be in 1..{ident['max_oversample']}, got {oversample}")
+        period_ns = (int(ident["sample_period_ns"]["default"]) if sample_period_s is None
+                     else int(round(sample_period_s * 1e9)))
+        lo, hi = ident["sample_period_ns"]["min"], ident["sample_period_ns"]["max"]
+        if not lo <= period_ns <= hi:
+            raise ValueError(f"sample_period_s must be within [{lo * 1e-9}, {hi * 1e-9}] s")
+        out = np.empty(len(codes), dtype=np.int64)
+        step = self.sweeps.sizes.max_samples
+        with self.link.lock:
+            for start in range(0, len(codes), step):
+                part = codes[start:start + step]
+                out[start:start + len(part)] = self.sweeps.run(part, oversample, period_ns)
+                if progress is not None:
+                    progress(start + len(part), len(codes))
+        return self._na_at_0 + out * self._na_per_code

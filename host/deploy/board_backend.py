@@ -1,0 +1,190 @@
+"""The board backend: the host runs the non-DNPU layers in numpy, each DNPU node runs on a board.
+
+Time-multiplexing one device: ramp to the node's control voltages, stream that node's electrode
+voltages for all samples, read the currents; the surrogate's error per node is reported on the
+voltages the network actually visited.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.electrodes import N_ELECTRODES, control_electrodes
+from core.io import NetworkFile
+from core.network import Affine, DnpuLayer, DnpuNode, Linear, Standardize
+from host.deploy.errors import DeployError
+
+DEFAULT_BOARD_URL = "sim://?seed=0"
+
+
+def _apply_host_layer(layer: Any, h: np.ndarray) -> np.ndarray:
+    if isinstance(layer, Linear):
+        W = np.asarray(layer.weight, np.float64)
+        h = h @ W.T
+        return h if layer.bias is None else h + np.asarray(layer.bias, np.float64)
+    if isinstance(layer, Affine):
+        return h * np.asarray(layer.scale, np.float64) + np.asarray(layer.shift, np.float64)
+    if isinstance(layer, Standardize):
+        return (h - np.asarray(layer.mean, np.float64)) / np.asarray(layer.std, np.float64)
+    raise DeployError(f"unsupported layer {type(layer).__name__}")
+
+
+def node_inputs(layer: DnpuLayer) -> list[np.ndarray]:
+    """The feature indices each node of the layer reads (the default: consecutive)."""
+    out, nxt = [], 0
+    for node in layer.nodes:
+        d = len(node.data_electrodes)
+        idx = np.arange(nxt, nxt + d) if node.inputs is None else np.asarray(node.inputs, np.int64)
+        nxt = int(idx.max()) + 1
+        out.append(idx)
+    return out
+
+
+def node_volts(node: DnpuNode, h: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """All electrode voltages [n, N_ELECTRODES] the node sees for layer input h (data transformed and clipped)."""
+    data = [int(e) for e in node.data_electrodes]
+    ctrl = list(control_electrodes(data))
+    v = np.empty((len(h), N_ELECTRODES), dtype=np.float64)
+    t = h[:, idx] * np.asarray(node.input_scale, np.float64) + np.asarray(node.input_offset, np.float64)
+    v[:, data] = np.minimum(np.maximum(t, np.asarray(node.input_low, np.float64)),
+                            np.asarray(node.input_high, np.float64))
+    v[:, ctrl] = np.asarray(node.control_voltages, np.float64).reshape(1, -1)
+    # what the core/onnxruntime compute in float32
+    return v.astype(np.float32).astype(np.float64)
+
+
+def check_limits(nf: NetworkFile, limits_v: np.ndarray) -> None:
+    """Refuse, before anything is sent, a network whose voltages can leave the board's limits:
+    every control voltage, and both ends of every data electrode's clip interval, are checked by
+    the board driver's own check (host.board.check_volts, which accepts float32 roundings of a limit)."""
+    from host.board import LimitError, check_volts
+
+    lim = np.asarray(limits_v, np.float64)
+    mid = lim.mean(axis=1)
+    for li, layer in enumerate(nf.layers):
+        if not isinstance(layer, DnpuLayer):
+            continue
+        for k, node in enumerate(layer.nodes):
+            where = f"layers[{li}].nodes[{k}]"
+            data = [int(e) for e in node.data_electrodes]
+            controls = mid.copy()
+            controls[list(control_electrodes(data))] = np.asarray(node.control_voltages, np.float64).reshape(-1)
+            clip = np.stack([mid, mid])            # row 0: the data's lowest volts, row 1: the highest
+            clip[:, data] = np.stack([np.broadcast_to(np.asarray(node.input_low, np.float64).reshape(-1), (len(data),)),
+                                      np.broadcast_to(np.asarray(node.input_high, np.float64).reshape(-1), (len(data),))])
+            for what, rows in ((f"{where} control voltages", controls),
+                               (f"{where} data clip interval (sample 0: low end, 1: high end)", clip)):
+                try:
+                    check_volts(rows, lim, what)
+                except LimitError as e:
+                    raise DeployError(f"{e}: refused, nothing was sent") from None
+
+
+@dataclass
+class BoardRun:
+    """What the board backend measured (possibly partial, after an error)."""
+
+    logits: np.ndarray | None = None              # [n, n_outputs] when complete
+    node_errors: list[dict[str, Any]] = field(default_factory=list)
+    nodes_done: int = 0
+    nodes_total: int = 0
+    wall_s: float = 0.0
+    measure_s: float = 0.0
+    error: str | None = None
+    board: dict[str, Any] = field(default_factory=dict)
+    latency_us: list[float] = field(default_factory=list)
+
+
+def evaluate_board(nf: NetworkFile, x: np.ndarray, url: str = DEFAULT_BOARD_URL, *,
+                   on_node: Callable[[Any, int, int], None] | None = None, latency_samples: int = 0,
+                   progress: bool = False, board_options: dict[str, Any] | None = None) -> BoardRun:
+    """Run the network on a board, node by node. Errors while talking to the board end the run:
+    BoardRun.error says what happened, the nodes measured so far are kept, and the board is
+    ramped to 0 V (or, if the link is gone, left to its watchdog, which ramps it to 0 V).
+
+    on_node(board, layer_index, node_index) is called before each node (tests use it to pull the
+    plug). Voltages outside the board's limits raise DeployError before any voltage is sent.
+    latency_samples > 0: afterwards, that many single images are run through every node on the
+    same board and timed (BoardRun.latency_us)."""
+    from host.board import Board, BoardError
+
+    run = BoardRun(nodes_total=sum(len(l.nodes) for l in nf.layers if isinstance(l, DnpuLayer)))
+    t_start = time.perf_counter()
+    try:
+        board = Board.open(url, **(board_options or {}))
+    except BoardError as e:
+        raise DeployError(f"--board {url}: cannot open the board: {e}") from None
+    bar = None
+    try:
+        run.board = {"url": url, "serial": board.identity.get("serial"), "firmware": board.identity.get("firmware")}
+        check_limits(nf, board.limits_v)
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=run.nodes_total, desc="board nodes", unit="node", leave=False)
+        run.logits = _board_forward(nf, board, x, run, on_node, bar)
+        run.wall_s = time.perf_counter() - t_start
+        for i in range(min(latency_samples, len(x))):
+            t0 = time.perf_counter()
+            _board_forward(nf, board, x[i:i + 1], None, None, None)
+            run.latency_us.append((time.perf_counter() - t0) * 1e6)
+    except BoardError as e:
+        run.error = (f"board error after {run.nodes_done} of {run.nodes_total} nodes: {type(e).__name__}: {e}; "
+                     f"partial results kept; the board was told to go to 0 V (if the link is gone, its "
+                     f"watchdog ramps it to 0 V)")
+    finally:
+        if bar is not None:
+            bar.close()
+        board.close()      # ramps to 0 V unless the link is broken
+        if not run.wall_s:
+            run.wall_s = time.perf_counter() - t_start
+    return run
+
+
+def _board_forward(nf: NetworkFile, board: Any, x: np.ndarray, run: BoardRun | None,
+                   on_node: Callable[[Any, int, int], None] | None, bar: Any) -> np.ndarray:
+    h = np.asarray(x, np.float64)
+    for li, layer in enumerate(nf.layers):
+        if not isinstance(layer, DnpuLayer):
+            h = _apply_host_layer(layer, h)
+            continue
+        out = np.empty((len(h), len(layer.nodes)))
+        for k, (node, idx) in enumerate(zip(layer.nodes, node_inputs(layer))):
+            if on_node is not None:
+                on_node(board, li, k)
+            v = np.clip(node_volts(node, h, idx), board.limits_v[:, 0], board.limits_v[:, 1])
+            t0 = time.perf_counter()
+            board.set(v[0], ramp=True)                # ramp to this node's control voltages
+            current = board.measure(v)                # stream the node's inputs, read the currents
+            out[:, k] = current * node.output_scale + node.output_offset
+            if run is None:
+                continue
+            run.measure_s += time.perf_counter() - t0
+            predicted = nf.surrogates[node.surrogate].evaluate(v.astype(np.float32)).astype(np.float64)
+            err = current - predicted
+            edge = _near_edge(v, node, board.limits_v)
+            run.node_errors.append({
+                "layer": li, "node": k, "rmse_na": float(np.sqrt(np.mean(err ** 2))),
+                "mean_error_na": float(err.mean()), "max_abs_error_na": float(np.abs(err).max()),
+                "rmse_near_edge_na": float(np.sqrt(np.mean(err[edge] ** 2))) if edge.any() else None,
+                "fraction_near_edge": float(edge.mean()),
+                "measured_range_na": [float(current.min()), float(current.max())]})
+            run.nodes_done += 1
+            if bar is not None:
+                bar.update(1)
+        h = out
+    return h
+
+
+def _near_edge(v: np.ndarray, node: DnpuNode, limits_v: np.ndarray, frac: float = 0.05) -> np.ndarray:
+    """Samples whose data voltages sit within frac of an electrode range's edge."""
+    data = [int(e) for e in node.data_electrodes]
+    lo, hi = limits_v[data, 0], limits_v[data, 1]
+    m = frac * (hi - lo)
+    vd = v[:, data]
+    return np.any((vd <= lo + m) | (vd >= hi - m), axis=1)
+
+

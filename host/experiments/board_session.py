@@ -1,0 +1,92 @@
+"""Safe board access for an experiment's validation.
+
+Every voltage that an experiment sends goes through ``BoardSession.measure``, which checks it
+against the board's own limits first (``limit_policy``: "refuse" raises, "clip" clips and
+records a warning that ends up in the results). A board error mid-run (disconnect, timeout,
+safe state) becomes an ``ExperimentError`` after the board has been asked to go to 0 V; the
+caller writes what it measured so far before reporting it.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.electrodes import N_ELECTRODES
+from host.board import FLOAT32_SLACK_V, Board, BoardError, LimitError, check_volts
+from host.experiments.errors import ExperimentError
+
+
+def check_controls(volts: np.ndarray, limits_v: np.ndarray, policy: str, what: str,
+                   warnings_out: list[str]) -> np.ndarray:
+    """Voltages [..., 7] inside the board's limits (host.board.check_volts): clip them, with a
+    stated warning, or refuse them."""
+    v = np.asarray(volts, dtype=np.float64)
+    if not np.all(np.isfinite(v)):
+        raise ExperimentError(f"{what}: non-finite voltages")
+    rows = v.reshape(-1, N_ELECTRODES)
+    try:
+        return check_volts(rows, limits_v, what).reshape(v.shape)
+    except LimitError as e:
+        if policy == "refuse":
+            raise ExperimentError(f"{e}; refused (use --limit-policy clip to clip them)") from None
+    lim = np.asarray(limits_v, dtype=np.float64)
+    clipped = np.clip(rows, lim[:, 0], lim[:, 1])
+    past = np.abs(clipped - rows)
+    msg = (f"{what}: {int((past > FLOAT32_SLACK_V).sum())} voltages outside the board limits "
+           f"(worst by {float(past.max()) * 1e3:.1f} mV); clipped to the limits")
+    warnings_out.append(msg)
+    warnings.warn(msg, stacklevel=2)
+    return clipped.reshape(v.shape)
+
+
+@dataclass
+class BoardSession:
+    """An open board for validation: limit checks before sending, 0 V on exit and on any error."""
+
+    url: str
+    limit_policy: str = "clip"
+    warnings: list[str] = field(default_factory=list)
+    samples: int = 0
+    board: Any = None
+
+    def __enter__(self) -> "BoardSession":
+        try:
+            self.board = Board.open(self.url)
+        except (BoardError, OSError, ValueError) as e:
+            raise ExperimentError(f"cannot open board {self.url!r}: {e}") from None
+        return self
+
+    @property
+    def limits_v(self) -> np.ndarray:
+        return np.asarray(self.board.limits_v, dtype=np.float64)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return dict(self.board.identity)
+
+    def measure(self, volts: np.ndarray, what: str = "volts", oversample: int = 1) -> np.ndarray:
+        """nA [n] for volts [n, 7]; out-of-range values are refused or clipped, never sent."""
+        v = check_controls(np.asarray(volts, dtype=np.float64).reshape(-1, N_ELECTRODES), self.limits_v,
+                           self.limit_policy, what, self.warnings)
+        try:
+            out = self.board.measure(v, oversample=oversample)
+        except BoardError as e:
+            self._zero_quietly()
+            raise ExperimentError(f"board {self.url!r} failed during validation after {self.samples} samples: "
+                                  f"{type(e).__name__}: {e}") from None
+        self.samples += len(v)
+        return out
+
+    def _zero_quietly(self) -> None:
+        try:
+            self.board.zero()
+        except Exception:  # the link is gone; the board's watchdog takes it to 0 V by itself
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        if self.board is not None:
+            self.board.close()      # ramps every output to 0 V unless the link is broken
+            self.board = None

@@ -1,0 +1,240 @@
+"""The capacity, ring and gates experiments: small runs end to end (simulated board), bad inputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import torch
+
+from host.experiments.__main__ import main  # noqa: E402
+from host.experiments.board_session import BoardSession, check_controls
+from host.experiments.errors import ExperimentError
+from host.experiments.surrogates import load_surrogate
+from host.experiments.ring import RingConfig, normalised_gap, ring_data, ring_radii  # noqa: E402
+
+SURROGATE = "models/surrogate.onnx"
+BOARD = "sim://?seed=0"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_small_capacity_run_on_surrogate_nn_and_board(tmp_path, capsys):
+    out = tmp_path / "cap"
+    rc = main(["capacity", "--n-min", "4", "--n-max", "5", "--attempts", "3", "--epochs", "300",
+               "--systems", "surrogate,nn3,device", "--repeats", "5", "--out", str(out), "--quiet",
+               "--threads", "1", "--board", BOARD])
+    assert rc == 0
+    res = _results(out)
+    t = res["table"]
+    assert [r["n"] for r in t["surrogate"]] == [4, 5]
+    assert t["surrogate"][0]["capacity"] == 1.0          # 4 points: every labelling, easily
+    assert t["nn3"][0]["capacity"] == 1.0
+    assert t["device"][0]["labellings"] == 16 and t["device"][0]["capacity"] >= 0.75
+    assert res["vc"]["surrogate"] >= 4
+    assert (out / "capacity.png").stat().st_size > 0
+    text = (out / "capacity_table.txt").read_text()
+    assert "surrogate" in text and "device" in text and "VC" in text
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["capacity"]["attempts"] == 3 and cfg["run"]["args"]["board"] == BOARD
+
+
+def test_ring_data_geometry():
+    r0, r1 = ring_radii(0.1)
+    assert r0 ** 2 == pytest.approx(1 - r1 ** 2) and r1 - r0 == pytest.approx(0.1)
+    x, y = ring_data(200, 0.1, np.random.default_rng(1))
+    r = np.hypot(x[:, 0], x[:, 1])
+    assert (y == 0).sum() == (y == 1).sum() == 200
+    assert r[y == 0].max() <= r0 + 1e-6 and r[y == 1].min() >= r1 - 1e-6 and r.max() <= 1 + 1e-6
+    x2, _ = ring_data(200, 0.1, np.random.default_rng(1))
+    np.testing.assert_array_equal(x, x2)                 # seedable
+    # 6.25 mV on electrodes spanning 1.8 V: a gap of 6.25e-3 / 0.9 in normalised units
+    ranges = np.array([[-1.2, 0.6]] * 5 + [[-0.7, 0.3]] * 2)
+    assert normalised_gap(6.25, ranges, (1, 2)) == pytest.approx(6.25e-3 / 0.9)
+    with pytest.raises(ValueError, match="gap"):
+        RingConfig(gap_mv=-1)
+
+
+def test_small_ring_run_validates_on_the_board_and_exports(tmp_path):
+    out = tmp_path / "ring"
+    rc = main(["ring", "--trials", "4", "--chunk", "2", "--epochs", "40", "--n-per-class", "12",
+               "--noise-draws", "2", "--board-runs", "2", "--out", str(out), "--quiet", "--threads", "1"])
+    assert rc == 0
+    res = _results(out)
+    for name in ("single", "2-2-1"):
+        a = res["archs"][name]
+        assert len(a["fisher"]) == 4 and "predicted_board_accuracy" in a["best"]
+        b = res["board"][name]
+        assert len(b["runs"]) == 2 and b["accuracy_mean"] == pytest.approx(np.mean(b["runs"]))
+        # each board run scores 2 x 12 test points: the accuracy is a multiple of 1/24
+        assert all(abs(r * 24 - round(r * 24)) < 1e-9 for r in b["runs"])
+    assert (out / "ring_histograms.png").exists() and (out / "ring_violins.png").exists()
+    for key in ("nn2", "nn3"):
+        nb = res["nn_baselines"][key]
+        assert nb["trials"] == 4 and nb["test_accuracy"] <= nb["max_test_accuracy"]
+    exp = res["export"]
+    assert exp["format"] == "network-onnx" and Path(exp["path"]).exists(), exp
+    from core.io import load_network
+    net = load_network(exp["path"])
+    assert net.n_inputs == 2 and net.n_outputs == 2
+
+
+def test_ring_nn_baseline_with_three_hidden_units_learns_the_ring():
+    from host.experiments.ring import nn_baseline
+
+    cfg = RingConfig()
+    rng = np.random.default_rng(3)
+    gap = normalised_gap(cfg.gap_mv, np.array([[-1.2, 0.6]] * 7), cfg.data_electrodes)
+    x_tr, y_tr = ring_data(100, gap, rng)
+    x_te, y_te = ring_data(100, gap, rng)
+    r = nn_baseline(3, cfg, {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}, trials=40)
+    assert r["trials"] == 40 and r["train_accuracy"] >= r["test_accuracy"] - 0.05
+    assert r["test_accuracy"] > 0.93        # three logistic units can enclose the disc
+
+
+def test_exported_221_matches_the_torch_network(tmp_path):
+    from core.io import load_network, write_network
+
+    from host.networks.classifiers import DNPUNet
+
+    sur = load_surrogate(SURROGATE)
+    net = DNPUNet(sur.model, sur.ranges_v, trials=3, nodes=(2, 1), generator=torch.Generator().manual_seed(0))
+    x = torch.as_tensor(ring_data(20, 0.05, np.random.default_rng(0))[0])
+    net.calibrate(x)
+    net.eval()
+    with torch.no_grad():
+        z = net.standardised(net(x))[1].numpy()
+    path = write_network(tmp_path / "n.onnx", 2, net.to_core_layers(1, (1.5, -0.2)), SURROGATE, {})
+    got = load_network(path).evaluate(x.numpy())[:, 0]
+    np.testing.assert_allclose(got, 1.5 * z - 0.2, atol=2e-3)
+
+
+def test_a_gate_on_the_simulated_board(tmp_path):
+    out = tmp_path / "gates"
+    rc = main(["gates", "--gates", "NAND,XOR", "--trials", "6", "--epochs", "400", "--repeats", "10",
+               "--out", str(out), "--quiet", "--threads", "1"])
+    assert rc == 0
+    res = _results(out)["gates"]
+    for g in ("NAND", "XOR"):
+        assert res[g]["surrogate_ok"], res[g]
+        cur, truth = np.array(res[g]["surrogate_currents_na"]), np.array(res[g]["truth_table"])
+        m = max(cur[truth == 1].min() - cur[truth == 0].max(), cur[truth == 0].min() - cur[truth == 1].max())
+        assert m == pytest.approx(res[g]["surrogate_margin_na"], abs=1e-3)   # the kept solution is the scored one
+        assert len(res[g]["board_currents_mean_na"]) == 4
+    assert res["NAND"]["board_ok"], res["NAND"]
+    assert (out / "gates.png").exists()
+
+
+# ---- bad inputs ---------------------------------------------------------------------------------
+
+def test_wrong_surrogate_files_give_clear_errors(tmp_path, capsys):
+    assert main(["gates", "--surrogate", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "o"), "--no-board"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not onnx")
+    assert main(["ring", "--surrogate", str(bad), "--out", str(tmp_path / "o"), "--no-board"]) == 2
+    assert "not a usable DNPU surrogate" in capsys.readouterr().err
+    with pytest.raises(ExperimentError, match="does not exist"):
+        load_surrogate(tmp_path / "missing.onnx")
+
+
+def test_bad_configs_are_refused(tmp_path, capsys):
+    assert main(["capacity", "--systems", "surrogate,quantum", "--out", str(tmp_path / "o")]) == 2
+    assert "--systems" in capsys.readouterr().err
+    assert main(["ring", "--gap-mv", "-3", "--out", str(tmp_path / "o"), "--no-board"]) == 2
+    assert "gap_mv" in capsys.readouterr().err
+    assert main(["ring", "--nn-baselines", "2,x", "--out", str(tmp_path / "o"), "--no-board"]) == 2
+    assert "--nn-baselines" in capsys.readouterr().err
+    assert main(["gates", "--gates", "AND,MAYBE", "--out", str(tmp_path / "o"), "--no-board"]) == 2
+    assert "--gates" in capsys.readouterr().err
+    assert main(["gates", "--low", "0.5", "--high", "-0.5", "--out", str(tmp_path / "o"), "--no-board"]) == 2
+    assert "--low" in capsys.readouterr().err
+    assert main(["capacity", "--n-min", "8", "--n-max", "4", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_out_of_range_controls_are_clipped_with_a_warning_or_refused():
+    limits = np.array([[-1.2, 0.6]] * 5 + [[-0.7, 0.3]] * 2)
+    v = np.array([[0.0, 0.0, 0.0, 0.7, 0.0, 0.0, -0.75]])
+    warn: list[str] = []
+    with pytest.warns(UserWarning, match="clipped"):
+        c = check_controls(v, limits, "clip", "test", warn)
+    np.testing.assert_allclose(c, [[0, 0, 0, 0.6, 0, 0, -0.7]])
+    assert warn and "2 voltages outside" in warn[0]
+    with pytest.raises(ExperimentError, match="refused"):
+        check_controls(v, limits, "refuse", "test", [])
+    with pytest.raises(ExperimentError, match="non-finite"):
+        check_controls(np.full((1, 7), np.nan), limits, "clip", "test", [])
+
+
+def test_board_refuses_before_sending_and_disconnect_leaves_it_at_zero_volts():
+    from host.board.errors import BoardDisconnected
+
+    with BoardSession(BOARD, limit_policy="refuse") as s:
+        with pytest.raises(ExperimentError, match="refused"):
+            s.measure(np.array([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.9]]))
+        assert s.samples == 0
+        cur = s.measure(np.full((3, 7), 0.1))
+        assert cur.shape == (3,) and s.samples == 3
+        s.board.set(np.full(7, 0.2), ramp=False)
+        real = s.board.measure
+
+        def dropped(v, **kw):
+            raise BoardDisconnected("cable pulled (test)")
+
+        s.board.measure = dropped
+        with pytest.raises(ExperimentError, match="failed during validation after 3 samples"):
+            s.measure(np.zeros((2, 7)))
+        s.board.measure = real
+        np.testing.assert_allclose(s.board.outputs()["target"], 0.0, atol=1e-3)
+
+
+def test_disconnect_mid_ring_validation_keeps_the_runs_so_far(tmp_path, monkeypatch, capsys):
+    from host.board.errors import BoardDisconnected
+    from host.board import Board
+
+    calls = {"n": 0}
+    real = Board.measure
+
+    def flaky(self, volts, **kw):
+        calls["n"] += 1
+        if calls["n"] > 4:       # train pass (2 layers) + one test run, then the link drops
+            raise BoardDisconnected("port went away (test)")
+        return real(self, volts, **kw)
+
+    monkeypatch.setattr(Board, "measure", flaky)
+    out = tmp_path / "ring"
+    rc = main(["ring", "--archs", "2-2-1", "--trials", "2", "--chunk", "2", "--epochs", "10", "--n-per-class", "8",
+               "--noise-draws", "2", "--board-runs", "5", "--out", str(out), "--quiet", "--threads", "1"])
+    assert rc == 2
+    assert "failed during validation" in capsys.readouterr().err
+    res = _results(out)
+    assert "error" in res and len(res["board"]["2-2-1"]["runs"]) == 1
+    assert "predicted_board_accuracy" in res["archs"]["2-2-1"]["best"]
+
+
+def test_float32_rounding_at_a_limit_is_not_a_violation():
+    limits = np.array([[-1.2, 0.6]] * 5 + [[-0.7, 0.3]] * 2)
+    v = np.array([[np.float32(0.6), 0.0, 0.0, 0.0, np.float32(-1.2), 0.0, np.float32(0.3)]], dtype=np.float64)
+    warn: list[str] = []
+    out = check_controls(v, limits, "refuse", "test", warn)
+    assert not warn and np.all(out <= limits[:, 1]) and np.all(out >= limits[:, 0])
+
+
+def test_board_noise_adds_the_model_error_to_the_averaged_floor():
+    from host.experiments.ring import board_noise_std
+
+    sur = load_surrogate(SURROGATE)
+    assert board_noise_std(sur, 1) == pytest.approx(sur.test_rmse_na)
+    err2 = sur.test_rmse_na ** 2 - sur.noise_floor_na ** 2
+    assert board_noise_std(sur, 4) == pytest.approx(np.sqrt(err2 + sur.noise_floor_na ** 2 / 4))
