@@ -29,17 +29,19 @@ def check_volts(volts: Any, limits_v: Any, what: str = "volts") -> np.ndarray:
         raise ValueError(f"limits_v must be {N_ELECTRODES} finite [lo, hi] pairs with lo <= hi, "
                          f"got {np.asarray(limits_v).tolist()!r}")
     try:
-        v = np.array(volts, dtype=np.float64)
+        v = np.asarray(volts, dtype=np.float64)
     except (TypeError, ValueError):
         raise LimitError(f"{what} must be numbers, got {type(volts).__name__}") from None
     if v.ndim == 1:
         v = v.reshape(1, -1)
     if v.ndim != 2 or v.shape[1] != N_ELECTRODES:
         raise LimitError(f"{what} must have shape [n, {N_ELECTRODES}], got {np.shape(volts)}")
+    lo, hi = lim[:, 0], lim[:, 1]
+    if ((v >= lo) & (v <= hi)).all():         # the common case (NaN fails both comparisons)
+        return v
     if not np.all(np.isfinite(v)):
         i, c = np.argwhere(~np.isfinite(v))[0]
         raise LimitError(f"{what}: {ELECTRODE_NAMES[c]} sample {i}: {float(v[i, c])!r} is not a finite voltage")
-    lo, hi = lim[:, 0], lim[:, 1]
     v = np.where((v < lo) & (v >= lo - FLOAT32_SLACK_V), lo, v)
     v = np.where((v > hi) & (v <= hi + FLOAT32_SLACK_V), hi, v)
     bad = (v < lo) | (v > hi)
