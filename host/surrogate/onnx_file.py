@@ -90,6 +90,8 @@ def write(path: str | Path, weights: list[np.ndarray], biases: list[np.ndarray],
 
     if len(weights) != len(biases) or not weights:
         raise ValueError("need one bias per weight matrix")
+    if "format" in metadata:
+        raise ValueError(f"metadata may not set 'format': the file's format is {FORMAT!r}")
     nodes, inits = [], []
     cur = INPUT_NAME
     for i, (w, b) in enumerate(zip(weights, biases)):

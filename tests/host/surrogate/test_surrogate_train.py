@@ -131,6 +131,13 @@ def test_bad_amplification_is_refused(tmp_path, model_dir):
         onnx_file.read(bad)
 
 
+def test_metadata_cannot_overwrite_the_format(tmp_path, model_dir):
+    sf = onnx_file.read(model_dir / "s.onnx")
+    with pytest.raises(ValueError, match="may not set 'format'"):
+        onnx_file.write(tmp_path / "x.onnx", sf.weights, sf.biases, {**_metadata_to_write(sf), "format": "other"})
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_check_cli_finds_torch_onnxruntime_and_core_in_agreement(model_dir, capsys):
     assert main(["check", str(model_dir / "s.onnx"), "--n", "2000", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
