@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.dnpu-installed
 LOCK   := flock /tmp/dnpu-build-$(shell id -u).lock
 
-.PHONY: help venv install build build-runtime test clean surrogate models deploy experiments
+.PHONY: help venv install build build-runtime firmware test clean surrogate models deploy experiments
 
 help:
 	@echo "make test     set up .venv, build the C/Cython extensions, run the test suite"
@@ -15,6 +15,7 @@ help:
 	@echo "make models   train the MNIST networks from scratch: models/mnist.onnx, models/mnist_rf3.onnx (+ reports)"
 	@echo "make experiments  capacity, ring and gates through the surrogate, validated on the simulated board (results/)"
 	@echo "make build    rebuild the extensions after changing C/Cython sources"
+	@echo "make firmware build the board firmware's native port and test library (build/firmware/)"
 	@echo "make clean    remove build outputs and the virtual environment"
 
 $(PY):
@@ -40,8 +41,15 @@ venv install: $(STAMP)
 
 # Rebuild the extensions (incremental); build-runtime is the same on the torch-free set-up.
 REBUILD = $(LOCK) $(PIP) install -q --no-build-isolation --no-deps -e .
-build: $(STAMP)
+build: $(STAMP) firmware
 	$(REBUILD)
+
+# The board firmware (firmware/): its native port build/firmware/native/dnpu-board (what
+# sim://?firmware=native runs) and the in-process test library build/firmware/fake/.
+FIRMWARE_BUILD := build/firmware
+firmware: $(RUNTIME_STAMP)
+	$(VENV)/bin/cmake -S firmware -B $(FIRMWARE_BUILD) -DPython3_EXECUTABLE=$(abspath $(PY)) -DCMAKE_BUILD_TYPE=Release
+	$(VENV)/bin/cmake --build $(FIRMWARE_BUILD) -j2
 
 build-runtime: $(RUNTIME_STAMP)
 	$(REBUILD)
@@ -88,3 +96,10 @@ experiments: build
 	$(PY) -m host.experiments capacity --out results/capacity $(EXPERIMENT_ARGS)
 	$(PY) -m host.experiments ring --out results/ring $(EXPERIMENT_ARGS)
 	$(PY) -m host.experiments gates --out results/gates $(EXPERIMENT_ARGS)
+
+# The protocol declared once: regenerate docs/protocol.md's tables and the shared test vectors
+# from firmware/protocol/schema.toml (stdlib only; the test suite fails while they are stale).
+.PHONY: protocol
+protocol:
+	$(PYTHON) firmware/protocol/generate.py docs
+	$(PYTHON) firmware/protocol/generate.py vectors

@@ -66,17 +66,18 @@ def _volts(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(lim[:, 0], lim[:, 1], (n, N_ELECTRODES))
 
 
-def _start_sim(link: str, device: str, seed: int) -> tuple[subprocess.Popen, str]:
+def _start_sim(link: str, device: str, seed: int, firmware: str = "python") -> tuple[subprocess.Popen, str]:
     where = ["--pty"] if link == "pty" else ["--tcp", "0"]
     proc = subprocess.Popen([sys.executable, "-m", "firmware_sim", *where, "--exit-on-stdin-eof",
-                             "--options", f"device={device}&seed={seed}"],
+                             "--options", f"device={device}&seed={seed}&firmware={firmware}"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().decode().strip()
 
 
-def link_rate(link: str, device: str, n: int, seed: int, opts: BoardOptions) -> LinkResult:
-    proc, url = _start_sim(link, device, seed)
+def link_rate(link: str, device: str, n: int, seed: int, opts: BoardOptions,
+              firmware: str = "python") -> LinkResult:
+    proc, url = _start_sim(link, device, seed, firmware)
     try:
         with Board.open(url, opts) as b:
             v = _volts(n, seed + 1)
@@ -105,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--link-bytes-per-s", type=float, default=USB_FS_BYTES_PER_S,
                     help="assumed physical link for the bound (default: USB full speed, 1 MB/s)")
+    ap.add_argument("--firmware", choices=("python", "native"), default="python",
+                    help="which firmware serves the board (native: the C firmware's pty port, "
+                         "null device only)")
     a = ap.parse_args(argv)
+    if a.firmware == "native":
+        a.links, a.repeats = "pty", 0       # the native port serves a pty and null/linear devices
     opts = BoardOptions()
     period = 10e-6
 
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     dnpu = VirtualDNPU.from_seed(a.seed)
     results: list[dict] = []
     for link in a.links.split(","):
-        r = link_rate(link, "null", a.null_samples, a.seed, opts)
+        r = link_rate(link, "null", a.null_samples, a.seed, opts, a.firmware)
         results.append({**asdict(r), "model_own_samples_per_s": null_own,
                         "fraction_of_model": r.samples_per_s / null_own})
         # The machine is shared: measure the model's own rate right before and after each run
@@ -129,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({**asdict(r), "model_own_samples_per_s": own,
                          "fraction_of_model": r.samples_per_s / own})
         runs.sort(key=lambda d: d["fraction_of_model"])
+        if not runs:
+            continue
         results.append({**runs[len(runs) // 2], "fractions_all_runs": [d["fraction_of_model"] for d in runs]})
 
     checks = {}

@@ -15,11 +15,12 @@ from typing import Any
 
 from firmware_sim.board import BoardConfig, Firmware
 from firmware_sim.devices import DeviceOptions, make_device
+from firmware_sim.native import FirmwareChoice, exec_native, native_argv
 from firmware_sim.options import OptionSpec, add_arguments, build, from_arguments, option_specs, parse_query
 from firmware_sim.server import PtyLink, TcpLink, serve
 
 #: every simulator option, from the config classes that declare them
-OPTIONS: dict[str, OptionSpec] = option_specs((BoardConfig, DeviceOptions))
+OPTIONS: dict[str, OptionSpec] = option_specs((BoardConfig, DeviceOptions, FirmwareChoice))
 BAD_OPTIONS_EXIT = 2
 
 
@@ -37,17 +38,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def configure(a: argparse.Namespace) -> tuple[BoardConfig, DeviceOptions]:
-    """The board and device configs of parsed arguments (ValueError naming what is wrong)."""
+def _values(a: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = parse_query(a.options, OPTIONS)
     values.update(from_arguments(a, OPTIONS))
+    return values
+
+
+def configure(a: argparse.Namespace) -> tuple[BoardConfig, DeviceOptions]:
+    """The board and device configs of parsed arguments (ValueError naming what is wrong)."""
+    values = _values(a)
     return build(BoardConfig, OPTIONS, values), build(DeviceOptions, OPTIONS, values)
+
+
+def firmware_choice(a: argparse.Namespace) -> FirmwareChoice:
+    return build(FirmwareChoice, OPTIONS, _values(a))
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         cfg, dev_opts = configure(a)
+        if firmware_choice(a).firmware == "native":
+            if not a.pty:
+                raise ValueError("firmware=native serves a pty only (--pty)")
+            argv = native_argv(cfg, dev_opts, a.exit_on_stdin_eof)
+            sys.stdout.flush()
+            exec_native(argv)
         device = make_device(dev_opts, cfg.seed)
     except (ValueError, TypeError) as e:
         print(f"firmware_sim: {e}", file=sys.stderr)

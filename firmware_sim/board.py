@@ -35,6 +35,10 @@ COUNTER_NAMES: tuple[str, ...] = (
     "unknown_commands", "malformed", "cached_replies", "limit_rejects", "watchdog_trips",
     "port_closes", "tx_frames", "blocks_sent", "blocks_resent", "overflows", "errors_dropped")
 
+# Commands that a board answers before a successful HELLO: IDENTIFY lets a host whose schema
+# differs learn which messages differ (protocol 1.1).
+_BEFORE_HELLO = {"HELLO", "IDENTIFY"}
+
 # Commands that a board in the latched safe state still answers.
 _SAFE_OK = {"HELLO", "IDENTIFY", "STATUS", "GET_OUTPUTS", "ARM", "SAFE", "GET_ERRORS",
             "GET_COUNTERS", "CREDIT", "SWEEP_ABORT"}
@@ -159,12 +163,16 @@ class Firmware:
     """One board: protocol state machine + DAC/ADC + safety, driven by an I/O loop."""
 
     def __init__(self, config: BoardConfig, device: AnalogDevice,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 protocol: P.Schema = P.PROTOCOL) -> None:
+        """`protocol`: the message table this board speaks (tests build boards that speak
+        another one from a modified schema)."""
         self.cfg = config
+        self.protocol = protocol
         self.device = device
         self.clock = clock
         self.lock = threading.Condition()
-        self.decoder = P.FrameDecoder()
+        self.decoder = P.FrameDecoder(self.protocol)
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
         self.errors: deque[tuple[int, int, int]] = deque()
         self.cache: OrderedDict[int, tuple[int, list[bytes]]] = OrderedDict()
@@ -208,8 +216,9 @@ class Firmware:
         c = self.cfg
         lsb, v0 = c.dac_lsb_v, c.dac_span_v[0]
         ident = {
-            "protocol": {"major": P.PROTOCOL_MAJOR, "minor": P.PROTOCOL_MINOR,
-                         "schema_hash": P.SCHEMA_HASH},
+            "protocol": {"major": self.protocol.major, "minor": self.protocol.minor,
+                         "schema_hash": self.protocol.hash},
+            "schema": self.protocol.text.split("\n"),
             "firmware": f"dnpu-bench-sim {FIRMWARE_VERSION}",
             "model": "DNPU-BENCH-SIM",
             "serial": f"SIM-{c.seed:08d}",
@@ -232,7 +241,7 @@ class Firmware:
             "max_payload": P.MAX_PAYLOAD,
             "fifo_blocks": c.fifo_blocks,
             "realtime": c.realtime,
-            "commands": [m.name for m in P.MESSAGES if m.kind == "cmd"],
+            "commands": [m.name for m in self.protocol.messages if m.kind == "cmd"],
             "counters": list(COUNTER_NAMES),
             "device": self.device.describe,
         }
@@ -247,9 +256,9 @@ class Firmware:
 
     def _frame(self, name: str, seq: int, *values: int, tail: bytes | np.ndarray = b"",
                flags: int = 0) -> bytes:
-        m = P.BY_NAME[name]
+        m = self.protocol.by_name[name]
         self.counters["tx_frames"] += 1
-        return P.encode_frame(m.id, seq, m.encode(*values, tail=tail), flags)
+        return P.encode_frame(m.id, seq, m.encode(*values, tail=tail), flags, schema=self.protocol)
 
     def _error(self, seq: int, code: int, arg: int, text: str) -> list[bytes]:
         self._push_error(code, seq, arg)
@@ -301,7 +310,7 @@ class Firmware:
             self._trip(t, 2)
             self.connected = False
             self.cache.clear()
-            self.decoder = P.FrameDecoder()
+            self.decoder = P.FrameDecoder(self.protocol)
 
     def receive(self, data: bytes) -> list[bytes]:
         """Bytes in from the link; frames out (replies and NAKs)."""
@@ -413,8 +422,9 @@ class Firmware:
         t = self.clock()
         self.counters["rx_frames"] += 1
         self.last_rx = t     # any valid frame pets the watchdog
-        m = P.BY_ID.get(f.msg)
-        if m is None or m.kind != "cmd":
+        m = self.protocol.by_id.get(f.msg)
+        handler = getattr(self, "_cmd_" + m.name.lower(), None) if m is not None else None
+        if m is None or m.kind != "cmd" or handler is None:
             self.counters["unknown_commands"] += 1
             return self._error(f.seq, P.ERR_UNKNOWN_COMMAND, f.msg, f"unknown command 0x{f.msg:02x}")
         if f.flags & P.FLAG_NOREPLY:
@@ -441,23 +451,22 @@ class Firmware:
         except ValueError as e:
             self.counters["malformed"] += 1
             return self._error(f.seq, P.ERR_MALFORMED, f.msg, str(e))
-        if m.name != "HELLO" and not self.connected:
+        if m.name not in _BEFORE_HELLO and not self.connected:
             return self._error(f.seq, P.ERR_NOT_CONNECTED, f.msg, "send HELLO first")
         if not self.armed and m.name not in _SAFE_OK:
             return self._error(f.seq, P.ERR_SAFE_STATE, f.msg,
                                "safe state latched (watchdog, port closed or SAFE); send ARM")
-        handler = getattr(self, "_cmd_" + m.name.lower())
-        return handler(f.seq, values, tail, t)
+        return getattr(self, "_cmd_" + m.name.lower())(f.seq, values, tail, t)
 
     def _cmd_hello(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
         major, _minor, schema = v
-        ok = major == P.PROTOCOL_MAJOR and schema == P.SCHEMA_HASH
+        ok = major == self.protocol.major and schema == self.protocol.hash
         self.connected = ok
         if not ok:
             self._push_error(P.ERR_VERSION, seq, major)
         status = P.HELLO_OK if ok else P.HELLO_INCOMPATIBLE
-        return [self._frame("HELLO_REPLY", seq, status, P.PROTOCOL_MAJOR, P.PROTOCOL_MINOR,
-                            P.SCHEMA_HASH, P.MAX_PAYLOAD)]
+        return [self._frame("HELLO_REPLY", seq, status, self.protocol.major, self.protocol.minor,
+                            self.protocol.hash, P.MAX_PAYLOAD)]
 
     def _cmd_identify(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
         (page,) = v
@@ -597,7 +606,7 @@ class Firmware:
 
     def _credit(self, f: P.Frame) -> None:
         try:
-            (sid, nxt, window, flags), _ = P.BY_NAME["CREDIT"].decode(f.payload)
+            (sid, nxt, window, flags), _ = self.protocol.by_name["CREDIT"].decode(f.payload)
         except ValueError:
             self.counters["malformed"] += 1
             return

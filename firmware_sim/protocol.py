@@ -1,10 +1,11 @@
 """The board's side of the bench protocol (docs/protocol.md): framing and the message table.
 
 This module plays the part of the C firmware's `protocol.c`: it shares no code with the host.
-The spec and the shared test vectors (tests/host/board/protocol_vectors.json) keep the two
-implementations in step; the schema hash seeds the CRC, so a mismatch fails loudly.
+Both build their tables from the one declaration, `firmware/protocol/schema.toml`, read here
+when this module is imported; the shared test vectors (tests/host/board/protocol_vectors.json)
+keep the two codecs in step, and the schema hash seeds the CRC, so a mismatch fails loudly.
 
-Frame layout (all little-endian):
+Frame layout (all little-endian; the offsets are the schema's [framing]):
 
     0  SYNC     2 bytes 0xA5 0x5A
     2  LEN      u16  payload length, 0..MAX_PAYLOAD
@@ -14,78 +15,31 @@ Frame layout (all little-endian):
     8  HCRC     u16  CRC-16/CCITT-FALSE over bytes 0..7
    10  PAYLOAD  LEN bytes
    10+LEN CRC   u32  CRC-32 over bytes 2..10+LEN-1, started from the seed
+
+Named constants, all derived from the schema: FLAG_<name> ([frame_flags]), ERR_<name>
+([errors]), NAK_<name>, STATE_<name>, STATUS_<name> (status flag bits), HELLO_<name>,
+CREDIT_<name>, RESULT_<name>.
 """
 from __future__ import annotations
 
 import binascii
 import struct
+import tomllib
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
-
-SYNC = b"\xa5\x5a"
-OFF_SYNC = 0
-OFF_LEN = 2
-OFF_MSG = 4
-OFF_FLAGS = 5
-OFF_SEQ = 6
-OFF_HCRC = 8
-HEADER_SIZE = 10
-CRC_SIZE = 4
-HCRC_INIT = 0xFFFF
-MAX_PAYLOAD = 8192
-FRAME_OVERHEAD = HEADER_SIZE + CRC_SIZE
-
-FLAG_NOREPLY = 0x01   # request that gets no reply (CREDIT)
-FLAG_STREAM = 0x02    # unsolicited stream frame (RESULT)
-FLAG_RETRY = 0x04     # retransmission of an earlier request (informational)
-
-_HEAD = struct.Struct("<2sHBBH")       # bytes 0..7
-_HCRC = struct.Struct("<H")
-_CRC = struct.Struct("<I")
-
-# ---- error codes (ERROR.code), NAK reasons, states -----------------------------------------
-ERR_UNKNOWN_COMMAND = 1
-ERR_MALFORMED = 2
-ERR_VERSION = 3
-ERR_NOT_CONNECTED = 4
-ERR_LIMIT = 5
-ERR_SAFE_STATE = 6
-ERR_BUSY = 7
-ERR_BAD_SWEEP = 8
-ERR_OVERFLOW = 9
-ERR_WATCHDOG = 10
-ERR_BAD_PAGE = 11
-ERR_INCOMPLETE = 12
-ERR_BAD_ARGUMENT = 13
-ERR_DEVICE = 14
-
-NAK_CRC = 1
-
-STATE_IDLE = 0
-STATE_SAFE = 1
-STATE_SWEEP = 2
-STATE_RAMPING = 3
-
-STATUS_ARMED = 0x01
-STATUS_CONNECTED = 0x02
-STATUS_OVERFLOWED = 0x04
-
-HELLO_OK = 0
-HELLO_INCOMPATIBLE = 1
-
-CREDIT_REWIND = 0x01
-
-RESULT_LAST = 0x01
-RESULT_OVERFLOW = 0x02
-RESULT_ABORTED = 0x04
+#: the one protocol declaration, in the source tree (the project is installed editable)
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "firmware" / "protocol" / "schema.toml"
 
 _TYPES = {"u8": "B", "u16": "H", "u32": "I", "i16": "h", "i32": "i"}
 _NP = {"u8": "<u1", "u16": "<u2", "u32": "<u4", "i16": "<i2", "i32": "<i4"}
+_HEAD = struct.Struct("<2sHBBH")       # bytes 0..7
+_HCRC = struct.Struct("<H")
+_CRC = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
@@ -143,65 +97,113 @@ class Message:
         return values, np.frombuffer(rest, dtype=self.tail_dtype)
 
 
-def _m(*args, **kw) -> Message:
-    return Message(*args, **kw)
+# The schema's tables of named values: (table, prefix of the module constant, value key).
+_CONSTANT_TABLES = (("frame_flags", "FLAG_", "bit"), ("errors", "ERR_", "code"),
+                    ("nak_reasons", "NAK_", "code"), ("states", "STATE_", "code"),
+                    ("status_flags", "STATUS_", "bit"), ("hello_status", "HELLO_", "code"),
+                    ("credit_flags", "CREDIT_", "bit"), ("result_flags", "RESULT_", "bit"))
 
 
-MESSAGES: tuple[Message, ...] = (
-    _m(0x01, "HELLO", "cmd", "major:u8 minor:u8 schema:u32", reply="HELLO_REPLY", boot=True),
-    _m(0x02, "IDENTIFY", "cmd", "page:u16", reply="IDENTITY"),
-    _m(0x03, "STATUS", "cmd", "", reply="STATUS_REPLY"),
-    _m(0x04, "GET_OUTPUTS", "cmd", "", reply="OUTPUTS"),
-    _m(0x05, "SET", "cmd", "rate_mv_per_s:u32", tail="u16", reply="SET_REPLY"),
-    _m(0x06, "ARM", "cmd", "", reply="ACK"),
-    _m(0x07, "SAFE", "cmd", "", reply="ACK"),
-    _m(0x08, "GET_ERRORS", "cmd", "max:u8", reply="ERRORS"),
-    _m(0x09, "GET_COUNTERS", "cmd", "", reply="COUNTERS"),
-    _m(0x0A, "SWEEP_BEGIN", "cmd",
-       "sweep_id:u16 n_samples:u32 oversample:u16 period_ns:u32 block_samples:u16", reply="ACK"),
-    _m(0x0B, "SWEEP_DATA", "cmd", "sweep_id:u16 offset:u32", tail="u16", reply="ACK"),
-    _m(0x0C, "SWEEP_RUN", "cmd", "sweep_id:u16 window:u16", reply="ACK"),
-    _m(0x0D, "CREDIT", "cmd", "sweep_id:u16 next_block:u32 window:u16 flags:u8"),
-    _m(0x0E, "SWEEP_ABORT", "cmd", "sweep_id:u16", reply="ACK"),
-    _m(0x7F, "NAK", "reply", "reason:u8", boot=True),
-    _m(0x80, "ACK", "reply", ""),
-    _m(0x81, "HELLO_REPLY", "reply", "status:u8 major:u8 minor:u8 schema:u32 max_payload:u16",
-       boot=True),
-    _m(0x82, "IDENTITY", "reply", "page:u16 n_pages:u16", tail="bytes"),
-    _m(0x83, "STATUS_REPLY", "reply",
-       "state:u8 flags:u8 errors_queued:u16 uptime_ms:u32 sweep_id:u16 blocks_done:u32 blocks_total:u32"),
-    _m(0x84, "OUTPUTS", "reply", "", tail="u16"),
-    _m(0x85, "SET_REPLY", "reply", "ramp_ms:u32"),
-    _m(0x88, "ERRORS", "reply", "remaining:u16", tail="code:u16 seq:u16 arg:i32"),
-    _m(0x89, "COUNTERS", "reply", "", tail="u32"),
-    _m(0x90, "RESULT", "stream", "sweep_id:u16 block:u32 first:u32 flags:u8", tail="i32"),
-    _m(0xFF, "ERROR", "reply", "code:u16 arg:i32", tail="bytes"),
-)
+@dataclass(frozen=True)
+class Schema:
+    """One protocol declaration, parsed: versions, framing, the message table, named values.
 
-BY_ID: dict[int, Message] = {m.id: m for m in MESSAGES}
-BY_NAME: dict[str, Message] = {m.name: m for m in MESSAGES}
+    The module's own tables come from `SCHEMA_PATH`; a test builds a board that speaks another
+    table from a modified declaration (`Schema.from_toml`)."""
+
+    name: str
+    major: int
+    minor: int
+    framing: dict[str, Any]
+    messages: tuple[Message, ...]                 # ascending id
+    constants: dict[str, int]                     # "ERR_LIMIT" -> 5, ...
+    by_id: dict[int, Message] = field(init=False, repr=False, compare=False)
+    by_name: dict[str, Message] = field(init=False, repr=False, compare=False)
+    text: str = field(init=False, repr=False, compare=False)
+    hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_id", {m.id: m for m in self.messages})
+        object.__setattr__(self, "by_name", {m.name: m for m in self.messages})
+        if len(self.by_id) != len(self.messages) or len(self.by_name) != len(self.messages):
+            raise ValueError("protocol schema: duplicate message id or name")
+        text = "\n".join([f"{self.name} {self.major}"] + [m.canonical() for m in self.messages])
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "hash", zlib.crc32(text.encode("ascii")) & 0xFFFFFFFF)
+
+    @classmethod
+    def from_toml(cls, raw: dict[str, Any]) -> "Schema":
+        msgs = sorted((Message(int(m["id"]), m["name"], m["kind"], " ".join(m.get("fields", [])),
+                               m.get("tail", ""), m.get("reply", ""), bool(m.get("boot", False)))
+                       for m in raw["message"]), key=lambda m: m.id)
+        consts = {prefix + name: int(v[key]) for table, prefix, key in _CONSTANT_TABLES
+                  for name, v in raw[table].items()}
+        p = raw["protocol"]
+        return cls(p["name"], int(p["major"]), int(p["minor"]), dict(raw["framing"]),
+                   tuple(msgs), consts)
+
+    @classmethod
+    def load(cls, path: Path = SCHEMA_PATH) -> "Schema":
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"protocol schema {path} is missing: firmware_sim reads it from the source tree "
+                f"(install the project editable, from a checkout)") from None
+        return cls.from_toml(raw)
+
+    def crc_seed(self, msg_id: int) -> int:
+        m = self.by_id.get(msg_id)
+        return 0 if (m is not None and m.boot) else self.hash
+
+
+#: the protocol this board speaks
+PROTOCOL: Schema = Schema.load()
+
+PROTOCOL_MAJOR = PROTOCOL.major
+PROTOCOL_MINOR = PROTOCOL.minor
+
+_FR = PROTOCOL.framing
+SYNC = bytes(_FR["sync"])
+OFF_SYNC: int = _FR["off_sync"]
+OFF_LEN: int = _FR["off_len"]
+OFF_MSG: int = _FR["off_msg"]
+OFF_FLAGS: int = _FR["off_flags"]
+OFF_SEQ: int = _FR["off_seq"]
+OFF_HCRC: int = _FR["off_hcrc"]
+HEADER_SIZE: int = _FR["header_size"]
+CRC_SIZE: int = _FR["crc_size"]
+HCRC_INIT: int = _FR["hcrc_init"]
+MAX_PAYLOAD: int = _FR["max_payload"]
+FRAME_OVERHEAD = HEADER_SIZE + CRC_SIZE
+if (_HEAD.size, _HEAD.size + _HCRC.size, _CRC.size) != (OFF_HCRC, HEADER_SIZE, CRC_SIZE):
+    raise ValueError("protocol schema: [framing] does not match this codec's header layout")
+
+# FLAG_NOREPLY, ERR_LIMIT, STATE_SAFE, STATUS_ARMED, ... (see the module docstring)
+globals().update(PROTOCOL.constants)
+
+MESSAGES: tuple[Message, ...] = PROTOCOL.messages
+BY_ID: dict[int, Message] = PROTOCOL.by_id
+BY_NAME: dict[str, Message] = PROTOCOL.by_name
+SCHEMA_HASH: int = PROTOCOL.hash
 
 
 def schema_text() -> str:
-    lines = [f"dnpu-bench-protocol {PROTOCOL_MAJOR}"]
-    lines += [m.canonical() for m in sorted(MESSAGES, key=lambda m: m.id)]
-    return "\n".join(lines)
-
-
-SCHEMA_HASH = zlib.crc32(schema_text().encode("ascii")) & 0xFFFFFFFF
+    return PROTOCOL.text
 
 
 def crc_seed(msg_id: int) -> int:
-    m = BY_ID.get(msg_id)
-    return 0 if (m is not None and m.boot) else SCHEMA_HASH
+    return PROTOCOL.crc_seed(msg_id)
 
 
-def encode_frame(msg_id: int, seq: int, payload: bytes, flags: int = 0, seed: int | None = None) -> bytes:
+def encode_frame(msg_id: int, seq: int, payload: bytes, flags: int = 0, seed: int | None = None,
+                 schema: Schema = PROTOCOL) -> bytes:
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} bytes exceeds MAX_PAYLOAD {MAX_PAYLOAD}")
     head = _HEAD.pack(SYNC, len(payload), msg_id, flags, seq & 0xFFFF)
     head += _HCRC.pack(binascii.crc_hqx(head, HCRC_INIT))
-    s = crc_seed(msg_id) if seed is None else seed
+    s = schema.crc_seed(msg_id) if seed is None else seed
     crc = zlib.crc32(payload, zlib.crc32(head[OFF_LEN:], s))
     return head + payload + _CRC.pack(crc)
 
@@ -229,9 +231,10 @@ class FrameDecoder:
     failed) so the caller can NAK them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, schema: Schema = PROTOCOL) -> None:
         self.buf = bytearray()
         self.stats = DecoderStats()
+        self.schema = schema
 
     def feed(self, data: bytes) -> tuple[list[Frame], list[tuple[int, int]]]:
         buf = self.buf
@@ -263,7 +266,7 @@ class FrameDecoder:
                 break
             (crc,) = _CRC.unpack_from(buf, end)
             body = bytes(buf[i + OFF_LEN:end])
-            if zlib.crc32(body, crc_seed(msg)) != crc:
+            if zlib.crc32(body, self.schema.crc_seed(msg)) != crc:
                 st.crc_errors += 1
                 bad.append((msg, seq))
                 pos = i + 1

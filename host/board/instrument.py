@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -18,7 +19,7 @@ import numpy as np
 from core.electrodes import N_ELECTRODES
 from host.board import protocol as P
 from host.board.errors import (BoardError, BoardTimeout, IncompatibleBoard, LimitError,
-                               ProtocolError, SafeStateError)
+                               ProtocolError, RemoteError, SafeStateError)
 from host.board.limits import check_volts
 from host.board.link import HostCounters, Link
 from host.board.sweep import SweepSizes, SweepStream
@@ -134,13 +135,37 @@ class Board:
         if h["status"] != P.HELLO_OK or h["major"] != P.PROTOCOL_MAJOR or h["schema"] != P.SCHEMA_HASH:
             raise IncompatibleBoard(
                 f"board speaks protocol {h['major']}.{h['minor']} schema 0x{h['schema']:08x}; "
-                f"host speaks {P.PROTOCOL_MAJOR}.{P.PROTOCOL_MINOR} schema 0x{P.SCHEMA_HASH:08x}")
+                f"host speaks {P.PROTOCOL_MAJOR}.{P.PROTOCOL_MINOR} schema 0x{P.SCHEMA_HASH:08x}; "
+                + self._schema_difference(h["schema"]))
 
-    def _identify(self) -> dict[str, Any]:
+    def _schema_difference(self, board_hash: int) -> str:
+        """Which messages differ, from the schema the board serves in its identity. IDENTIFY is
+        sent with the board's hash as CRC seed, which works when IDENTIFY and IDENTITY are laid
+        out alike on both sides (checked on the served schema before anything else is used)."""
+        try:
+            ident = self._read_identity(board_hash)
+        except RemoteError as e:
+            return f"the board does not serve its schema before HELLO (protocol < 1.1?): {e}"
+        except BoardError as e:
+            return f"could not read the board's schema: {e}"
+        lines = ident.get("schema")
+        if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+            return "the board's identity lists no schema"
+        if zlib.crc32("\n".join(lines).encode("ascii", "replace")) != board_hash:
+            return "the schema the board serves does not match its hash"
+        own = P.SCHEMA_TEXT.split("\n")
+        for name in ("IDENTIFY", "IDENTITY"):
+            if [x for x in lines if x.split()[1:2] == [name]] != [x for x in own if x.split()[1:2] == [name]]:
+                return f"{name} itself differs, so the board's schema cannot be read"
+        diff = P.schema_difference(lines, own)
+        return "messages that differ: " + "; ".join(diff) if diff else "no message differs"
+
+    def _read_identity(self, schema_hash: int | None = None) -> dict[str, Any]:
+        """IDENTIFY pages 0..n_pages-1, the concatenated tails as one JSON object."""
         chunks: list[bytes] = []
         page, n_pages = 0, 1
         while page < n_pages:
-            f = self.link.expect("IDENTITY", "IDENTIFY", page=page)
+            f = self.link.expect("IDENTITY", "IDENTIFY", schema_hash=schema_hash, page=page)
             if f["page"] != page:
                 raise ProtocolError(f"IDENTITY page {f['page']} for request {page}")
             n_pages = f["n_pages"]
@@ -150,6 +175,12 @@ class Board:
             ident = json.loads(b"".join(chunks))
         except ValueError as e:
             raise ProtocolError(f"identity is not JSON: {e}") from None
+        if not isinstance(ident, dict):
+            raise ProtocolError("identity is not a JSON object")
+        return ident
+
+    def _identify(self) -> dict[str, Any]:
+        ident = self._read_identity()
         missing = [k for k in _IDENTITY_KEYS if k not in ident]
         if missing:
             raise ProtocolError(f"identity lacks {missing}")

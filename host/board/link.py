@@ -102,28 +102,42 @@ class Link:
         return out
 
     # ---- requests -----------------------------------------------------------------------
-    def request(self, name: str, tail: bytes | np.ndarray = b"", **fields: int) -> P.Frame:
+    def request(self, name: str, tail: bytes | np.ndarray = b"", schema_hash: int | None = None,
+                **fields: int) -> P.Frame:
         """Send command `name` and return its reply (ERROR raises RemoteError)."""
         spec = P.SCHEMA[name]
-        return self.request_raw(spec.id, spec.pack(tail, **fields))
+        return self.request_raw(spec.id, spec.pack(tail, **fields), schema_hash=schema_hash)
 
-    def expect(self, reply: str, name: str, tail: bytes | np.ndarray = b"", **fields: int) -> dict[str, Any]:
+    def expect(self, reply: str, name: str, tail: bytes | np.ndarray = b"",
+               schema_hash: int | None = None, **fields: int) -> dict[str, Any]:
         """`request(name, ...)`, checked to be answered by `reply`; its decoded fields."""
-        f = self.request(name, tail, **fields)
+        f = self.request(name, tail, schema_hash, **fields)
         if f.name != reply:
             raise ProtocolError(f"expected {reply}, got {f.name}")
         return f.fields()
 
-    def request_raw(self, msg_id: int, payload: bytes, flags: int = 0) -> P.Frame:
+    def request_raw(self, msg_id: int, payload: bytes, flags: int = 0,
+                    schema_hash: int | None = None) -> P.Frame:
         """Send a frame and wait for the reply with its sequence number, resending the same
-        frame (with RETRY set) after each timeout or NAK."""
+        frame (with RETRY set) after each timeout or NAK. `schema_hash` seeds the CRC of both
+        (default: the host's own; another board's to ask it IDENTIFY before a HELLO fails)."""
+        with self.lock:
+            own = self._decoder.schema_hash
+            if schema_hash is not None:
+                self._decoder.schema_hash = schema_hash
+            try:
+                return self._request(msg_id, payload, flags, self._decoder.schema_hash)
+            finally:
+                self._decoder.schema_hash = own
+
+    def _request(self, msg_id: int, payload: bytes, flags: int, schema_hash: int) -> P.Frame:
         with self.lock:
             self._seq = seq = (self._seq + 1) & 0xFFFF
-            frame = P.encode_frame(msg_id, seq, payload, flags)
+            frame = P.encode_frame(msg_id, seq, payload, flags, schema_hash)
             for attempt in range(self.retries + 1):
                 if attempt:
                     self.counters.retries += 1
-                    frame = P.encode_frame(msg_id, seq, payload, flags | P.FLAG_RETRY)
+                    frame = P.encode_frame(msg_id, seq, payload, flags | P.FLAG_RETRY, schema_hash)
                 self.send(frame)
                 deadline = time.monotonic() + self.timeout_s
                 nak = False

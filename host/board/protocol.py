@@ -1,95 +1,83 @@
 """The host's implementation of the bench protocol (docs/protocol.md).
 
-Independent of `firmware_sim` on purpose: a real board runs C firmware. The spec, the shared
-test vectors (tests/host/board/protocol_vectors.json) and the schema-seeded CRC keep them in step.
+Independent of `firmware_sim` on purpose: a real board runs C firmware. All three (this module,
+the simulated board's `firmware_sim/protocol.py` and the C firmware's generated header) are
+built from the one declaration, `firmware/protocol/schema.toml`, which this module reads when
+it is imported; the shared test vectors (tests/host/board/protocol_vectors.json) and the
+schema-seeded CRC keep the codecs in step.
 
 Three layers, as in the spec: framing (`encode_frame`, `FrameDecoder`) and schema (`SCHEMA`, one
 declaration per message from which every codec is derived) here; request/reply in `link.py`.
+
+Named constants, all derived from the schema: FLAG_<name> ([frame_flags]), ERR_<name>
+([errors]), NAK_<name>, STATE_<name>, STATUS_<name> (status flag bits), HELLO_<name>,
+CREDIT_<name>, RESULT_<name>; `ERROR_NAMES` / `ERROR_CODES` and `STATE_NAMES` by value.
 """
 from __future__ import annotations
 
 import binascii
 import struct
+import tomllib
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from host.board.errors import ProtocolError
 
-PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+#: the one protocol declaration, in the source tree (the project is installed editable)
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "firmware" / "protocol" / "schema.toml"
 
-# ---- framing: every offset named --------------------------------------------------------
-SYNC = b"\xa5\x5a"
-OFF_SYNC = 0
-OFF_LEN = 2
-OFF_MSG = 4
-OFF_FLAGS = 5
-OFF_SEQ = 6
-OFF_HCRC = 8
-HEADER_SIZE = 10
-CRC_SIZE = 4
+
+def _read_schema(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ProtocolError(f"protocol schema {path} is missing: host.board reads it from the "
+                            f"source tree (install the project editable, from a checkout)") from None
+
+
+_DECL = _read_schema(SCHEMA_PATH)
+
+PROTOCOL_NAME: str = _DECL["protocol"]["name"]
+PROTOCOL_MAJOR: int = _DECL["protocol"]["major"]
+PROTOCOL_MINOR: int = _DECL["protocol"]["minor"]
+
+# ---- framing: every offset named (the schema's [framing]) -------------------------------
+_FR: dict[str, int] = {k: v for k, v in _DECL["framing"].items() if k != "sync"}
+SYNC = bytes(_DECL["framing"]["sync"])
+OFF_SYNC = _FR["off_sync"]
+OFF_LEN = _FR["off_len"]
+OFF_MSG = _FR["off_msg"]
+OFF_FLAGS = _FR["off_flags"]
+OFF_SEQ = _FR["off_seq"]
+OFF_HCRC = _FR["off_hcrc"]
+HEADER_SIZE = _FR["header_size"]
+CRC_SIZE = _FR["crc_size"]
 FRAME_OVERHEAD = HEADER_SIZE + CRC_SIZE
-HCRC_INIT = 0xFFFF
-MAX_PAYLOAD = 8192
+HCRC_INIT = _FR["hcrc_init"]
+MAX_PAYLOAD = _FR["max_payload"]
 
-FLAG_NOREPLY = 0x01
-FLAG_STREAM = 0x02
-FLAG_RETRY = 0x04
+# ---- named values: FLAG_NOREPLY, ERR_LIMIT, STATUS_ARMED, RESULT_LAST, ... ----------------
+_NAMED = {"frame_flags": ("FLAG_", "bit"), "errors": ("ERR_", "code"), "nak_reasons": ("NAK_", "code"),
+          "states": ("STATE_", "code"), "status_flags": ("STATUS_", "bit"),
+          "hello_status": ("HELLO_", "code"), "credit_flags": ("CREDIT_", "bit"),
+          "result_flags": ("RESULT_", "bit")}
+globals().update({prefix + name: int(v[key]) for table, (prefix, key) in _NAMED.items()
+                  for name, v in _DECL[table].items()})
 
-CREDIT_REWIND = 0x01
-RESULT_LAST = 0x01
-RESULT_OVERFLOW = 0x02
-RESULT_ABORTED = 0x04
-
-HELLO_OK = 0
-
-STATE_NAMES = {0: "idle", 1: "safe", 2: "sweep", 3: "ramping"}
-STATUS_ARMED = 0x01
-STATUS_CONNECTED = 0x02
-STATUS_OVERFLOWED = 0x04
-
-ERROR_NAMES = {
-    1: "UNKNOWN_COMMAND", 2: "MALFORMED", 3: "VERSION", 4: "NOT_CONNECTED", 5: "LIMIT",
-    6: "SAFE_STATE", 7: "BUSY", 8: "BAD_SWEEP", 9: "OVERFLOW", 10: "WATCHDOG", 11: "BAD_PAGE",
-    12: "INCOMPLETE", 13: "BAD_ARGUMENT", 14: "DEVICE",
-}
+STATE_NAMES: dict[int, str] = {int(v["code"]): k.lower() for k, v in _DECL["states"].items()}
+ERROR_NAMES: dict[int, str] = {int(v["code"]): k for k, v in _DECL["errors"].items()}
 ERROR_CODES = {v: k for k, v in ERROR_NAMES.items()}
 
-# ---- schema: one line per message -------------------------------------------------------
-#  id   name          kind    head fields                                   | tail      | boot
-_TABLE = """
-0x01 HELLO         cmd    major:u8 minor:u8 schema:u32                                  |        | boot
-0x02 IDENTIFY      cmd    page:u16                                                       |        |
-0x03 STATUS        cmd                                                                   |        |
-0x04 GET_OUTPUTS   cmd                                                                   |        |
-0x05 SET           cmd    rate_mv_per_s:u32                                              | u16    |
-0x06 ARM           cmd                                                                   |        |
-0x07 SAFE          cmd                                                                   |        |
-0x08 GET_ERRORS    cmd    max:u8                                                         |        |
-0x09 GET_COUNTERS  cmd                                                                   |        |
-0x0a SWEEP_BEGIN   cmd    sweep_id:u16 n_samples:u32 oversample:u16 period_ns:u32 block_samples:u16 | |
-0x0b SWEEP_DATA    cmd    sweep_id:u16 offset:u32                                        | u16    |
-0x0c SWEEP_RUN     cmd    sweep_id:u16 window:u16                                        |        |
-0x0d CREDIT        cmd    sweep_id:u16 next_block:u32 window:u16 flags:u8                |        |
-0x0e SWEEP_ABORT   cmd    sweep_id:u16                                                   |        |
-0x7f NAK           reply  reason:u8                                                      |        | boot
-0x80 ACK           reply                                                                 |        |
-0x81 HELLO_REPLY   reply  status:u8 major:u8 minor:u8 schema:u32 max_payload:u16         |        | boot
-0x82 IDENTITY      reply  page:u16 n_pages:u16                                           | bytes  |
-0x83 STATUS_REPLY  reply  state:u8 flags:u8 errors_queued:u16 uptime_ms:u32 sweep_id:u16 blocks_done:u32 blocks_total:u32 | |
-0x84 OUTPUTS       reply                                                                 | u16    |
-0x85 SET_REPLY     reply  ramp_ms:u32                                                    |        |
-0x88 ERRORS        reply  remaining:u16                                                  | code:u16 seq:u16 arg:i32 |
-0x89 COUNTERS      reply                                                                 | u32    |
-0x90 RESULT        stream sweep_id:u16 block:u32 first:u32 flags:u8                      | i32    |
-0xff ERROR         reply  code:u16 arg:i32                                               | bytes  |
-"""
-
-_STRUCT = {"u8": "B", "u16": "H", "u32": "I", "i16": "h", "i32": "i"}
-_DTYPE = {"u8": "<u1", "u16": "<u2", "u32": "<u4", "i16": "<i2", "i32": "<i4"}
+# ---- schema: one declaration per message --------------------------------------------------
+_TYPE_SIZES: dict[str, int] = {t: int(v["size"]) for t, v in _DECL["types"].items()}
+_STRUCT = {(1, False): "B", (2, False): "H", (4, False): "I", (2, True): "h", (4, True): "i"}
+_STRUCT_OF = {t: _STRUCT[(int(v["size"]), bool(v["signed"]))] for t, v in _DECL["types"].items()}
+_DTYPE_OF = {t: f"<{'i' if v['signed'] else 'u'}{v['size']}" for t, v in _DECL["types"].items()}
 
 
 @dataclass(frozen=True)
@@ -103,6 +91,7 @@ class MessageSpec:
     boot: bool
     head: struct.Struct = field(repr=False, compare=False)
     tail_dtype: Any = field(repr=False, compare=False)
+    reply: str = ""
 
     def canonical(self) -> str:
         f = " ".join(f"{n}:{t}" for n, t in zip(self.fields, self.types))
@@ -139,30 +128,52 @@ class MessageSpec:
         return out
 
 
-def _parse_table(text: str) -> dict[str, MessageSpec]:
-    specs: dict[str, MessageSpec] = {}
-    for line in text.strip().splitlines():
-        main, tail, boot = (s.strip() for s in line.split("|"))
-        words = main.split()
-        mid, name, kind, fl = int(words[0], 16), words[1], words[2], words[3:]
-        names = tuple(f.split(":")[0] for f in fl)
-        types = tuple(f.split(":")[1] for f in fl)
-        head = struct.Struct("<" + "".join(_STRUCT[t] for t in types))
-        if tail in ("", "bytes"):
-            dt = None
-        elif ":" in tail:
-            dt = np.dtype([(n, _DTYPE[t]) for n, t in (x.split(":") for x in tail.split())])
-        else:
-            dt = np.dtype(_DTYPE[tail])
-        specs[name] = MessageSpec(mid, name, kind, names, types, tail, boot == "boot", head, dt)
-    return specs
+def _spec(m: dict[str, Any]) -> MessageSpec:
+    pairs = [f.split(":") for f in m.get("fields", [])]
+    names = tuple(n for n, _ in pairs)
+    types = tuple(t for _, t in pairs)
+    head = struct.Struct("<" + "".join(_STRUCT_OF[t] for t in types))
+    tail: str = m.get("tail", "")
+    if tail in ("", "bytes"):
+        dt = None
+    elif ":" in tail:
+        dt = np.dtype([(n, _DTYPE_OF[t]) for n, t in (x.split(":") for x in tail.split())])
+    else:
+        dt = np.dtype(_DTYPE_OF[tail])
+    return MessageSpec(int(m["id"]), m["name"], m["kind"], names, types, tail,
+                       bool(m.get("boot", False)), head, dt, m.get("reply", ""))
 
 
-SCHEMA: dict[str, MessageSpec] = _parse_table(_TABLE)
+SCHEMA: dict[str, MessageSpec] = {s.name: s for s in sorted(map(_spec, _DECL["message"]),
+                                                              key=lambda s: s.id)}
 BY_ID: dict[int, MessageSpec] = {m.id: m for m in SCHEMA.values()}
-SCHEMA_TEXT = "\n".join([f"dnpu-bench-protocol {PROTOCOL_MAJOR}"]
-                        + [m.canonical() for m in sorted(SCHEMA.values(), key=lambda m: m.id)])
+SCHEMA_TEXT = "\n".join([f"{PROTOCOL_NAME} {PROTOCOL_MAJOR}"] + [m.canonical() for m in SCHEMA.values()])
 SCHEMA_HASH = zlib.crc32(SCHEMA_TEXT.encode("ascii")) & 0xFFFFFFFF
+
+
+def schema_difference(board_lines: list[str], host_lines: list[str] | None = None) -> list[str]:
+    """Which messages differ between a board's canonical schema lines and the host's:
+    "NAME: board [...] vs host [...]", "NAME: board only [...]", "NAME: host only [...]"."""
+    host_lines = SCHEMA_TEXT.split("\n") if host_lines is None else host_lines
+    out: list[str] = []
+    if board_lines[:1] != host_lines[:1]:
+        out.append(f"protocol: board {board_lines[:1]} vs host {host_lines[:1]}")
+
+    def by_name(lines: list[str]) -> dict[str, str]:
+        return {ln.split()[1]: ln for ln in lines[1:] if len(ln.split()) > 1}
+
+    board, host = by_name(board_lines), by_name(host_lines)
+    for name in sorted(set(board) | set(host), key=lambda n: (board.get(n) or host[n])[:2]):
+        b, h = board.get(name), host.get(name)
+        if b == h:
+            continue
+        if h is None:
+            out.append(f"{name}: board only [{b}]")
+        elif b is None:
+            out.append(f"{name}: host only [{h}]")
+        else:
+            out.append(f"{name}: board [{b}] vs host [{h}]")
+    return out
 
 
 def seed_for(msg_id: int, schema_hash: int = SCHEMA_HASH) -> int:

@@ -30,10 +30,15 @@ def _random_volts(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(LIMITS_V[:, 0], LIMITS_V[:, 1], (n, N_ELECTRODES))
 
 
-@pytest.fixture(scope="session")
-def linear_url() -> str:
-    """A deterministic, noise-free simulated board (linear device, no DAC errors)."""
-    return LINEAR_URL
+#: the firmwares a sim:// board can run: this simulator, and the C firmware's native port
+FIRMWARES = ("python", "native")
+
+
+@pytest.fixture(scope="session", params=FIRMWARES, ids=[f"fw-{f}" for f in FIRMWARES])
+def linear_url(request) -> str:
+    """A deterministic, noise-free simulated board (linear device, no DAC errors), served by each
+    firmware in turn: the same conformance tests run against both."""
+    return LINEAR_URL if request.param == "python" else f"{LINEAR_URL}&firmware={request.param}"
 
 
 @pytest.fixture(scope="session")

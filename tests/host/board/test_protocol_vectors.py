@@ -1,5 +1,7 @@
 """Both implementations of the protocol (host and firmware) agree byte for byte with the
-shared test vectors; the schema hash seeds the CRC so a table mismatch fails loudly."""
+shared test vectors (written by firmware/protocol/generate.py's reference encoder from
+firmware/protocol/schema.toml, one per message); the schema hash seeds the CRC so a table
+mismatch fails loudly."""
 from __future__ import annotations
 
 import json
@@ -25,8 +27,30 @@ def test_schema_hash_matches_vectors_and_spec() -> None:
 def test_framing_constants_agree() -> None:
     for name in ("SYNC", "OFF_LEN", "OFF_MSG", "OFF_FLAGS", "OFF_SEQ", "OFF_HCRC", "HEADER_SIZE",
                  "CRC_SIZE", "MAX_PAYLOAD", "HCRC_INIT", "FLAG_NOREPLY", "FLAG_STREAM",
-                 "CREDIT_REWIND", "RESULT_LAST", "RESULT_OVERFLOW"):
+                 "CREDIT_REWIND", "RESULT_LAST", "RESULT_OVERFLOW", "PROTOCOL_MAJOR",
+                 "PROTOCOL_MINOR", "FRAME_OVERHEAD"):
         assert getattr(H, name) == getattr(F, name), name
+
+
+def test_named_values_agree_and_keep_their_values() -> None:
+    prefixes = ("FLAG_", "ERR_", "NAK_", "STATE_", "STATUS_", "HELLO_", "CREDIT_", "RESULT_")
+    h = {k: v for k, v in vars(H).items() if k.startswith(prefixes) and isinstance(v, int)}
+    f = {k: v for k, v in vars(F).items() if k.startswith(prefixes) and isinstance(v, int)}
+    assert h == f
+    # the values the wire has always had (the schema reproduces them)
+    assert (F.ERR_LIMIT, F.ERR_DEVICE, F.NAK_CRC, F.STATE_RAMPING, F.HELLO_INCOMPATIBLE) == (5, 14, 1, 3, 1)
+    assert (H.STATUS_ARMED, H.STATUS_CONNECTED, H.STATUS_OVERFLOWED, H.FLAG_RETRY) == (1, 2, 4, 4)
+    assert H.STATE_NAMES == {0: "idle", 1: "safe", 2: "sweep", 3: "ramping"}
+    assert H.ERROR_NAMES == {v: k[4:] for k, v in f.items() if k.startswith("ERR_")}
+    assert H.ERROR_CODES["LIMIT"] == 5 and H.MAX_PAYLOAD == 8192
+
+
+def test_every_message_has_a_vector_and_both_tables_agree() -> None:
+    names = [v["name"] for v in VECTORS["frames"]]
+    assert sorted(names) == sorted(H.SCHEMA) == sorted(F.BY_NAME) and len(names) == len(set(names))
+    for name, spec in H.SCHEMA.items():
+        m = F.BY_NAME[name]
+        assert (spec.id, spec.kind, spec.canonical(), spec.reply) == (m.id, m.kind, m.canonical(), m.reply)
 
 
 def _tail(v: dict, spec: H.MessageSpec):
@@ -50,14 +74,18 @@ def test_vector(v: dict) -> None:
     (f,) = H.FrameDecoder().feed(frame)
     assert (f.msg, f.seq, f.flags) == (spec.id, v["seq"], v["flags"])
     got = f.fields()
-    for k, val in v["fields"].items():
-        assert got[k] == val
+    assert {k: got[k] for k in spec.fields} == v["fields"]
+    if spec.tail:
+        assert bytes(got["tail"]) == bytes(_tail(v, spec))
     # firmware decoder and encoder
     frames, bad = F.FrameDecoder().feed(frame)
     assert not bad and len(frames) == 1 and frames[0].payload == f.payload
     m = F.BY_NAME[v["name"]]
-    values, _ = m.decode(frames[0].payload)
-    assert F.encode_frame(m.id, v["seq"], m.encode(*values, tail=_tail(v, spec)), v["flags"]) == frame
+    values, tail = m.decode(frames[0].payload)
+    assert dict(zip(m.names, values)) == v["fields"]
+    assert bytes(tail) == bytes(_tail(v, spec))
+    fields = tuple(v["fields"][n] for n in m.names)
+    assert F.encode_frame(m.id, v["seq"], m.encode(*fields, tail=_tail(v, spec)), v["flags"]) == frame
 
 
 def test_wrong_schema_seed_fails_crc_but_boot_messages_pass() -> None:

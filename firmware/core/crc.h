@@ -1,0 +1,12 @@
+/* CRC-16/CCITT-FALSE (frame header) and CRC-32/ISO-HDLC with a seed (frame body, zlib's crc32). */
+#ifndef DNPU_CRC_H
+#define DNPU_CRC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+uint16_t dnpu_crc16(const uint8_t *p, size_t n, uint16_t init);
+/* zlib's crc32(seed, p, n): continue a CRC-32 from `seed` (0 to start). */
+uint32_t dnpu_crc32(uint32_t seed, const uint8_t *p, size_t n);
+
+#endif
