@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.dnpu-installed
 LOCK   := flock /tmp/dnpu-build-$(shell id -u).lock
 
-.PHONY: help venv install build build-runtime firmware test clean surrogate models deploy experiments
+.PHONY: help venv install build build-runtime firmware firmware-qemu test clean surrogate models deploy experiments
 
 help:
 	@echo "make test     set up .venv, build the C/Cython extensions, run the test suite"
@@ -15,7 +15,8 @@ help:
 	@echo "make models   train the MNIST networks from scratch: models/mnist.onnx, models/mnist_rf3.onnx (+ reports)"
 	@echo "make experiments  capacity, ring and gates through the surrogate, validated on the simulated board (results/)"
 	@echo "make build    rebuild the extensions after changing C/Cython sources"
-	@echo "make firmware build the board firmware's native port and test library (build/firmware/)"
+	@echo "make firmware build the board firmware's native port and test library (build/firmware/), and a"
+	@echo "              sanitized build with the fuzz driver (build/firmware-asan/)"
 	@echo "make clean    remove build outputs and the virtual environment"
 
 $(PY):
@@ -43,13 +44,25 @@ venv install: $(STAMP)
 REBUILD = $(LOCK) $(PIP) install -q --no-build-isolation --no-deps -e .
 build: $(STAMP) firmware
 	$(REBUILD)
+	@if command -v arm-none-eabi-gcc >/dev/null; then $(MAKE) --no-print-directory firmware-qemu; fi
 
 # The board firmware (firmware/): its native port build/firmware/native/dnpu-board (what
 # sim://?firmware=native runs) and the in-process test library build/firmware/fake/.
+# Also the same firmware under -fsanitize=address,undefined in build/firmware-asan/ (its fuzz
+# driver fuzz/dnpu-fuzz is what tests/firmware/test_fuzz_sanitized.py runs).
 FIRMWARE_BUILD := build/firmware
+FIRMWARE_ASAN_BUILD := build/firmware-asan
 firmware: $(RUNTIME_STAMP)
 	$(VENV)/bin/cmake -S firmware -B $(FIRMWARE_BUILD) -DPython3_EXECUTABLE=$(abspath $(PY)) -DCMAKE_BUILD_TYPE=Release
 	$(VENV)/bin/cmake --build $(FIRMWARE_BUILD) -j2
+	$(VENV)/bin/cmake -S firmware -B $(FIRMWARE_ASAN_BUILD) -DPython3_EXECUTABLE=$(abspath $(PY)) \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DDNPU_SANITIZE=ON
+	$(VENV)/bin/cmake --build $(FIRMWARE_ASAN_BUILD) -j2 --target dnpu-fuzz dnpu-board
+
+# The qemu port (firmware/ports/qemu/): the STM32F405 image that sim://?firmware=qemu runs.
+firmware-qemu: $(RUNTIME_STAMP)
+	$(VENV)/bin/cmake -S firmware/ports/qemu -B build/firmware-qemu -DCMAKE_TOOLCHAIN_FILE=$(abspath firmware/ports/qemu/arm-none-eabi.cmake) -DPython3_EXECUTABLE=$(abspath $(PY))
+	$(VENV)/bin/cmake --build build/firmware-qemu -j2
 
 build-runtime: $(RUNTIME_STAMP)
 	$(REBUILD)

@@ -107,11 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--link-bytes-per-s", type=float, default=USB_FS_BYTES_PER_S,
                     help="assumed physical link for the bound (default: USB full speed, 1 MB/s)")
     ap.add_argument("--firmware", choices=("python", "native"), default="python",
-                    help="which firmware serves the board (native: the C firmware's pty port, "
-                         "null device only)")
+                    help="which firmware serves the board (native: the C firmware's pty port)")
     a = ap.parse_args(argv)
     if a.firmware == "native":
-        a.links, a.repeats = "pty", 0       # the native port serves a pty and null/linear devices
+        a.links = "pty"                     # the native port serves a pty
     opts = BoardOptions()
     period = 10e-6
 
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for _ in range(a.repeats):
             before = model_rate(dnpu, a.dnpu_samples // 2, opts.block_samples, period, a.seed)
-            r = link_rate(link, "dnpu", a.dnpu_samples, a.seed, opts)
+            r = link_rate(link, "dnpu", a.dnpu_samples, a.seed, opts, a.firmware)
             after = model_rate(dnpu, a.dnpu_samples // 2, opts.block_samples, period, a.seed)
             own = (before + after) / 2
             runs.append({**asdict(r), "model_own_samples_per_s": own,

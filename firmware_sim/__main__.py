@@ -7,17 +7,15 @@ host's sim:// URL carries); unknown options are refused (exit status 2) with the
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
-import threading
 from typing import Any
 
 from firmware_sim.board import BoardConfig, Firmware
 from firmware_sim.devices import DeviceOptions, make_device
 from firmware_sim.native import FirmwareChoice, exec_native, native_argv
 from firmware_sim.options import OptionSpec, add_arguments, build, from_arguments, option_specs, parse_query
-from firmware_sim.server import PtyLink, TcpLink, serve
+from firmware_sim.qemu import serve_qemu
+from firmware_sim.server import PtyLink, TcpLink, serve, stop_event
 
 #: every simulator option, from the config classes that declare them
 OPTIONS: dict[str, OptionSpec] = option_specs((BoardConfig, DeviceOptions, FirmwareChoice))
@@ -64,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             argv = native_argv(cfg, dev_opts, a.exit_on_stdin_eof)
             sys.stdout.flush()
             exec_native(argv)
+        if firmware_choice(a).firmware == "qemu":          # ValueErrors come before QEMU starts
+            return serve_qemu(cfg, dev_opts, a.pty, a.exit_on_stdin_eof)
         device = make_device(dev_opts, cfg.seed)
     except (ValueError, TypeError) as e:
         print(f"firmware_sim: {e}", file=sys.stderr)
@@ -71,14 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     fw = Firmware(cfg, device)
     link = PtyLink() if a.pty else TcpLink(a.tcp)
     print(link.path, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    if a.exit_on_stdin_eof:
-        def watch() -> None:
-            while os.read(0, 1024):
-                pass
-            stop.set()
-        threading.Thread(target=watch, daemon=True).start()
+    stop = stop_event(a.exit_on_stdin_eof)
     try:
         serve(fw, link, stop)
     except KeyboardInterrupt:

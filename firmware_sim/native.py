@@ -11,30 +11,103 @@ from __future__ import annotations
 
 import json
 import os
+import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from core.electrodes import N_ELECTRODES
 from firmware_sim.analog import TIA_RANGE_NA
 from firmware_sim.board import BoardConfig, Firmware
 from firmware_sim.devices import DeviceOptions, LinearDevice, make_device
 from firmware_sim.options import option
-from firmware_sim.physics import NullDevice
+from firmware_sim.physics import NullDevice, VirtualDNPU
+from firmware_sim.physics.geometry import K_B_EV
 
-FIRMWARES = ("python", "native")
+FIRMWARES = ("python", "native", "qemu")
 NATIVE_BINARY = Path(__file__).resolve().parents[1] / "build" / "firmware" / "native" / "dnpu-board"
-NATIVE_DEVICES = ("null", "linear")
+NATIVE_DEVICES = ("dnpu", "null", "linear")
 NATIVE_MAX_FIFO_BLOCKS = 512          # DNPU_MAX_FIFO_BLOCKS in firmware/core/board.h
+
+# The virtual DNPU's parameter file (read by firmware/ports/native/dnpu_device.c; the layout is
+# declared there too): magic, u32 n_sites, flicker_processes, nthreads, max_iter, len(DNPU_SCALARS),
+# u64 noise_seed, the scalars, the arrays psi [n, 8], e_static [n], coulomb [n, n], w_site [n, n],
+# w_elec [n, 8], p_guess [n], flicker rates [m] (float64), then the FNV-1a 64 of all before it.
+DNPU_PARAMS_MAGIC = b"DNPUDEV1"
+DNPU_SCALARS = ("beta", "dt0", "dt_max", "tol_abs", "tol_quad", "scale_na", "temperature_k", "k_b_ev",
+                "max_abs_volts", "noise_level", "white_noise_na", "flicker_rel", "drift_rel", "drift_tau_s",
+                "temperature_rms_k", "temperature_tau_s", "line_tau_s", "slew_v_per_s", "tia_bandwidth_hz",
+                "tia_lo_na", "tia_hi_na")
+_keep_open: list = []                 # the parameter file must stay open until the exec
+
+
+def _fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def dnpu_params_blob(device: VirtualDNPU) -> bytes:
+    """Everything the native port's virtual DNPU is made of, from the simulator's own device:
+    its kernel inputs (exactly what VirtualDNPU passes to _physics.Kernel), current scale, noise,
+    settling and TIA parameters."""
+    from firmware_sim.physics.device import MAX_ABS_VOLTS
+    if device.warm_start:
+        raise ValueError("firmware=native: the virtual DNPU runs cold-started rows only")
+    g, a, s = device.geometry, device.analog, device.solver
+    noise_seed = a.noise_seed if a.noise_seed is not None else g.seed
+    scalars = dict(beta=g.beta, dt0=s.dt0, dt_max=s.dt_max, tol_abs=s.tol_abs, tol_quad=s.tol_quad,
+                   scale_na=device.scale_na, temperature_k=g.params.temperature_k, k_b_ev=K_B_EV,
+                   max_abs_volts=MAX_ABS_VOLTS, noise_level=a.noise_level, white_noise_na=a.white_noise_na,
+                   flicker_rel=a.flicker_rel, drift_rel=a.drift_rel, drift_tau_s=a.drift_tau_s,
+                   temperature_rms_k=a.temperature_rms_k, temperature_tau_s=a.temperature_tau_s,
+                   line_tau_s=a.line_tau_s, slew_v_per_s=a.slew_v_per_s, tia_bandwidth_hz=a.tia_bandwidth_hz,
+                   tia_lo_na=a.tia_range_na[0], tia_hi_na=a.tia_range_na[1])
+    n = g.n_sites
+    arrays = [(g.psi, (n, 8)), (g.e_static_ev, (n,)), (g.coulomb_ev, (n, n)), (g.w_site, (n, n)),
+              (g.w_elec, (n, 8)), (np.full(n, 0.5), (n,)), (device._flicker_rate, (a.flicker_processes,))]
+    head = DNPU_PARAMS_MAGIC + struct.pack("<5IQ", n, a.flicker_processes, device.nthreads, s.max_iter,
+                                           len(DNPU_SCALARS), int(noise_seed) & 0xFFFFFFFFFFFFFFFF)
+    body = np.array([scalars[k] for k in DNPU_SCALARS], "<f8").tobytes()
+    for arr, shape in arrays:
+        arr = np.ascontiguousarray(arr, dtype="<f8")
+        assert arr.shape == shape, (arr.shape, shape)
+        body += arr.tobytes()
+    data = head + body
+    return data + struct.pack("<Q", _fnv1a64(data))
+
+
+def _dnpu_params_file(device: VirtualDNPU) -> str:
+    """An unlinked temporary file holding the parameters, inherited across the exec: /dev/fd/N."""
+    f = tempfile.TemporaryFile()
+    f.write(dnpu_params_blob(device))
+    f.flush()
+    f.seek(0)
+    os.set_inheritable(f.fileno(), True)
+    _keep_open.append(f)
+    return f"/dev/fd/{f.fileno()}"
 
 
 @dataclass(frozen=True)
 class FirmwareChoice:
     """Which firmware serves the simulated board (a simulator option)."""
 
-    firmware: str = option("python", "which firmware serves the board: this simulator (python) or the C "
-                                     "firmware's native port (native; make firmware builds it)",
+    firmware: str = option("python", "which firmware serves the board: this simulator (python), the C "
+                                     "firmware's native port (native; make firmware builds it) or its "
+                                     "STM32F405 image in QEMU (qemu; make firmware-qemu)",
                            choices=FIRMWARES)
+
+
+def affine_terms(device: LinearDevice | NullDevice) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """(w, b, clip range) of an affine device, nA = clip(w . volts + b): what the C ports model."""
+    if isinstance(device, LinearDevice):
+        return device.w, device.b, TIA_RANGE_NA
+    if isinstance(device, NullDevice):
+        return device._w, device.offset_na, device.tia_range_na
+    raise TypeError(f"not an affine device: {type(device).__name__}")
 
 
 def _floats(values) -> str:
@@ -51,11 +124,12 @@ def native_argv(cfg: BoardConfig, dev: DeviceOptions, exit_on_stdin_eof: bool) -
         raise ValueError(f"firmware=native: {NATIVE_BINARY} is not built (make firmware)")
     device = make_device(dev, cfg.seed)
     board = Firmware(cfg, device)          # draws the DAC errors from the seed
-    if isinstance(device, LinearDevice):
-        w, b, clip = device.w, device.b, TIA_RANGE_NA
+    extra: list[str] = []
+    if isinstance(device, VirtualDNPU):
+        w, b, clip = np.zeros(N_ELECTRODES), 0.0, device.analog.tia_range_na
+        extra = ["--dnpu-params", _dnpu_params_file(device)]
     else:
-        assert isinstance(device, NullDevice)
-        w, b, clip = device._w, device.offset_na, device.tia_range_na
+        w, b, clip = affine_terms(device)
     fail = -1 if dev.fail_after_rows is None else dev.fail_after_rows
     argv = [str(NATIVE_BINARY), "--pty",
             "--seed", str(cfg.seed), "--dac-bits", str(cfg.dac_bits), "--adc-bits", str(cfg.adc_bits),
@@ -66,7 +140,7 @@ def native_argv(cfg: BoardConfig, dev: DeviceOptions, exit_on_stdin_eof: bool) -
             "--dac-gain", _floats(board.dac_gain), "--dac-offset", _floats(board.dac_offset),
             "--weights", _floats(w), "--bias", repr(float(b)), "--clip", _floats(clip),
             "--fail-after-rows", str(fail), "--serial", json.loads(board._identity)["serial"],
-            "--device-json", json.dumps(device.describe, sort_keys=True, separators=(",", ":"))]
+            "--device-json", json.dumps(device.describe, sort_keys=True, separators=(",", ":")), *extra]
     return argv + (["--exit-on-stdin-eof"] if exit_on_stdin_eof else [])
 
 

@@ -136,6 +136,22 @@ class TcpLink:
         self.server.close()
 
 
+def stop_event(exit_on_stdin_eof: bool) -> threading.Event:
+    """An event set on SIGTERM and, if asked, when stdin reaches EOF (the host's sim:// handler
+    holds our stdin: when the host goes away, so does the board)."""
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if exit_on_stdin_eof:
+        def watch() -> None:
+            while os.read(0, 1024):
+                pass
+            stop.set()
+        threading.Thread(target=watch, daemon=True).start()
+    return stop
+
+
 def _worker(fw: Firmware, wake_w: int) -> None:
     while not fw.stop:
         job = fw.take_job(0.1)

@@ -378,13 +378,13 @@ static void cmd_hello(dnpu_board *b, const cmd_ctx *c)
     p[DNPU_HELLO_REPLY_MAJOR_OFF] = DNPU_PROTOCOL_MAJOR;
     p[DNPU_HELLO_REPLY_MINOR_OFF] = DNPU_PROTOCOL_MINOR;
     dnpu_put32(p + DNPU_HELLO_REPLY_SCHEMA_OFF, (uint32_t)DNPU_SCHEMA_HASH);
-    dnpu_put16(p + DNPU_HELLO_REPLY_MAX_PAYLOAD_OFF, DNPU_MAX_PAYLOAD);
+    dnpu_put16(p + DNPU_HELLO_REPLY_MAX_PAYLOAD_OFF, DNPU_BOARD_MAX_PAYLOAD);
     frame_send(b, DNPU_MSG_HELLO_REPLY, c->f->seq, DNPU_HELLO_REPLY_HEAD_SIZE, 0);
 }
 
 static void cmd_identify(dnpu_board *b, const cmd_ctx *c)
 {
-    const size_t size = DNPU_MAX_PAYLOAD - DNPU_IDENTITY_HEAD_SIZE;
+    const size_t size = DNPU_BOARD_MAX_PAYLOAD - DNPU_IDENTITY_HEAD_SIZE;
     uint16_t page = dnpu_get16(c->p + DNPU_IDENTIFY_PAGE_OFF);
     size_t n_pages = (b->identity_len + size - 1) / size;
     n_pages = n_pages < 1 ? 1 : n_pages;
@@ -928,6 +928,25 @@ int dnpu_board_step(dnpu_board *b)
         b->tx_head = b->tx_len = 0;
     b->hal.watchdog_kick(b->hal.ctx);
     return (more ? DNPU_BUSY_CONVERT : 0) | (tx_queued(b) > 0 ? DNPU_BUSY_TX : 0);
+}
+
+void dnpu_config_defaults(dnpu_config *c)
+{
+    static const double limits[DNPU_CHANNELS][2] = {
+        {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-0.7, 0.3}, {-0.7, 0.3}};
+    memset(c, 0, sizeof *c);
+    c->dac_bits = 16;
+    c->adc_bits = 16;
+    c->dac_span_v[0] = -2.0;
+    c->dac_span_v[1] = 2.0;
+    c->adc_span_na[0] = -327.68;
+    c->adc_span_na[1] = 327.68;
+    memcpy(c->limits_v, limits, sizeof limits);
+    c->max_slew_v_per_s = 10.0;
+    c->watchdog_s = 0.5;
+    c->sample_period_s = 10e-6;
+    c->fifo_blocks = DNPU_MAX_FIFO_BLOCKS < 64u ? DNPU_MAX_FIFO_BLOCKS : 64u;
+    c->device_json = "{\"model\":\"null-linear\"}";
 }
 
 int dnpu_board_init(dnpu_board *b, const dnpu_config *cfg, const dnpu_hal *hal)

@@ -16,22 +16,35 @@
 
 #define DNPU_CHANNELS 7
 
-/* Sizes a port may override (each bounds a static buffer). */
+/* Sizes a port may override (each bounds a static buffer; an MCU port shrinks them to fit its RAM). */
 #ifndef DNPU_MAX_SWEEP_SAMPLES
 #define DNPU_MAX_SWEEP_SAMPLES (1u << 20)
 #endif
 #ifndef DNPU_MAX_FIFO_BLOCKS
 #define DNPU_MAX_FIFO_BLOCKS 512u
 #endif
+#ifndef DNPU_BOARD_MAX_PAYLOAD                /* the largest payload this board sends, and declares */
+#define DNPU_BOARD_MAX_PAYLOAD DNPU_MAX_PAYLOAD  /* (identity, HELLO): a slow link keeps frames short */
+#endif
+#ifndef DNPU_MAX_BLOCK_SAMPLES
 #define DNPU_MAX_BLOCK_SAMPLES ((DNPU_MAX_PAYLOAD - DNPU_RESULT_HEAD_SIZE) / 4)
+#endif
 #define DNPU_MAX_OVERSAMPLE 1024u
 #define DNPU_MIN_PERIOD_NS 1000u
 #define DNPU_MAX_PERIOD_NS 100000000u
 #define DNPU_ERROR_QUEUE 32u
+#ifndef DNPU_REPLY_CACHE
 #define DNPU_REPLY_CACHE 32u
+#endif
+#ifndef DNPU_TX_HIGH
 #define DNPU_TX_HIGH 65536u              /* stream only while less than this is queued */
+#endif
+#ifndef DNPU_TX_CAP
 #define DNPU_TX_CAP (DNPU_TX_HIGH + 10u * DNPU_FRAME_MAX)
+#endif
+#ifndef DNPU_IDENTITY_CAP
 #define DNPU_IDENTITY_CAP 16384u
+#endif
 #define DNPU_ERROR_TEXT_MAX 200u
 
 /* The counters, in the order of the identity's `counters` (firmware_sim's COUNTER_NAMES). */
@@ -119,6 +132,9 @@ typedef struct dnpu_board {
 } dnpu_board;
 
 /* 0 on success; -1 when the config does not fit the static buffers (nothing started). */
+/* The board's defaults (16-bit DAC and ADC, the virtual device's working ranges as limits, 10 V/s
+ * slew, 0.5 s watchdog, 10 us sample period); a port then sets what it knows better. */
+void dnpu_config_defaults(dnpu_config *c);
 int dnpu_board_init(dnpu_board *b, const dnpu_config *cfg, const dnpu_hal *hal);
 /* One pass of the main loop: link events, received frames, watchdog, slew limiter, sweep
  * acquisition, streaming, transmit. Returns what is pending, so a port knows how long it may

@@ -114,7 +114,7 @@ size_t dnpu_identity_build(const dnpu_board *b, char *buf, size_t cap)
     key(&t, "max_oversample", 0);
     dnpu_text_addf(&t, "%u", DNPU_MAX_OVERSAMPLE);
     key(&t, "max_payload", 0);
-    dnpu_text_addf(&t, "%u", (unsigned)DNPU_MAX_PAYLOAD);
+    dnpu_text_addf(&t, "%u", (unsigned)DNPU_BOARD_MAX_PAYLOAD);
     key(&t, "max_slew_v_per_s", 0);
     dnpu_text_double(&t, c->max_slew_v_per_s);
     key(&t, "max_sweep_samples", 0);

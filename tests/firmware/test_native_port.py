@@ -27,8 +27,8 @@ def test_native_serves_the_same_seeded_board_identity() -> None:
 
 
 def test_native_refuses_what_it_cannot_serve() -> None:
-    with pytest.raises(BoardError, match="firmware=native serves device=null|linear"):
-        Board.open("sim://?firmware=native&device=dnpu")
+    with pytest.raises(BoardError, match=r"firmware=native needs fifo_blocks in 1\.\.512"):
+        Board.open("sim://?firmware=native&device=null&fifo_blocks=600")
     with pytest.raises(BoardError, match="firmware='rust' is not one of python, native"):
         Board.open("sim://?firmware=rust")
 

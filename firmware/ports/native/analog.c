@@ -1,5 +1,7 @@
 #include "analog.h"
 
+#include <string.h>
+
 #include <math.h>
 
 void analog_stage(void *ctx, unsigned channel, uint16_t code)
@@ -44,4 +46,22 @@ bool analog_adc_read(void *ctx, int32_t *code)
     double lo = -(double)a->adc_half, hi = (double)a->adc_half - 1.0;
     *code = (int32_t)(q < lo ? lo : (q > hi ? hi : q));
     return true;
+}
+
+void analog_defaults(analog *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = 0; i < ANALOG_CHANNELS; i++)
+        a->gain[i] = 1.0;
+    a->clip_lo = -300.0;
+    a->clip_hi = 100.0;
+    a->fail_after_rows = -1;
+}
+
+void analog_configure(analog *a, const dnpu_config *cfg)
+{
+    a->dac_v0 = cfg->dac_span_v[0];
+    a->dac_lsb = (cfg->dac_span_v[1] - cfg->dac_span_v[0]) / (double)(1u << cfg->dac_bits);
+    a->adc_lsb = (cfg->adc_span_na[1] - cfg->adc_span_na[0]) / (double)(1u << cfg->adc_bits);
+    a->adc_half = (int32_t)1 << (cfg->adc_bits - 1);
 }

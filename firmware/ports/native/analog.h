@@ -6,7 +6,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define ANALOG_CHANNELS 7
+#include "board.h"
+
+#define ANALOG_CHANNELS DNPU_CHANNELS
 
 typedef struct analog {
     /* DAC */
@@ -23,6 +25,11 @@ typedef struct analog {
     double adc_lsb;
     int32_t adc_half;
 } analog;
+
+/* An ideal affine device (unit DAC gains, no offsets, w = 0, the TIA's clip range), never failing. */
+void analog_defaults(analog *a);
+/* The DAC and ADC scales for this board configuration (call after the configuration is final). */
+void analog_configure(analog *a, const dnpu_config *cfg);
 
 void analog_stage(void *ctx, unsigned channel, uint16_t code);
 void analog_latch(void *ctx);

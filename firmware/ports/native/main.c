@@ -4,6 +4,7 @@
  * (python -m firmware_sim --options 'firmware=native&...' computes them from the same seed). */
 #define _DEFAULT_SOURCE
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
@@ -16,6 +17,7 @@
 
 #include "analog.h"
 #include "board.h"
+#include "dnpu_device.h"
 
 #define EXIT_BAD_OPTIONS 2
 
@@ -121,6 +123,54 @@ static void dac_latch(void *ctx) { (void)ctx; analog_latch(&analog_); }
 static void dac_force_zero(void *ctx) { (void)ctx; analog_force_zero(&analog_); }
 static bool adc_read(void *ctx, int32_t *code) { (void)ctx; return analog_adc_read(&analog_, code); }
 
+/* ---- the virtual DNPU (--dnpu-params): dnpu_device.c behind the same DACs and ADC ------------ */
+
+static dnpu_device dnpu_;
+static int32_t dnpu_code;
+static bool dnpu_ok;
+
+/* The DAC volts of the block the core is converting (what dac_write_row will latch row by row). */
+static size_t block_ahead(void *ctx, double *out, size_t cap)
+{
+    const dnpu_sweep *s = &board.sweep;
+    (void)ctx;
+    if (!s->exists || !s->running || s->produced >= s->n_blocks)
+        return 0;
+    uint32_t first = s->produced * s->block;
+    uint32_t last = first + s->block < s->n ? first + s->block : s->n;
+    size_t n = last - first < cap ? last - first : cap;
+    for (size_t r = 0; r < n; r++)
+        for (int c = 0; c < ANALOG_CHANNELS; c++) {
+            double nominal = analog_.dac_v0 + (double)board.codes[first + r][c] * analog_.dac_lsb;
+            out[r * ANALOG_CHANNELS + c] = nominal * analog_.gain[c] + analog_.offset[c];
+        }
+    return n;
+}
+
+static bool adc_read_dnpu(void *ctx, int32_t *code)
+{
+    (void)ctx;
+    analog *a = &analog_;
+    if (a->fresh_row) {                      /* a new row reached the device: run it */
+        a->fresh_row = false;
+        a->rows++;
+        double na = 0.0;
+        dnpu_ok = dnpu_device_row(&dnpu_, a->volts, (double)board.sweep.period_ns * 1e-9, board.sweep.oversample,
+                                  block_ahead, NULL, &na);
+        if (!dnpu_ok) {
+            fprintf(stderr, "dnpu-board: %s\n", dnpu_.error);
+            return false;
+        }
+        double q = rint(na / a->adc_lsb);
+        double lo = -(double)a->adc_half, hi = (double)a->adc_half - 1.0;
+        dnpu_code = (int32_t)(q < lo ? lo : (q > hi ? hi : q));
+    }
+    if (!dnpu_ok)
+        return false;
+    *code = dnpu_code;                       /* every conversion of the row: the oversampled mean */
+    return true;
+}
+
 /* ---- options --------------------------------------------------------------------------- */
 
 static int parse_list(const char *text, double *out, int n)
@@ -144,6 +194,7 @@ typedef struct options {
     dnpu_config cfg;
     bool exit_on_stdin_eof, pty;
     char serial[64];
+    const char *dnpu_params;              /* the virtual DNPU's parameter file, or NULL: affine device */
 } options;
 
 static int parse_options(int argc, char **argv, options *o)
@@ -183,6 +234,7 @@ static int parse_options(int argc, char **argv, options *o)
         }
         else if (!strcmp(k, "--fail-after-rows")) analog_.fail_after_rows = strtoll(v, NULL, 10);
         else if (!strcmp(k, "--device-json")) c->device_json = v;
+        else if (!strcmp(k, "--dnpu-params")) o->dnpu_params = v;
         else if (!strcmp(k, "--serial")) snprintf(o->serial, sizeof o->serial, "%s", v);
         else {
             fprintf(stderr, "dnpu-board: unknown option %s\n", k);
@@ -198,28 +250,10 @@ static int parse_options(int argc, char **argv, options *o)
 
 static void defaults(options *o)
 {
-    static const double limits[DNPU_CHANNELS][2] = {
-        {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-0.7, 0.3}, {-0.7, 0.3}};
-    dnpu_config *c = &o->cfg;
-    c->dac_bits = 16;
-    c->adc_bits = 16;
-    c->dac_span_v[0] = -2.0;
-    c->dac_span_v[1] = 2.0;
-    c->adc_span_na[0] = -327.68;
-    c->adc_span_na[1] = 327.68;
-    memcpy(c->limits_v, limits, sizeof limits);
-    c->max_slew_v_per_s = 10.0;
-    c->watchdog_s = 0.5;
-    c->sample_period_s = 10e-6;
-    c->fifo_blocks = 64;
-    c->firmware = "dnpu-bench-native 0.1.0";
-    c->model = "DNPU-BENCH-NATIVE";
-    c->device_json = "{\"model\":\"null-linear\"}";
-    for (int i = 0; i < ANALOG_CHANNELS; i++)
-        analog_.gain[i] = 1.0;
-    analog_.clip_lo = -300.0;
-    analog_.clip_hi = 100.0;
-    analog_.fail_after_rows = -1;
+    dnpu_config_defaults(&o->cfg);
+    o->cfg.firmware = "dnpu-bench-native 0.1.0";
+    o->cfg.model = "DNPU-BENCH-NATIVE";
+    analog_defaults(&analog_);
 }
 
 /* ---- main loop ---------------------------------------------------------------------------- */
@@ -236,10 +270,15 @@ int main(int argc, char **argv)
     if (o.serial[0] == '\0')
         snprintf(o.serial, sizeof o.serial, "NATIVE-%08u", (unsigned)o.cfg.seed);
     o.cfg.serial = o.serial;
-    analog_.dac_v0 = o.cfg.dac_span_v[0];
-    analog_.dac_lsb = (o.cfg.dac_span_v[1] - o.cfg.dac_span_v[0]) / (double)(1u << o.cfg.dac_bits);
-    analog_.adc_lsb = (o.cfg.adc_span_na[1] - o.cfg.adc_span_na[0]) / (double)(1u << o.cfg.adc_bits);
-    analog_.adc_half = (int32_t)1 << (o.cfg.adc_bits - 1);
+    analog_configure(&analog_, &o.cfg);
+
+    if (o.dnpu_params != NULL) {
+        char err[256];
+        if (dnpu_device_load(&dnpu_, o.dnpu_params, DNPU_MAX_BLOCK_SAMPLES, err, sizeof err) < 0) {
+            fprintf(stderr, "dnpu-board: bad --dnpu-params: %s\n", err);
+            return EXIT_BAD_OPTIONS;
+        }
+    }
 
     char path[256];
     if (link_open(&link_, path, sizeof path) < 0) {
@@ -249,7 +288,8 @@ int main(int argc, char **argv)
     dnpu_hal hal = {
         .ctx = NULL, .link_read = link_read, .link_write = link_write, .link_is_open = link_is_open,
         .clock_ticks = clock_ticks, .ticks_per_s = 1000000000u, .dac_stage = dac_stage,
-        .dac_latch = dac_latch, .dac_force_zero = dac_force_zero, .adc_read = adc_read,
+        .dac_latch = dac_latch, .dac_force_zero = dac_force_zero,
+        .adc_read = o.dnpu_params != NULL ? adc_read_dnpu : adc_read,
         .watchdog_kick = watchdog_kick,
     };
     if (dnpu_board_init(&board, &o.cfg, &hal) < 0) {

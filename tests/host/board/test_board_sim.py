@@ -205,8 +205,9 @@ def test_heartbeat_and_watchdog_in_real_time(linear_url: str) -> None:
         b.rearm()
 
 
-def test_virtual_dnpu_end_to_end(random_volts) -> None:
-    with Board.open("sim://?seed=1&noise=0") as b:
+@pytest.mark.parametrize("firmware", ["python", "native"])
+def test_virtual_dnpu_end_to_end(random_volts, firmware: str) -> None:
+    with Board.open(f"sim://?seed=1&noise=0&firmware={firmware}") as b:
         assert b.identity["device"]["model"].startswith("virtual-dnpu")
         v = random_volts(2000, seed=3)
         na = b.measure(v, oversample=2)

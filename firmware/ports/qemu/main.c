@@ -1,0 +1,157 @@
+/* The qemu port: the firmware core on an STM32F405 (QEMU's netduinoplus2), its host link on
+ * USART1 (the host opens it as a pty: qemu-system-arm -serial pty). Time comes from TIM2 at
+ * 1 MHz; the core sleeps in WFI when idle, woken by the UART or a 1 kHz SysTick. The analog
+ * side is for now the native port's model compiled in (ports/native/analog.c), its parameters
+ * read from the boot configuration block (config.h) that the launcher loads into flash. */
+#include <string.h>
+
+#include "analog.h"
+#include "board.h"
+#include "clock.h"
+#include "config.h"
+#include "stm32f4.h"
+#include "usart.h"
+
+/* Port constants (set by the build; these defaults are QEMU's model clocks). */
+#ifndef DNPU_TIM_CLOCK_HZ
+#define DNPU_TIM_CLOCK_HZ 1000000000u      /* QEMU 7.2's stm32f2xx timer: 1 GHz, whatever RCC says */
+#endif
+#ifndef DNPU_CPU_CLOCK_HZ
+#define DNPU_CPU_CLOCK_HZ 168000000u       /* netduinoplus2's SYSCLK (drives SysTick) */
+#endif
+#ifndef DNPU_PCLK2_HZ
+#define DNPU_PCLK2_HZ 84000000u            /* USART1's bus clock (QEMU ignores the baud rate) */
+#endif
+#define LINK_BAUD 115200u
+#define WAKEUP_HZ 1000u
+#define RX_AWAKE_TICKS (2u * CLOCK_TICKS_PER_S / 1000u)   /* 2 ms */
+
+/* A full RESULT frame must fit the transmit queue on top of DNPU_TX_HIGH, 8 at a time (stream()),
+ * plus one reply of any size. */
+#define RESULT_FRAME_MAX (DNPU_HEADER_SIZE + DNPU_RESULT_HEAD_SIZE + 4u * DNPU_MAX_BLOCK_SAMPLES + DNPU_CRC_SIZE)
+_Static_assert(DNPU_TX_CAP >= DNPU_TX_HIGH + 8u * RESULT_FRAME_MAX + DNPU_FRAME_MAX, "DNPU_TX_CAP too small");
+_Static_assert(DNPU_MAX_BLOCK_SAMPLES <= (DNPU_BOARD_MAX_PAYLOAD - DNPU_RESULT_HEAD_SIZE) / 4, "block too big");
+
+static analog analog_;
+static dnpu_board board;                  /* every buffer of the firmware: static storage */
+static char serial_[64];
+static char device_json_[QCFG_MAX_SIZE];
+
+/* ---- HAL ---------------------------------------------------------------------------------- */
+
+static size_t link_read(void *ctx, uint8_t *buf, size_t max) { (void)ctx; return usart_read(buf, max); }
+static size_t link_write(void *ctx, const uint8_t *buf, size_t n) { (void)ctx; return usart_write(buf, n); }
+/* A UART has no carrier: the host counts as attached always (silence is the watchdog's job). */
+static bool link_is_open(void *ctx) { (void)ctx; return true; }
+static uint64_t clock_ticks(void *ctx) { (void)ctx; return clock_now(); }
+static void dac_stage(void *ctx, unsigned ch, uint16_t code) { (void)ctx; analog_stage(&analog_, ch, code); }
+static void dac_latch(void *ctx) { (void)ctx; analog_latch(&analog_); }
+static void dac_force_zero(void *ctx) { (void)ctx; analog_force_zero(&analog_); }
+static bool adc_read(void *ctx, int32_t *code) { (void)ctx; return analog_adc_read(&analog_, code); }
+
+static void watchdog_start(void)
+{
+    IWDG_KR = 0xCCCCu;                    /* start (LSI 32 kHz) */
+    IWDG_KR = 0x5555u;                    /* unlock PR/RLR */
+    IWDG_PR = 3u;                         /* /32: 1 kHz */
+    IWDG_RLR = 1000u;                     /* about 1 s */
+    IWDG_KR = 0xAAAAu;
+}
+
+static void watchdog_kick(void *ctx)
+{
+    (void)ctx;
+    IWDG_KR = 0xAAAAu;
+}
+
+/* ---- configuration ----------------------------------------------------------------------- */
+
+static void defaults(dnpu_config *c)
+{
+    dnpu_config_defaults(c);
+    c->fifo_blocks = DNPU_MAX_FIFO_BLOCKS;
+    c->serial = "QEMU-NOCONFIG";
+    analog_defaults(&analog_);
+}
+
+/* Take the launcher's block when it is valid (else keep the defaults); bounded by QCFG_MAX_SIZE. */
+static void load_config(dnpu_config *c)
+{
+    const qcfg *q = (const qcfg *)(uintptr_t)QCFG_ADDR;
+    if (q->magic != QCFG_MAGIC || q->version != QCFG_VERSION || q->size <= sizeof(qcfg)
+        || q->size > QCFG_MAX_SIZE)
+        return;
+    size_t json_max = q->size - sizeof(qcfg);
+    if (memchr(q->device_json, 0, json_max) == NULL || memchr(q->serial, 0, sizeof q->serial) == NULL)
+        return;
+    c->seed = q->seed;
+    c->dac_bits = q->dac_bits;
+    c->adc_bits = q->adc_bits;
+    c->fifo_blocks = q->fifo_blocks;
+    c->realtime = q->realtime != 0;
+    memcpy(c->dac_span_v, q->dac_span_v, sizeof c->dac_span_v);
+    memcpy(c->adc_span_na, q->adc_span_na, sizeof c->adc_span_na);
+    memcpy(c->limits_v, q->limits_v, sizeof c->limits_v);
+    c->max_slew_v_per_s = q->max_slew_v_per_s;
+    c->watchdog_s = q->watchdog_s;
+    c->sample_period_s = q->sample_period_s;
+    memcpy(analog_.gain, q->dac_gain, sizeof analog_.gain);
+    memcpy(analog_.offset, q->dac_offset, sizeof analog_.offset);
+    memcpy(analog_.w, q->weights, sizeof analog_.w);
+    analog_.bias = q->bias;
+    analog_.clip_lo = q->clip_lo;
+    analog_.clip_hi = q->clip_hi;
+    analog_.fail_after_rows = q->fail_after_rows;
+    memcpy(serial_, q->serial, sizeof serial_);
+    memcpy(device_json_, q->device_json, json_max);
+    c->serial = serial_;
+    c->device_json = device_json_;
+}
+
+/* ---- main loop ---------------------------------------------------------------------------- */
+
+int main(void)
+{
+    static dnpu_config cfg;
+    defaults(&cfg);
+    load_config(&cfg);
+    cfg.firmware = "dnpu-bench-qemu 0.1.0";
+    cfg.model = "DNPU-BENCH-QEMU-STM32F405";
+    analog_configure(&analog_, &cfg);
+
+    clock_init(DNPU_TIM_CLOCK_HZ);
+    usart_init(DNPU_PCLK2_HZ, LINK_BAUD);
+    static const dnpu_hal hal = {
+        .ctx = NULL, .link_read = link_read, .link_write = link_write, .link_is_open = link_is_open,
+        .clock_ticks = clock_ticks, .ticks_per_s = CLOCK_TICKS_PER_S, .dac_stage = dac_stage,
+        .dac_latch = dac_latch, .dac_force_zero = dac_force_zero, .adc_read = adc_read,
+        .watchdog_kick = watchdog_kick,
+    };
+    if (dnpu_board_init(&board, &cfg, &hal) < 0) {
+        cfg.fifo_blocks = DNPU_MAX_FIFO_BLOCKS;    /* a block that does not fit: fall back */
+        if (dnpu_board_init(&board, &cfg, &hal) < 0)
+            for (;;)
+                wait_for_interrupt();
+    }
+    watchdog_start();
+    wakeup_init(DNPU_CPU_CLOCK_HZ, WAKEUP_HZ);
+
+    uint32_t rx_seen = 0;
+    uint64_t rx_at = 0;
+    for (;;) {
+        int busy = dnpu_board_step(&board);
+        uint64_t now = clock_now();
+        if (usart_rx_count() != rx_seen) {
+            rx_seen = usart_rx_count();
+            rx_at = now;
+        }
+        /* Stay awake while bytes stream in: QEMU hands the USART one byte at a time, and waking
+         * a halted vCPU for each costs more than polling for a moment. */
+        if (busy & DNPU_BUSY_CONVERT || now - rx_at < RX_AWAKE_TICKS)
+            continue;
+        irq_disable();                    /* a byte arriving now still ends the WFI */
+        if (!usart_rx_pending())
+            wait_for_interrupt();
+        irq_enable();
+    }
+}
