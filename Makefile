@@ -44,7 +44,7 @@ venv install: $(STAMP)
 REBUILD = $(LOCK) $(PIP) install -q --no-build-isolation --no-deps -e .
 build: $(STAMP) firmware
 	$(REBUILD)
-	@if command -v arm-none-eabi-gcc >/dev/null; then $(MAKE) --no-print-directory firmware-qemu; fi
+	@if command -v arm-none-eabi-gcc >/dev/null; then $(MAKE) --no-print-directory firmware-qemu firmware-stm32f4; fi
 
 # The board firmware (firmware/): its native port build/firmware/native/dnpu-board (what
 # sim://?firmware=native runs) and the in-process test library build/firmware/fake/.
@@ -61,8 +61,16 @@ firmware: $(RUNTIME_STAMP)
 
 # The qemu port (firmware/ports/qemu/): the STM32F405 image that sim://?firmware=qemu runs.
 firmware-qemu: $(RUNTIME_STAMP)
-	$(VENV)/bin/cmake -S firmware/ports/qemu -B build/firmware-qemu -DCMAKE_TOOLCHAIN_FILE=$(abspath firmware/ports/qemu/arm-none-eabi.cmake) -DPython3_EXECUTABLE=$(abspath $(PY))
+	$(VENV)/bin/cmake -S firmware/ports/qemu -B build/firmware-qemu -DCMAKE_TOOLCHAIN_FILE=$(abspath firmware/ports/arm-none-eabi.cmake) -DPython3_EXECUTABLE=$(abspath $(PY))
 	$(VENV)/bin/cmake --build build/firmware-qemu -j2
+
+# The stm32f4 port (firmware/ports/stm32f4/): the Nucleo-144 STM32F429ZI bench board's image,
+# build/firmware-stm32f4/dnpu-board-stm32f4.elf and .bin, -Werror, linked into a 64 KB flash /
+# 32 KB RAM budget (docs/board.md: wiring, flashing, calibration).
+.PHONY: firmware-stm32f4
+firmware-stm32f4: $(RUNTIME_STAMP)
+	$(VENV)/bin/cmake -S firmware/ports/stm32f4 -B build/firmware-stm32f4 -DCMAKE_TOOLCHAIN_FILE=$(abspath firmware/ports/arm-none-eabi.cmake) -DPython3_EXECUTABLE=$(abspath $(PY))
+	$(VENV)/bin/cmake --build build/firmware-stm32f4 -j2
 
 build-runtime: $(RUNTIME_STAMP)
 	$(REBUILD)

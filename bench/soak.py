@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", type=int, default=20_000, help="samples per measure() call")
     ap.add_argument("--rx-rate", type=float, default=2e-5, help="rx faults per byte, each kind")
     ap.add_argument("--tx-rate", type=float, default=0.02, help="tx faults per frame, each kind")
+    ap.add_argument("--tx-byte-rate", type=float, default=2e-5,
+                    help="tx faults per byte written, each kind (bit flips, dropped spans, garbage)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
@@ -41,14 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     stats = {"samples_sent": 0, "samples_received": 0, "corrupted_but_delivered": 0,
              "sweeps": 0, "sweeps_failed_with_error": 0, "reopens": 0,
              "host_retries": 0, "host_rewinds": 0, "board_blocks_resent": 0,
-             "board_cached_replies": 0, "board_crc_errors": 0, "host_crc_errors": 0}
+             "board_cached_replies": 0, "board_crc_errors": 0, "host_crc_errors": 0,
+             "board_frame_timeouts": 0, "host_frame_timeouts": 0, "host_keepalives": 0}
     faults: dict[str, int] = {}
     t_end = time.monotonic() + a.minutes * 60
     session = 0
     while time.monotonic() < t_end:
         plan = FaultPlan(seed=a.seed * 1000 + session, rx_flip=a.rx_rate, rx_drop_span=a.rx_rate,
                          rx_drop_frame=a.rx_rate, rx_garbage=a.rx_rate, tx_drop=a.tx_rate,
-                         tx_flip=a.tx_rate, tx_truncate=a.tx_rate)
+                         tx_flip=a.tx_rate, tx_truncate=a.tx_rate, tx_byte_flip=a.tx_byte_rate,
+                         tx_byte_drop_span=a.tx_byte_rate, tx_byte_garbage=a.tx_byte_rate)
         port_box: list[FaultyPort] = []
 
         def wrap(p):
@@ -86,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                 stats["board_blocks_resent"] += c["board"]["blocks_resent"]
                 stats["board_cached_replies"] += c["board"]["cached_replies"]
                 stats["board_crc_errors"] += c["board"]["crc_errors"]
+                stats["board_frame_timeouts"] += c["board"].get("frame_timeouts", 0)
+                stats["host_frame_timeouts"] += c["host"]["frame_timeouts"]
+                stats["host_keepalives"] += c["host"]["keepalives"]
             except BoardError as e:
                 print(f"session ended: {type(e).__name__}: {e}", file=sys.stderr)
                 stats["reopens"] += 1

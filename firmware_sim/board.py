@@ -33,7 +33,8 @@ DEFAULT_LIMITS_V: tuple[tuple[float, float], ...] = tuple(
 COUNTER_NAMES: tuple[str, ...] = (
     "rx_bytes", "rx_frames", "garbage_bytes", "header_errors", "crc_errors", "naks_sent",
     "unknown_commands", "malformed", "cached_replies", "limit_rejects", "watchdog_trips",
-    "port_closes", "tx_frames", "blocks_sent", "blocks_resent", "overflows", "errors_dropped")
+    "port_closes", "tx_frames", "blocks_sent", "blocks_resent", "overflows", "errors_dropped",
+    "frame_timeouts")
 
 # Commands that a board answers before a successful HELLO: IDENTIFY lets a host whose schema
 # differs learn which messages differ (protocol 1.1).
@@ -86,6 +87,9 @@ class BoardConfig:
     realtime: bool = option(False, "pace sweeps by the sample clock: a slow host overflows the FIFO")
     error_queue: int = 32
     reply_cache: int = 32
+    # A frame still incomplete this long after its last byte arrived is discarded (and NAKed when
+    # its header was sound): a byte lost on the wire must not make the board swallow the next frame.
+    frame_gap_s: float = P.FRAME_GAP_S
 
     def __post_init__(self) -> None:
         if not 8 <= self.dac_bits <= 16:
@@ -190,6 +194,7 @@ class Firmware:
         self.armed = False          # power-up: safe state latched, outputs at 0 V
         self.connected = False
         self.last_rx = self.t_boot
+        self.last_rx_byte = self.t_boot
         self.sweep: _Sweep | None = None
         self.overflowed = False
         self.device_error = ""
@@ -239,6 +244,7 @@ class Firmware:
             "max_sweep_samples": c.max_sweep_samples,
             "max_block_samples": c.max_block_samples,
             "max_payload": P.MAX_PAYLOAD,
+            "link_bytes_per_s": 0,                 # a pty or socket: not limited by a baud rate
             "fifo_blocks": c.fifo_blocks,
             "realtime": c.realtime,
             "commands": [m.name for m in self.protocol.messages if m.kind == "cmd"],
@@ -315,6 +321,8 @@ class Firmware:
     def receive(self, data: bytes) -> list[bytes]:
         """Bytes in from the link; frames out (replies and NAKs)."""
         with self.lock:
+            if data:
+                self.last_rx_byte = self.clock()
             self.counters["rx_bytes"] += len(data)
             before = (self.decoder.stats.garbage_bytes, self.decoder.stats.header_errors,
                       self.decoder.stats.crc_errors)
@@ -335,9 +343,9 @@ class Firmware:
         """Watchdog and streaming; called by the I/O loop whenever it wakes."""
         with self.lock:
             t = self.clock()
+            out = self._expire_partial_frame(t)
             if self.armed and t - self.last_rx > self.cfg.watchdog_s:
                 self._trip(t, 1)
-            out: list[bytes] = []
             s = self.sweep
             if s is None or not room:
                 return out
@@ -357,6 +365,21 @@ class Firmware:
                 s.finished = True
                 self._hold_last_point(s, t)
             return out
+
+    def _expire_partial_frame(self, t: float) -> list[bytes]:
+        """Discard a frame that stopped arriving `frame_gap_s` ago (NAK it if its header was
+        sound, so the host resends at once), then resynchronise on what followed it."""
+        out: list[bytes] = []
+        while self.decoder.buf and t - self.last_rx_byte >= self.cfg.frame_gap_s:
+            buf = self.decoder.buf               # holds only bytes that wait for more
+            self.counters["frame_timeouts"] += 1
+            if len(buf) >= P.HEADER_SIZE and buf[:2] == P.SYNC:   # a header the decoder accepted
+                self.counters["naks_sent"] += 1
+                seq = int.from_bytes(buf[P.OFF_SEQ:P.OFF_SEQ + 2], "little")
+                out.append(self._frame("NAK", seq, P.NAK_CRC))
+            del buf[:1]                           # as after any fault: one byte after the sync
+            out += self.receive(b"")
+        return out
 
     def _result_frame(self, s: _Sweep, b: int) -> bytes:
         first = b * s.block

@@ -176,6 +176,7 @@ HEADER_SIZE: int = _FR["header_size"]
 CRC_SIZE: int = _FR["crc_size"]
 HCRC_INIT: int = _FR["hcrc_init"]
 MAX_PAYLOAD: int = _FR["max_payload"]
+FRAME_GAP_S: float = _FR["frame_gap_ms"] / 1000.0
 FRAME_OVERHEAD = HEADER_SIZE + CRC_SIZE
 if (_HEAD.size, _HEAD.size + _HCRC.size, _CRC.size) != (OFF_HCRC, HEADER_SIZE, CRC_SIZE):
     raise ValueError("protocol schema: [framing] does not match this codec's header layout")

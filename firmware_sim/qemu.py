@@ -1,67 +1,78 @@
 """`firmware=qemu`: the board served by the C firmware cross-compiled for an STM32F405, running
-in QEMU's netduinoplus2 machine; its USART1 is the pty the host opens.
+in QEMU's netduinoplus2 machine; its USART1 is the pty the host opens, its USART2 the analog
+link to the host-side analog emulator (firmware_sim/qemu_analog.py) that runs the seeded device.
 
-`python -m firmware_sim --pty --options 'firmware=qemu&seed=3&device=linear'` parses the same
-options as ever, draws the analog side's parameters from the seed exactly as `firmware=native`
-does, packs them into the boot configuration block (firmware/ports/qemu/config.h), and starts
+`python -m firmware_sim --pty --options 'firmware=qemu&seed=3'` parses the same options as ever,
+packs the board's settings into the boot configuration block (firmware/ports/qemu/config.h),
+builds the board's device and DAC errors from the seed exactly as `firmware=python` does, and
+starts
 
     qemu-system-arm -M netduinoplus2 -nographic -monitor none -serial pty \
+        -serial unix:DIR/analog.sock,server=on,wait=on \
         -kernel build/firmware-qemu/dnpu-board-qemu.elf -device loader,file=BLOCK,addr=0x080E0000
 
-(`make firmware-qemu` builds the image). It prints the pty QEMU reports as its first stdout line
-and stays as QEMU's parent: on stdin EOF (--exit-on-stdin-eof) or SIGTERM it stops QEMU and
+(`make firmware-qemu` builds the image). QEMU waits for the emulator to attach to the analog
+socket before the firmware runs. The launcher prints the pty QEMU reports as its first stdout
+line and stays as QEMU's parent: on stdin EOF (--exit-on-stdin-eof) or SIGTERM it stops QEMU and
 exits. Bytes sent while no client holds the pty are lost; the host's HELLO retries cover that.
 The part's RAM bounds the FIFO: fifo_blocks above QEMU_MAX_FIFO_BLOCKS is served as that many
 (the identity says so, and the host adapts to it, as to max_sweep_samples).
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import re
 import shutil
+import signal
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from firmware_sim.board import BoardConfig, Firmware
 from firmware_sim.devices import DeviceOptions, make_device
-from firmware_sim.native import affine_terms
+from firmware_sim.qemu_analog import AnalogEmulator
 from firmware_sim.server import stop_event
 
 ROOT = Path(__file__).resolve().parents[1]
 QEMU_IMAGE = ROOT / "build" / "firmware-qemu" / "dnpu-board-qemu.elf"
 QEMU_SYSTEM = "qemu-system-arm"
 QEMU_MACHINE = "netduinoplus2"
-QEMU_DEVICES = ("null", "linear")
 QEMU_MAX_FIFO_BLOCKS = 16                 # DNPU_MAX_FIFO_BLOCKS in firmware/ports/qemu/CMakeLists.txt
 QEMU_STARTUP_S = 20.0
 
 # firmware/ports/qemu/config.h
 QCFG_ADDR = 0x080E0000
 QCFG_MAGIC = 0x51504E44
-QCFG_VERSION = 1
+QCFG_VERSION = 2
 QCFG_MAX_SIZE = 4096
-QCFG_HEAD = struct.Struct("<8I4d14d3d21d3dq64s")
-assert QCFG_HEAD.size == 464
+QCFG_HEAD = struct.Struct("<8I4d14d3d64s")
+assert QCFG_HEAD.size == 264
 
 
-def config_block(cfg: BoardConfig, dev: DeviceOptions) -> bytes:
-    """The boot configuration block for these options (ValueError for what the port cannot serve)."""
-    if dev.device not in QEMU_DEVICES:
-        raise ValueError(f"firmware=qemu serves device={'|'.join(QEMU_DEVICES)}, not {dev.device!r}")
+def qemu_board(cfg: BoardConfig, dev: DeviceOptions) -> Firmware:
+    """The Python firmware for these options: the device and DAC errors the emulator runs, and
+    the identity (serial) the qemu board reports."""
     if cfg.fifo_blocks < 1:
         raise ValueError(f"firmware=qemu needs fifo_blocks >= 1, got {cfg.fifo_blocks}")
-    device = make_device(dev, cfg.seed)
-    board = Firmware(cfg, device)          # draws the DAC errors from the seed (as firmware=native)
-    w, b, clip = affine_terms(device)
-    fail = -1 if dev.fail_after_rows is None else dev.fail_after_rows
+    return Firmware(cfg, make_device(dev, cfg.seed))
+
+
+def config_block(cfg: BoardConfig, board: Firmware) -> bytes:
+    """The boot configuration block for these settings (ValueError if they do not fit it)."""
     serial = json.loads(board._identity)["serial"].encode()
-    device_json = json.dumps(device.describe, sort_keys=True, separators=(",", ":")).encode() + b"\0"
+    device_json = json.dumps(board.device.describe, sort_keys=True, separators=(",", ":")).encode() + b"\0"
     size = QCFG_HEAD.size + len(device_json)
     if len(serial) >= 64 or size > QCFG_MAX_SIZE:
         raise ValueError("firmware=qemu: the serial or the device description is too long for the config block")
@@ -70,14 +81,13 @@ def config_block(cfg: BoardConfig, dev: DeviceOptions) -> bytes:
         QCFG_MAGIC, QCFG_VERSION, size, cfg.seed & 0xFFFFFFFF,
         cfg.dac_bits, cfg.adc_bits, min(cfg.fifo_blocks, QEMU_MAX_FIFO_BLOCKS), int(cfg.realtime),
         *f64(cfg.dac_span_v), *f64(cfg.adc_span_na), *f64(cfg.limits_v),
-        float(cfg.max_slew_v_per_s), float(cfg.watchdog_s), float(cfg.sample_period_s),
-        *f64(board.dac_gain), *f64(board.dac_offset), *f64(w),
-        float(b), *f64(clip), int(fail), serial)
+        float(cfg.max_slew_v_per_s), float(cfg.watchdog_s), float(cfg.sample_period_s), serial)
     return head + device_json
 
 
-def qemu_argv(block_path: str, image: Path = QEMU_IMAGE) -> list[str]:
+def qemu_argv(block_path: str, analog_socket: str, image: Path = QEMU_IMAGE) -> list[str]:
     return [QEMU_SYSTEM, "-M", QEMU_MACHINE, "-nographic", "-monitor", "none", "-serial", "pty",
+            "-serial", f"unix:{analog_socket},server=on,wait=on",
             "-kernel", str(image), "-device", f"loader,file={block_path},addr={QCFG_ADDR:#x}"]
 
 
@@ -89,53 +99,114 @@ def check_available() -> None:
         raise ValueError(f"firmware=qemu: {QEMU_IMAGE} is not built (make firmware-qemu)")
 
 
+@dataclass
+class QemuSession:
+    """A running qemu board: the pty the host opens, QEMU's process and the analog emulator."""
+
+    pty: str
+    proc: subprocess.Popen
+    analog: AnalogEmulator
+
+
+@contextmanager
+def run_qemu(cfg: BoardConfig, dev: DeviceOptions) -> Iterator[QemuSession]:
+    """Start QEMU with the analog emulator attached; stop both on exit. ValueError (before
+    anything starts) for options it cannot serve or a missing tool; RuntimeError if QEMU fails
+    to start."""
+    board = qemu_board(cfg, dev)
+    block = config_block(cfg, board)
+    check_available()
+    with tempfile.TemporaryDirectory(prefix="dnpu-qemu-") as tmp:
+        block_path, sock_path = os.path.join(tmp, "config.bin"), os.path.join(tmp, "analog.sock")
+        Path(block_path).write_bytes(block)
+        proc = subprocess.Popen(qemu_argv(block_path, sock_path), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent)
+        sock: socket.socket | None = None
+        try:
+            lines = _drain(proc)
+            sock = _attach(sock_path, proc, lines)
+            analog = AnalogEmulator(board)
+            analog.start(sock)
+            yield QemuSession(lines.pty(), proc, analog)
+        finally:
+            _stop(proc)
+            if sock is not None:
+                sock.close()
+
+
 def serve_qemu(cfg: BoardConfig, dev: DeviceOptions, pty: bool, exit_on_stdin_eof: bool) -> int:
     """Start QEMU on these options, print its pty, run until stdin EOF / SIGTERM, stop QEMU.
     ValueError (before anything starts) for options it cannot serve or a missing tool."""
     if not pty:
         raise ValueError("firmware=qemu serves a pty only (--pty)")
-    block = config_block(cfg, dev)
-    check_available()
-    with tempfile.NamedTemporaryFile(prefix="dnpu-qemu-config-", suffix=".bin") as f:
-        f.write(block)
-        f.flush()
-        proc = subprocess.Popen(qemu_argv(f.name), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        try:
-            path = _pty_path(proc)
-            print(path, flush=True)
-            _wait_for_stop(proc, exit_on_stdin_eof)
-        finally:
-            _stop(proc)
+    with run_qemu(cfg, dev) as session:
+        print(session.pty, flush=True)
+        _wait_for_stop(session.proc, exit_on_stdin_eof)
     return 0
 
 
-def _pty_path(proc: subprocess.Popen) -> str:
-    """QEMU's `char device redirected to /dev/pts/N (label serial0)` line; later output drained."""
+def _die_with_parent() -> None:
+    """In QEMU's child before exec: SIGKILL it when the launcher dies, however it dies (a killed
+    launcher must not leave QEMU holding the pty, or the host would never see the board go)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _attach(path: str, proc: subprocess.Popen, lines: "_QemuOutput") -> socket.socket:
+    """Connect to QEMU's analog socket once it listens (QEMU waits for this before running)."""
+    deadline = time.monotonic() + QEMU_STARTUP_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.exists(path):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(path)
+                return s
+            except OSError:
+                s.close()
+        time.sleep(0.02)
+    raise RuntimeError(f"firmware=qemu: QEMU did not open its analog link: {lines.why()}")
+
+
+class _QemuOutput:
+    """QEMU's stdout, drained by a thread so QEMU never blocks on it; the pty it reports."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+        self.seen: list[str] = []
+        self.ready = threading.Event()
+
+    def why(self) -> str:
+        return " / ".join(s for s in self.seen[-3:] if s) or "no output"
+
+    def pty(self) -> str:
+        self.ready.wait(QEMU_STARTUP_S)
+        if not self.found:
+            raise RuntimeError(f"firmware=qemu: QEMU did not report a pty: {self.why()}")
+        return self.found[0]
+
+
+def _drain(proc: subprocess.Popen) -> _QemuOutput:
+    """QEMU's `char device redirected to /dev/pts/N (label serial0)` line; later output to stderr."""
     assert proc.stdout is not None
-    found: list[str] = []
-    seen: list[str] = []
-    ready = threading.Event()
+    out = _QemuOutput()
 
     def drain() -> None:
-        for raw in proc.stdout:                      # keep reading, so QEMU never blocks on it
+        for raw in proc.stdout:
             line = raw.decode(errors="replace")
-            if not ready.is_set():
-                seen.append(line.strip())
+            if not out.ready.is_set():
+                out.seen.append(line.strip())
                 m = re.search(r"char device redirected to (/dev/\S+)", line)
                 if m:
-                    found.append(m.group(1))
-                    ready.set()
-            else:
+                    out.found.append(m.group(1))
+                    out.ready.set()
+            elif not re.search(r"waiting for connection|terminating on signal", line):
                 sys.stderr.write(line)
-        ready.set()
+        out.ready.set()
 
     threading.Thread(target=drain, daemon=True).start()
-    ready.wait(QEMU_STARTUP_S)
-    if not found:
-        why = " / ".join(s for s in seen[-3:] if s) or "no output"
-        raise RuntimeError(f"firmware=qemu: QEMU did not report a pty: {why}")
-    return found[0]
+    return out
 
 
 def _wait_for_stop(proc: subprocess.Popen, exit_on_stdin_eof: bool) -> None:

@@ -759,10 +759,39 @@ static void send_nak(dnpu_board *b, uint16_t seq)
     frame_send(b, DNPU_MSG_NAK, seq, DNPU_NAK_HEAD_SIZE, 0);
 }
 
-/* Read what the link has, and handle frames while a reply is sure to fit the transmit queue. */
+/* Handle decoded frames while a reply is sure to fit the transmit queue; true when the decoder
+ * needs more bytes (false: stopped for transmit room). */
+static bool decode(dnpu_board *b, double t)
+{
+    dnpu_decoder *d = &b->rx;
+    uint32_t g = d->garbage_bytes, h = d->header_errors, e = d->crc_errors;
+    dnpu_frame f;
+    dnpu_dec_result r = DNPU_DEC_NONE;
+    bool starved = false;
+    while (tx_has_frame_room(b)) {
+        r = dnpu_decoder_next(d, &f);
+        if (r == DNPU_DEC_NONE) {
+            starved = true;
+            break;
+        }
+        if (r == DNPU_DEC_FRAME)
+            handle_frame(b, &f, t);
+        else
+            send_nak(b, f.seq);
+    }
+    b->counters[DNPU_CNT_garbage_bytes] += d->garbage_bytes - g;
+    b->counters[DNPU_CNT_header_errors] += d->header_errors - h;
+    b->counters[DNPU_CNT_crc_errors] += d->crc_errors - e;
+    return starved;
+}
+
+/* Read what the link has, and handle frames while a reply is sure to fit the transmit queue. A
+ * frame that stopped arriving DNPU_FRAME_GAP_S ago is dropped (NAKed when its header was sound),
+ * so that a byte lost on the wire does not make the board swallow the next frame. */
 static void receive(dnpu_board *b, double t)
 {
     dnpu_decoder *d = &b->rx;
+    bool starved = false;
     for (int pass = 0; pass < 4; pass++) {
         size_t room, n = 0;
         uint8_t *space = dnpu_decoder_space(d, &room);
@@ -770,21 +799,21 @@ static void receive(dnpu_board *b, double t)
             n = b->hal.link_read(b->hal.ctx, space, room);
             dnpu_decoder_commit(d, n);
             b->counters[DNPU_CNT_rx_bytes] += (uint32_t)n;
+            if (n > 0)
+                b->last_rx_byte = t;
         }
-        uint32_t g = d->garbage_bytes, h = d->header_errors, e = d->crc_errors;
-        dnpu_frame f;
-        dnpu_dec_result r = DNPU_DEC_NONE;
-        while (tx_has_frame_room(b) && (r = dnpu_decoder_next(d, &f)) != DNPU_DEC_NONE) {
-            if (r == DNPU_DEC_FRAME)
-                handle_frame(b, &f, t);
-            else
-                send_nak(b, f.seq);
-        }
-        b->counters[DNPU_CNT_garbage_bytes] += d->garbage_bytes - g;
-        b->counters[DNPU_CNT_header_errors] += d->header_errors - h;
-        b->counters[DNPU_CNT_crc_errors] += d->crc_errors - e;
-        if (n == 0 || !tx_has_frame_room(b))
+        starved = decode(b, t);
+        if (n == 0 || !starved)
             break;
+    }
+    bool seq_valid;
+    uint16_t seq;
+    while (starved && t - b->last_rx_byte >= DNPU_FRAME_GAP_S && tx_has_frame_room(b)
+           && dnpu_decoder_expire(d, &seq_valid, &seq)) {
+        CNT(b, frame_timeouts);
+        if (seq_valid)
+            send_nak(b, seq);
+        starved = decode(b, t);
     }
 }
 

@@ -46,12 +46,18 @@
 #define DNPU_IDENTITY_CAP 16384u
 #endif
 #define DNPU_ERROR_TEXT_MAX 200u
+#ifndef DNPU_LINK_BYTES_PER_S            /* what the port's link carries (identity; 0: not limited) */
+#define DNPU_LINK_BYTES_PER_S 0u
+#endif
+#ifndef DNPU_FRAME_GAP_S                  /* a frame incomplete this long after its last byte is dropped */
+#define DNPU_FRAME_GAP_S (DNPU_FRAME_GAP_MS / 1000.0)
+#endif
 
 /* The counters, in the order of the identity's `counters` (firmware_sim's COUNTER_NAMES). */
 #define DNPU_COUNTERS(X) X(rx_bytes) X(rx_frames) X(garbage_bytes) X(header_errors) X(crc_errors) \
     X(naks_sent) X(unknown_commands) X(malformed) X(cached_replies) X(limit_rejects)             \
     X(watchdog_trips) X(port_closes) X(tx_frames) X(blocks_sent) X(blocks_resent) X(overflows)   \
-    X(errors_dropped)
+    X(errors_dropped) X(frame_timeouts)
 #define DNPU_COUNTER_ENUM(name) DNPU_CNT_##name,
 enum { DNPU_COUNTERS(DNPU_COUNTER_ENUM) DNPU_N_COUNTERS };
 extern const char *const DNPU_COUNTER_NAMES[DNPU_N_COUNTERS];
@@ -106,7 +112,8 @@ typedef struct dnpu_board {
     uint64_t boot_ticks;
 
     bool armed, connected, overflowed, link_was_open;
-    double last_rx;
+    double last_rx;                       /* the last valid frame (watchdog) */
+    double last_rx_byte;                  /* the last received byte (frame gap) */
     dnpu_ramp ramp;
     uint16_t dac_now[DNPU_CHANNELS];      /* the codes last latched by the slew limiter */
 

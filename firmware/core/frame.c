@@ -113,3 +113,15 @@ dnpu_dec_result dnpu_decoder_next(dnpu_decoder *d, dnpu_frame *f)
         return DNPU_DEC_FRAME;
     }
 }
+
+bool dnpu_decoder_expire(dnpu_decoder *d, bool *seq_valid, uint16_t *seq)
+{
+    if (d->len <= d->pos)
+        return false;
+    const uint8_t *h = d->buf + d->pos;
+    /* after DNPU_DEC_NONE, a whole header at pos has passed its check (else pos moved past it) */
+    *seq_valid = d->len - d->pos >= DNPU_HEADER_SIZE && h[0] == DNPU_SYNC0 && h[1] == DNPU_SYNC1;
+    *seq = *seq_valid ? dnpu_get16(h + DNPU_OFF_SEQ) : 0;
+    d->pos++;
+    return true;
+}

@@ -42,4 +42,9 @@ void dnpu_decoder_commit(dnpu_decoder *d, size_t n);
  * only msg and seq are set), or DNPU_DEC_NONE when more bytes are needed. */
 dnpu_dec_result dnpu_decoder_next(dnpu_decoder *d, dnpu_frame *f);
 
+/* After DNPU_DEC_NONE: drop the incomplete frame (or partial header) the decoder waits on, as after
+ * any fault (one byte after its sync). Returns false when nothing was waiting; *seq_valid says
+ * whether its header was complete and sound, and then *seq is its SEQ (to NAK it). */
+bool dnpu_decoder_expire(dnpu_decoder *d, bool *seq_valid, uint16_t *seq);
+
 #endif

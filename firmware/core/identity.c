@@ -109,6 +109,8 @@ size_t dnpu_identity_build(const dnpu_board *b, char *buf, size_t cap)
         pair(&t, c->limits_v[ch][0], c->limits_v[ch][1]);
     }
     dnpu_text_add(&t, "]");
+    key(&t, "link_bytes_per_s", 0);
+    dnpu_text_addf(&t, "%lu", (unsigned long)DNPU_LINK_BYTES_PER_S);
     key(&t, "max_block_samples", 0);
     dnpu_text_addf(&t, "%u", (unsigned)DNPU_MAX_BLOCK_SAMPLES);
     key(&t, "max_oversample", 0);

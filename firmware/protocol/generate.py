@@ -186,6 +186,7 @@ def c_header(s: Schema) -> str:
         w(f"#define DNPU_{key.upper()} {fr[key]}")
     w(f"#define DNPU_HCRC_INIT 0x{fr['hcrc_init']:04X}u")
     w(f"#define DNPU_MAX_PAYLOAD {fr['max_payload']}")
+    w(f"#define DNPU_FRAME_GAP_MS {fr['frame_gap_ms']}u")
     w("")
 
     def consts(title: str, table: str, prefix: str, key: str, hexa: bool) -> None:

@@ -22,7 +22,7 @@ from host.board.errors import (BoardError, BoardTimeout, IncompatibleBoard, Limi
                                ProtocolError, RemoteError, SafeStateError)
 from host.board.limits import check_volts
 from host.board.link import HostCounters, Link
-from host.board.sweep import SweepSizes, SweepStream
+from host.board.sweep import LinkAdaptation, SweepSizes, SweepStream
 from host.board.transport import Port, open_port
 
 _IDENTITY_KEYS = ("protocol", "firmware", "serial", "channels", "dac_bits", "adc_bits", "dac",
@@ -39,9 +39,14 @@ class BoardOptions:
     retries: int = 6                # attempts after the first before BoardTimeout
     heartbeat_s: float = 0.15       # keep-alive period (board watchdog is ~0.5 s)
     stall_timeout_s: float = 30.0   # a sweep making no progress this long -> BoardTimeout
-    upload_samples: int = 512       # samples per SWEEP_DATA frame (7 x u16 each)
-    block_samples: int = 1024       # samples per RESULT block (i32 each)
+    upload_samples: int = 584       # samples per SWEEP_DATA frame (7 x u16 each; at most what fits)
+    block_samples: int = 2048       # samples per RESULT block (i32 each; at most the board's max)
     window: int = 16                # RESULT blocks in flight (credits)
+    upload_window: int = 8          # SWEEP_DATA frames in flight
+    adapt: bool = True              # shrink frames on a noisy link, grow them back while it is clean
+    min_upload_samples: int = 32    # adaptation floors
+    min_block_samples: int = 64
+    adapt_grow_after: int = 8       # clean frames in a row before a size doubles again
     sweep_samples: int = 1 << 16    # samples per sweep (board buffer)
     ramp_v_per_s: float = 1.0       # set(..., ramp=True) rate; ramp=False uses the board's max slew
     arm: bool = True                # re-arm the board's safe state on open
@@ -52,7 +57,8 @@ class BoardOptions:
         for name in ("timeout_s", "heartbeat_s", "stall_timeout_s", "ramp_v_per_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"BoardOptions.{name} must be > 0")
-        for name in ("upload_samples", "block_samples", "window", "sweep_samples"):
+        for name in ("upload_samples", "block_samples", "window", "sweep_samples", "upload_window",
+                     "min_upload_samples", "min_block_samples", "adapt_grow_after"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BoardOptions.{name} must be >= 1")
         if self.retries < 0:
@@ -119,6 +125,12 @@ class Board:
     @property
     def counters_host(self) -> HostCounters:
         return self.link.counters
+
+    @property
+    def adaptation(self) -> dict[str, int]:
+        """The frame sizes the host uses now (they shrink on a noisy link): SWEEP_DATA rows per
+        frame and frames in flight, RESULT samples per block, and how often any shrank."""
+        return self.sweeps.adapt.as_dict()
 
     @property
     def heartbeat_error(self) -> BaseException | None:
@@ -202,9 +214,15 @@ class Board:
         if not (np.all(self._v_per_code > 0) and self._na_per_code > 0):
             raise ProtocolError("identity calibration has non-positive scale")
         o = self.options
-        self.sweeps = SweepStream(self.link, SweepSizes.negotiate(ident, o.block_samples, o.upload_samples,
-                                                                  o.window, o.sweep_samples),
-                                  o.stall_timeout_s)
+        rate = float(ident.get("link_bytes_per_s", 0) or 0)
+        if rate > 0:
+            # A slow link (a UART): a reply may wait behind a full frame each way.
+            self.link.timeout_s = o.timeout_s + 2 * (P.FRAME_OVERHEAD + int(ident["max_payload"])) / rate
+        sizes = SweepSizes.negotiate(ident, o.block_samples, o.upload_samples, o.window,
+                                     o.sweep_samples, o.upload_window, self.link.timeout_s)
+        adapt = LinkAdaptation.for_sizes(sizes, o.min_upload_samples, o.min_block_samples,
+                                         o.adapt_grow_after, enabled=o.adapt)
+        self.sweeps = SweepStream(self.link, sizes, o.stall_timeout_s, adapt)
 
     # ---- volts <-> codes ----------------------------------------------------------------
     def validate(self, volts: Any) -> np.ndarray:
@@ -212,11 +230,27 @@ class Board:
         return check_volts(volts, self.limits_v)
 
     def volts_to_codes(self, volts: Any) -> np.ndarray:
-        v = self.validate(volts)
-        codes = np.rint((v - self._v_at_0) / self._v_per_code).astype(np.int64)
-        # A value inside the limits may round one code past them: keep it inside.
-        codes = np.clip(codes, self._limit_codes[:, 0], self._limit_codes[:, 1])
-        return codes.astype(np.uint16)
+        v = np.ascontiguousarray(self.validate(volts))
+        out = np.empty(v.shape, dtype=np.uint16)
+        rows = min(1 << 14, len(v))     # per chunk: flat loops against tiled constants, in cache
+        if rows == 0:
+            return out
+        v0, per_code = np.tile(self._v_at_0, rows), np.tile(self._v_per_code, rows)
+        lo, hi = (np.tile(self._limit_codes[:, k].astype(np.float64), rows) for k in (0, 1))
+        flat_v, flat_out, m = v.reshape(-1), out.reshape(-1), rows * N_ELECTRODES
+        tmp = np.empty(m)
+        for i in range(0, len(flat_v), m):
+            c = flat_v[i:i + m]
+            n = len(c)
+            x = tmp[:n]
+            np.subtract(c, v0[:n], out=x)
+            np.divide(x, per_code[:n], out=x)
+            np.rint(x, out=x)
+            # A value inside the limits may round one code past them: keep it inside.
+            np.maximum(x, lo[:n], out=x)
+            np.minimum(x, hi[:n], out=x)
+            flat_out[i:i + n] = x
+        return out
 
     def codes_to_volts(self, codes: np.ndarray) -> np.ndarray:
         return self._v_at_0 + codes.astype(np.float64) * self._v_per_code
@@ -314,12 +348,14 @@ class Board:
         lo, hi = ident["sample_period_ns"]["min"], ident["sample_period_ns"]["max"]
         if not lo <= period_ns <= hi:
             raise ValueError(f"sample_period_s must be within [{lo * 1e-9}, {hi * 1e-9}] s")
-        out = np.empty(len(codes), dtype=np.int64)
+        out = np.empty(len(codes), dtype=np.float64)
         step = self.sweeps.sizes.max_samples
         with self.link.lock:
             for start in range(0, len(codes), step):
                 part = codes[start:start + step]
-                out[start:start + len(part)] = self.sweeps.run(part, oversample, period_ns)
+                na = out[start:start + len(part)]
+                np.multiply(self.sweeps.run(part, oversample, period_ns), self._na_per_code, out=na)
+                na += self._na_at_0
                 if progress is not None:
                     progress(start + len(part), len(codes))
-        return self._na_at_0 + out * self._na_per_code
+        return out

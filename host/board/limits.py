@@ -18,6 +18,30 @@ from host.board.errors import LimitError
 FLOAT32_SLACK_V = 1e-6
 
 
+def _all_inside(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: int = 1 << 14) -> bool:
+    """lo <= v <= hi everywhere ([n, 7] against [7]). In chunks of `step` rows against tiled
+    bounds: flat, contiguous loops whose temporaries stay in cache (several times faster than
+    broadcasting a [7] over [n, 7])."""
+    rows = min(step, len(v))
+    if rows == 0:
+        return True
+    if not v.flags.c_contiguous:
+        v = np.ascontiguousarray(v)
+    flat, m = v.reshape(-1), rows * v.shape[1]
+    lo_t, hi_t = np.tile(lo, rows), np.tile(hi, rows)
+    a, b = np.empty(m, bool), np.empty(m, bool)
+    for i in range(0, len(flat), m):
+        c = flat[i:i + m]
+        n = len(c)
+        x, y = a[:n], b[:n]
+        np.greater_equal(c, lo_t[:n], out=x)
+        np.less_equal(c, hi_t[:n], out=y)
+        x &= y
+        if not x.all():
+            return False
+    return True
+
+
 def check_volts(volts: Any, limits_v: Any, what: str = "volts") -> np.ndarray:
     """`volts` as float64 [n, 7] inside `limits_v` ([7, 2] of [lo, hi] in V), or LimitError.
 
@@ -37,7 +61,7 @@ def check_volts(volts: Any, limits_v: Any, what: str = "volts") -> np.ndarray:
     if v.ndim != 2 or v.shape[1] != N_ELECTRODES:
         raise LimitError(f"{what} must have shape [n, {N_ELECTRODES}], got {np.shape(volts)}")
     lo, hi = lim[:, 0], lim[:, 1]
-    if ((v >= lo) & (v <= hi)).all():         # the common case (NaN fails both comparisons)
+    if _all_inside(v, lo, hi):               # the common case (NaN fails both comparisons)
         return v
     if not np.all(np.isfinite(v)):
         i, c = np.argwhere(~np.isfinite(v))[0]

@@ -3,12 +3,15 @@
 `Link` numbers each request, resends it with the *same* sequence number after a timeout or a
 NAK (the board answers a repeat from its reply cache, so nothing runs twice), drops stale
 replies, turns ERROR replies into typed exceptions, keeps the board's watchdog fed from a
-heartbeat thread while the host is idle, and counts what happened on the wire. Stream frames
-(RESULT) go to `stream_sink`, set by the sweep streamer.
+heartbeat thread while the host is idle (and with `keepalive` frames while a reply is overdue,
+so lost replies never trip it), drops an incomplete frame once the link has been quiet for
+`FRAME_GAP_S` (so a frame that lost bytes cannot swallow the next), and counts what happened on
+the wire. Stream frames (RESULT) go to `stream_sink`, set by the sweep streamer.
 """
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 import random
 import threading
 import time
@@ -40,6 +43,8 @@ class HostCounters:
     garbage_bytes: int = 0
     header_errors: int = 0
     crc_errors: int = 0
+    frame_timeouts: int = 0     # incomplete frames dropped after a quiet gap
+    keepalives: int = 0         # STATUS | NOREPLY sent while waiting for a reply
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -61,6 +66,8 @@ class Link:
         self.heartbeat_error: BaseException | None = None
         self._bytes = ByteLink(port)
         self._decoder = P.FrameDecoder()
+        self._last_rx = time.monotonic()
+        self._inbox: deque[P.Frame] = deque()     # replies pumped but not yet claimed
         self._seq = random.randrange(1 << 16)
         self._closed = False
         self._stop_hb = threading.Event()
@@ -76,17 +83,35 @@ class Link:
         self.last_tx = time.monotonic()
         self.counters.tx_frames += 1
 
+    def next_seq(self) -> int:
+        """A new request sequence number (+1 mod 2^16)."""
+        self._seq = (self._seq + 1) & 0xFFFF
+        return self._seq
+
+    def keepalive(self) -> None:
+        """Pet the board's watchdog without asking anything: STATUS with NOREPLY (any valid frame
+        pets it; a NOREPLY command gets no reply). Sent while a reply is overdue."""
+        self.send(P.encode_frame(P.SCHEMA["STATUS"].id, 0, b"", P.FLAG_NOREPLY))
+        self.counters.keepalives += 1
+
     def pump(self, wait_s: float) -> list[P.Frame]:
         """Decode whatever arrives within `wait_s`; stream frames go to `stream_sink`, the
-        others are returned."""
+        others are returned. An incomplete frame that stopped arriving `P.FRAME_GAP_S` ago is
+        dropped (a byte was lost on the wire), so it cannot swallow the frames that follow."""
         try:
             data = self._bytes.recv(wait_s)
         except BoardDisconnected:
             self.broken = True
             raise
-        if not data:
+        now = time.monotonic()
+        if data:
+            self._last_rx = now
+            frames = self._decoder.feed(data)
+        elif self._decoder.pending and now - self._last_rx >= P.FRAME_GAP_S:
+            frames = self._decoder.expire()
+            self.counters.frame_timeouts = self._decoder.stats.frame_timeouts
+        else:
             return []
-        frames = self._decoder.feed(data)
         st, hc = self._decoder.stats, self.counters
         hc.garbage_bytes, hc.header_errors, hc.crc_errors = st.garbage_bytes, st.header_errors, st.crc_errors
         hc.rx_frames += len(frames)
@@ -132,30 +157,41 @@ class Link:
 
     def _request(self, msg_id: int, payload: bytes, flags: int, schema_hash: int) -> P.Frame:
         with self.lock:
-            self._seq = seq = (self._seq + 1) & 0xFFFF
+            seq = self.next_seq()
             frame = P.encode_frame(msg_id, seq, payload, flags, schema_hash)
             for attempt in range(self.retries + 1):
                 if attempt:
                     self.counters.retries += 1
                     frame = P.encode_frame(msg_id, seq, payload, flags | P.FLAG_RETRY, schema_hash)
                 self.send(frame)
-                deadline = time.monotonic() + self.timeout_s
-                nak = False
-                while not nak:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        self.counters.timeouts += 1
-                        break
-                    for f in self.pump(min(left, 0.05)):
-                        if f.seq != seq:
-                            self.counters.stale_replies += 1
-                        elif f.msg == P.SCHEMA["NAK"].id:
-                            self.counters.naks_received += 1
-                            nak = True
-                        else:
-                            return _raise_error_reply(f)
+                reply = self.await_reply({seq}, time.monotonic() + self.timeout_s)
+                if reply is not None and reply.msg != P.SCHEMA["NAK"].id:
+                    return raise_error_reply(reply)
             name = P.BY_ID[msg_id].name if msg_id in P.BY_ID else hex(msg_id)
             raise BoardTimeout(f"no reply to {name} after {self.retries + 1} attempts of {self.timeout_s} s")
+
+    def await_reply(self, seqs: set[int], deadline: float) -> P.Frame | None:
+        """The next reply (NAK included) whose SEQ is in `seqs`, or None at `deadline`. Other
+        replies are stale and dropped; stream frames go to `stream_sink`. While waiting, the
+        board's watchdog is kept fed (`keepalive`) so that lost replies never trip it."""
+        inbox = self._inbox
+        while True:
+            while inbox:
+                f = inbox.popleft()
+                if f.seq not in seqs:
+                    self.counters.stale_replies += 1
+                    continue
+                if f.msg == P.SCHEMA["NAK"].id:
+                    self.counters.naks_received += 1
+                return f
+            now = time.monotonic()
+            left = deadline - now
+            if left <= 0:
+                self.counters.timeouts += 1
+                return None
+            if now - self.last_tx >= self.heartbeat_s:
+                self.keepalive()
+            inbox.extend(self.pump(min(left, 0.05)))
 
     def status(self) -> dict[str, Any]:
         """STATUS_REPLY fields, plus `state_name` and `armed`."""
@@ -200,7 +236,7 @@ class Link:
         self._bytes.close()
 
 
-def _raise_error_reply(f: P.Frame) -> P.Frame:
+def raise_error_reply(f: P.Frame) -> P.Frame:
     """`f` itself, unless it is an ERROR reply: then the matching RemoteError."""
     if f.msg != P.SCHEMA["ERROR"].id:
         return f

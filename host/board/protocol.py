@@ -60,6 +60,9 @@ CRC_SIZE = _FR["crc_size"]
 FRAME_OVERHEAD = HEADER_SIZE + CRC_SIZE
 HCRC_INIT = _FR["hcrc_init"]
 MAX_PAYLOAD = _FR["max_payload"]
+#: an incomplete frame that got no byte for this long is dropped (a byte was lost on the wire):
+#: the host's decoder and both firmwares do this, so a truncated frame never swallows the next
+FRAME_GAP_S = _FR["frame_gap_ms"] / 1000.0
 
 # ---- named values: FLAG_NOREPLY, ERR_LIMIT, STATUS_ARMED, RESULT_LAST, ... ----------------
 _NAMED = {"frame_flags": ("FLAG_", "bit"), "errors": ("ERR_", "code"), "nak_reasons": ("NAK_", "code"),
@@ -227,6 +230,7 @@ class LinkStats:
     garbage_bytes: int = 0
     header_errors: int = 0
     crc_errors: int = 0
+    frame_timeouts: int = 0
 
 
 class FrameDecoder:
@@ -237,39 +241,58 @@ class FrameDecoder:
         self.schema_hash = schema_hash
         self.stats = LinkStats()
 
+    @property
+    def pending(self) -> bool:
+        """Whether bytes wait for more (an incomplete frame, or a lone first sync byte)."""
+        return bool(self._buf)
+
+    def expire(self) -> list[Frame]:
+        """Drop what waits for more bytes, as after any fault (one byte after its sync), and
+        decode what follows it: called when the link went quiet in the middle of a frame."""
+        if not self._buf:
+            return []
+        self.stats.frame_timeouts += 1
+        del self._buf[:1]
+        return self.feed(b"")
+
     def feed(self, chunk: bytes) -> list[Frame]:
         buf = self._buf
-        buf.extend(chunk)
+        buf += chunk
         got: list[Frame] = []
         start = 0
+        n = len(buf)
+        st = self.stats
         while True:
             at = buf.find(SYNC, start)
             if at < 0:
                 tail_keep = 1 if buf[-1:] == SYNC[:1] else 0
-                self.stats.garbage_bytes += max(0, len(buf) - start - tail_keep)
-                start = max(start, len(buf) - tail_keep)
+                st.garbage_bytes += max(0, n - start - tail_keep)
+                start = max(start, n - tail_keep)
                 break
-            self.stats.garbage_bytes += at - start
+            st.garbage_bytes += at - start
             start = at
-            if len(buf) - at < HEADER_SIZE:
+            if n - at < HEADER_SIZE:
                 break
-            pre = bytes(buf[at:at + OFF_HCRC])
+            pre = buf[at:at + OFF_HCRC]
             _, length, msg, flags, seq = _PRE.unpack(pre)
             if _U16.unpack_from(buf, at + OFF_HCRC)[0] != binascii.crc_hqx(pre, HCRC_INIT) \
                     or length > MAX_PAYLOAD:
-                self.stats.header_errors += 1
+                st.header_errors += 1
                 start = at + 1
                 continue
-            end = at + HEADER_SIZE + length
-            if len(buf) < end + CRC_SIZE:
+            head_end = at + HEADER_SIZE
+            end = head_end + length
+            if n < end + CRC_SIZE:
                 break
-            body = bytes(buf[at + OFF_LEN:end])
-            if zlib.crc32(body, seed_for(msg, self.schema_hash)) != _U32.unpack_from(buf, end)[0]:
-                self.stats.crc_errors += 1
+            payload = bytes(buf[head_end:end])
+            crc = zlib.crc32(payload, zlib.crc32(buf[at + OFF_LEN:head_end], seed_for(msg, self.schema_hash)))
+            if crc != _U32.unpack_from(buf, end)[0]:
+                st.crc_errors += 1
                 start = at + 1
                 continue
-            self.stats.frames += 1
-            got.append(Frame(msg, flags, seq, body[HEADER_SIZE - OFF_LEN:]))
+            st.frames += 1
+            got.append(Frame(msg, flags, seq, payload))
             start = end + CRC_SIZE
-        del buf[:start]
+        if start:
+            del buf[:start]
         return got

@@ -6,11 +6,17 @@
 """
 from __future__ import annotations
 
+import os
 import select
 import socket
 from typing import Protocol
 
 import serial
+
+try:
+    from serial.serialposix import Serial as _PosixSerial
+except ImportError:                    # not a POSIX system: no fast path
+    _PosixSerial = None  # type: ignore[assignment,misc]
 
 from host.board.errors import BoardDisconnected, BoardError
 
@@ -46,7 +52,14 @@ def open_port(url: str, baudrate: int = 1_000_000) -> Port:
 
 
 class ByteLink:
-    """Non-blocking reads with an explicit wait, on any `Port` (timeout set to 0)."""
+    """Non-blocking reads with an explicit wait, on any `Port` (timeout set to 0).
+
+    On a POSIX serial port or pty (pyserial opens it non-blocking) bytes move with os.read and
+    os.write on its descriptor directly: a pty hands out at most a few KB per read, and pyserial's
+    per-call select and copies would cost more than the bytes themselves. Any other port (TCP,
+    a fault-injecting wrapper) goes through its own read and write."""
+
+    READ_MAX = 1 << 18             # bytes gathered per recv() on the fast path
 
     def __init__(self, port: Port) -> None:
         self.port = port
@@ -54,15 +67,30 @@ class ByteLink:
         reset = getattr(port, "reset_input_buffer", None)
         if reset is not None:
             reset()          # stale bytes from an earlier session
+        self._fd: int | None = None
+        if _PosixSerial is not None and isinstance(port, _PosixSerial):
+            fd = getattr(port, "fd", None)
+            if isinstance(fd, int) and not os.get_blocking(fd):
+                self._fd = fd
 
     def send(self, data: bytes) -> None:
         try:
+            if self._fd is not None:
+                try:
+                    n = os.write(self._fd, data)
+                except BlockingIOError:
+                    n = 0
+                if n == len(data):
+                    return
+                data = data[n:]          # the rest waits for room, under pyserial's write timeout
             self.port.write(data)
         except (serial.SerialException, OSError) as e:
             raise BoardDisconnected(f"write failed: {e}") from None
 
     def recv(self, wait_s: float) -> bytes:
         """Whatever has arrived, waiting at most `wait_s` for the first byte."""
+        if self._fd is not None:
+            return self._recv_fd(self._fd, wait_s)
         try:
             data = self.port.read(1 << 16)
             if data or wait_s <= 0:
@@ -71,6 +99,34 @@ class ByteLink:
             return self.port.read(1 << 16)
         except (serial.SerialException, OSError, ValueError) as e:
             raise BoardDisconnected(f"read failed: {e}") from None
+
+    def _recv_fd(self, fd: int, wait_s: float) -> bytes:
+        # A tty in raw mode (VMIN = VTIME = 0) answers an empty read with b"" rather than
+        # EAGAIN, so b"" means "nothing yet" -- unless select just said the port is readable:
+        # then the other end is gone (pyserial's own test).
+        chunks: list[bytes] = []
+        total, waited, ready = 0, wait_s <= 0, False
+        try:
+            while total < self.READ_MAX:
+                try:
+                    b = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    b = b""
+                if b:
+                    chunks.append(b)
+                    total += len(b)
+                    ready = False
+                    continue
+                if ready:
+                    raise BoardDisconnected("read failed: the port reports readiness to read but "
+                                            "returned no data (device disconnected?)")
+                if chunks or waited:
+                    break
+                waited = True
+                ready = bool(select.select([fd], [], [], wait_s)[0])
+        except (OSError, ValueError) as e:
+            raise BoardDisconnected(f"read failed: {e}") from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def close(self) -> None:
         try:

@@ -1,7 +1,8 @@
 """The qemu port: the firmware cross-compiled for an STM32F405 and run in QEMU's netduinoplus2,
-opened by the host as sim://?firmware=qemu (its USART1 on a pty). The host driver's conformance
-checks against it: identify, set/zero, exact measurements on the linear device, limits, the
-watchdog on the wall clock, and the clock's rate against wall time.
+opened by the host as sim://?firmware=qemu (its USART1 on a pty, its USART2 the analog link to the
+host-side emulator). The conformance suite (tests/host/board) runs against it as against the other
+firmwares; these are the port's own checks: its identity within the part's sizes, the emulated
+clock against wall time, the sample clock of real-time sweeps, and the launcher.
 
 Needs qemu-system-arm and the image (`make firmware-qemu`, which `make test` runs when
 arm-none-eabi-gcc is installed; .ci/run installs both). Without the tools these tests skip,
@@ -18,10 +19,10 @@ import numpy as np
 import pytest
 
 from core.electrodes import N_ELECTRODES
-from firmware_sim.board import DEFAULT_LIMITS_V
-from firmware_sim.devices import LinearDevice
-from firmware_sim.qemu import QEMU_IMAGE, QEMU_MAX_FIFO_BLOCKS
-from host.board import Board, BoardError, LimitError, RemoteLimitError, RemoteSafeState
+from firmware_sim.board import DEFAULT_LIMITS_V, BoardConfig
+from firmware_sim.devices import DeviceOptions, LinearDevice
+from firmware_sim.qemu import QEMU_IMAGE, QEMU_MAX_FIFO_BLOCKS, run_qemu
+from host.board import Board
 
 _missing = [t for t in ("qemu-system-arm", "arm-none-eabi-gcc") if shutil.which(t) is None]
 pytestmark = pytest.mark.skipif(bool(_missing), reason=f"{' and '.join(_missing)} not installed "
@@ -36,6 +37,7 @@ LIMITS_V = np.array(DEFAULT_LIMITS_V)
 MAX_SWEEP_SAMPLES = 2048          # DNPU_MAX_SWEEP_SAMPLES of the qemu build
 MAX_BLOCK_SAMPLES = 256
 MAX_PAYLOAD = 2048                # DNPU_BOARD_MAX_PAYLOAD
+LINK_BYTES_PER_S = 16000          # DNPU_LINK_BYTES_PER_S
 
 
 def expected_linear(volts: np.ndarray) -> np.ndarray:
@@ -67,64 +69,14 @@ def test_identify_is_the_seeded_board_within_the_parts_sizes(board: Board) -> No
     assert b["max_sweep_samples"] == MAX_SWEEP_SAMPLES and b["max_block_samples"] == MAX_BLOCK_SAMPLES
     assert b["fifo_blocks"] == min(a["fifo_blocks"], QEMU_MAX_FIFO_BLOCKS)
     assert b["max_payload"] == MAX_PAYLOAD          # short frames for a slow link (the host adapts)
+    assert b["link_bytes_per_s"] == LINK_BYTES_PER_S and a["link_bytes_per_s"] == 0
+    sizes = board.sweeps.sizes                      # no more in flight than the UART delivers in time
+    frame = 14 + 6 + 14 * sizes.upload_samples
+    assert 1 <= sizes.upload_window and sizes.upload_window * frame <= LINK_BYTES_PER_S * board.link.timeout_s / 2
     for k in set(a) - {"firmware", "model", "max_sweep_samples", "max_block_samples", "fifo_blocks",
-                       "max_payload"}:
+                       "max_payload", "link_bytes_per_s"}:
         assert a[k] == b[k], k
     assert b["device"]["model"] == "linear-test-device" and board.status()["armed"]
-
-
-def test_set_ramps_and_zero(board: Board) -> None:
-    board.zero()
-    t = board.set([0.1, 0, 0, 0, 0, 0, -0.2], ramp=True)
-    assert 0.19 < t < 0.3
-    np.testing.assert_allclose(board.outputs()["volts"], [0.1, 0, 0, 0, 0, 0, -0.2], atol=1e-4)
-    board.zero()
-    np.testing.assert_allclose(board.outputs()["volts"], 0.0, atol=1e-4)
-
-
-def test_measure_is_exact_and_ordered_over_several_sweeps(board: Board) -> None:
-    v = random_volts(5000, seed=1)                 # > max_sweep_samples: three sweeps
-    got = board.measure(v)
-    np.testing.assert_allclose(got, expected_linear(board.codes_to_volts(board.volts_to_codes(v))), atol=1e-9)
-    np.testing.assert_allclose(board.measure(v[:7], oversample=4), got[:7], atol=1e-9)
-
-
-def test_measure_with_small_sweeps_and_blocks() -> None:
-    with Board.open(URL, sweep_samples=1000, block_samples=300, window=2) as b:
-        v = random_volts(3333, seed=2)
-        got = b.measure(v)
-        np.testing.assert_allclose(got, expected_linear(b.codes_to_volts(b.volts_to_codes(v))), atol=1e-9)
-        assert b.counters_host.samples_received == 3333
-
-
-def test_limits_are_rejected_by_host_and_board(board: Board) -> None:
-    board.zero()                                    # a sweep leaves the outputs at its last point
-    with pytest.raises(LimitError, match="e5 sample 0"):
-        board.set([0, 0, 0, 0, 0, 0.31, 0])
-    before = board.counters()["board"]["limit_rejects"]
-    codes = board.volts_to_codes(np.zeros((1, 7)))[0].astype(np.int64)
-    codes[5] = board.identity["limit_codes"][5][1] + 1
-    with pytest.raises(RemoteLimitError, match="e5"):
-        board.link.request("SET", tail=codes.astype(np.uint16), rate_mv_per_s=0)
-    assert board.counters()["board"]["limit_rejects"] == before + 1
-    np.testing.assert_allclose(board.outputs()["volts"], 0.0, atol=1e-4)
-
-
-def test_watchdog_ramps_to_zero_and_latches_on_the_wall_clock() -> None:
-    with Board.open(URL + "&watchdog_ms=300&max_slew=1") as b:
-        b.set([0.3] + [0.0] * 6, ramp=False)
-        time.sleep(0.8)                             # the heartbeat keeps it armed
-        assert b.status()["armed"] and b.heartbeat_error is None
-        b.link.stop_heartbeat()
-        silent = time.monotonic()
-        time.sleep(0.5)                             # watchdog 0.3 s, then a 0.3 s ramp
-        while b.status()["state_name"] != "safe" or np.abs(b.outputs()["volts"]).max() > 1e-4:
-            assert time.monotonic() - silent < 0.3 + 0.3 + 1.0, "outputs did not reach 0 V in time"
-            time.sleep(0.02)
-        assert "WATCHDOG" in [e["name"] for e in b.errors()]
-        with pytest.raises(RemoteSafeState):
-            b.set([0.1] * N_ELECTRODES)
-        b.rearm()
 
 
 def test_clock_tracks_wall_time(board: Board) -> None:
@@ -135,9 +87,27 @@ def test_clock_tracks_wall_time(board: Board) -> None:
     assert abs(err) < 0.01, f"board clock off by {err:+.2%} against wall time"
 
 
-def test_qemu_refuses_what_it_cannot_serve() -> None:
-    with pytest.raises(BoardError, match="firmware=qemu serves device=null|linear"):
-        Board.open("sim://?firmware=qemu&device=dnpu")
+def test_qemu_serves_a_pty_only() -> None:
+    r = subprocess.run([sys.executable, "-m", "firmware_sim", "--tcp", "0", "--options", "firmware=qemu"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "firmware=qemu serves a pty only" in r.stderr
+
+
+def test_real_time_sweep_blocks_are_converted_on_the_sample_clock() -> None:
+    """The emulated counter paces a real-time sweep: no block is converted before its samples are
+    due, every block reaches the analog emulator once, in order, and the results are exact."""
+    cfg = BoardConfig(seed=SEED, dac_gain_error=0.0, dac_offset_error_v=0.0, realtime=True,
+                      sample_period_s=200e-6, watchdog_s=2.0)
+    with run_qemu(cfg, DeviceOptions(device="linear")) as q, Board.open(q.pty, block_samples=64) as b:
+        v = random_volts(640, seed=4)
+        got = b.measure(v)
+        np.testing.assert_allclose(got, expected_linear(b.codes_to_volts(b.volts_to_codes(v))), atol=1e-9)
+        blocks = [t for t in q.analog.timings if t.due_ticks]
+    assert [t.block for t in blocks] == list(range(10)) and all(t.rows == 64 for t in blocks)
+    late_us = np.array([t.now_ticks - t.due_ticks for t in blocks])
+    assert np.all(late_us >= 0), late_us
+    due = np.array([t.due_ticks for t in blocks])
+    np.testing.assert_array_equal(np.diff(due), 64 * 200)     # 64 samples of 200 us each
 
 
 def test_qemu_stops_when_its_stdin_closes() -> None:
@@ -151,3 +121,29 @@ def test_qemu_stops_when_its_stdin_closes() -> None:
     assert proc.wait(timeout=10) == 0
     proc.stdout.close()
     assert not Path(f"/proc/{children[0]}").exists(), "QEMU outlived its launcher"
+
+
+def test_qemu_dies_with_a_killed_launcher() -> None:
+    """A launcher killed outright (SIGKILL: no clean-up runs) takes QEMU with it, so the pty
+    closes and the host sees the board go instead of a silent board."""
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_sim", "--pty", "--exit-on-stdin-eof",
+                             "--options", "firmware=qemu&device=null"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdout.readline().decode().startswith("/dev/pts/")
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 1
+    proc.kill()
+    proc.wait(timeout=10)
+    for f in (proc.stdin, proc.stdout):
+        f.close()
+    t0 = time.monotonic()
+    while Path(f"/proc/{children[0]}").exists() and "Z" not in _state(children[0]):
+        assert time.monotonic() - t0 < 10, "QEMU outlived its killed launcher"
+        time.sleep(0.05)
+
+
+def _state(pid: str) -> str:
+    try:
+        return next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State:"))
+    except (OSError, StopIteration):
+        return "Z"

@@ -1,11 +1,12 @@
 /* The qemu port: the firmware core on an STM32F405 (QEMU's netduinoplus2), its host link on
  * USART1 (the host opens it as a pty: qemu-system-arm -serial pty). Time comes from TIM2 at
  * 1 MHz; the core sleeps in WFI when idle, woken by the UART or a 1 kHz SysTick. The analog
- * side is for now the native port's model compiled in (ports/native/analog.c), its parameters
- * read from the boot configuration block (config.h) that the launcher loads into flash. */
+ * side is behind USART2: each block of conversions goes to the host-side analog emulator
+ * (analog_link.h), which runs the seeded device as the Python firmware does. The board's settings
+ * come from the boot configuration block (config.h) that the launcher loads into flash. */
 #include <string.h>
 
-#include "analog.h"
+#include "analog_link.h"
 #include "board.h"
 #include "clock.h"
 #include "config.h"
@@ -22,6 +23,9 @@
 #ifndef DNPU_PCLK2_HZ
 #define DNPU_PCLK2_HZ 84000000u            /* USART1's bus clock (QEMU ignores the baud rate) */
 #endif
+#ifndef DNPU_PCLK1_HZ
+#define DNPU_PCLK1_HZ 42000000u            /* USART2's bus clock */
+#endif
 #define LINK_BAUD 115200u
 #define WAKEUP_HZ 1000u
 #define RX_AWAKE_TICKS (2u * CLOCK_TICKS_PER_S / 1000u)   /* 2 ms */
@@ -32,7 +36,7 @@
 _Static_assert(DNPU_TX_CAP >= DNPU_TX_HIGH + 8u * RESULT_FRAME_MAX + DNPU_FRAME_MAX, "DNPU_TX_CAP too small");
 _Static_assert(DNPU_MAX_BLOCK_SAMPLES <= (DNPU_BOARD_MAX_PAYLOAD - DNPU_RESULT_HEAD_SIZE) / 4, "block too big");
 
-static analog analog_;
+static analog_link analog_;
 static dnpu_board board;                  /* every buffer of the firmware: static storage */
 static char serial_[64];
 static char device_json_[QCFG_MAX_SIZE];
@@ -44,10 +48,10 @@ static size_t link_write(void *ctx, const uint8_t *buf, size_t n) { (void)ctx; r
 /* A UART has no carrier: the host counts as attached always (silence is the watchdog's job). */
 static bool link_is_open(void *ctx) { (void)ctx; return true; }
 static uint64_t clock_ticks(void *ctx) { (void)ctx; return clock_now(); }
-static void dac_stage(void *ctx, unsigned ch, uint16_t code) { (void)ctx; analog_stage(&analog_, ch, code); }
-static void dac_latch(void *ctx) { (void)ctx; analog_latch(&analog_); }
-static void dac_force_zero(void *ctx) { (void)ctx; analog_force_zero(&analog_); }
-static bool adc_read(void *ctx, int32_t *code) { (void)ctx; return analog_adc_read(&analog_, code); }
+static void dac_stage(void *ctx, unsigned ch, uint16_t code) { (void)ctx; analog_link_stage(&analog_, ch, code); }
+static void dac_latch(void *ctx) { (void)ctx; analog_link_latch(&analog_); }
+static void dac_force_zero(void *ctx) { (void)ctx; analog_link_force_zero(&analog_); }
+static bool adc_read(void *ctx, int32_t *code) { (void)ctx; return analog_link_adc_read(&analog_, code); }
 
 static void watchdog_start(void)
 {
@@ -71,7 +75,6 @@ static void defaults(dnpu_config *c)
     dnpu_config_defaults(c);
     c->fifo_blocks = DNPU_MAX_FIFO_BLOCKS;
     c->serial = "QEMU-NOCONFIG";
-    analog_defaults(&analog_);
 }
 
 /* Take the launcher's block when it is valid (else keep the defaults); bounded by QCFG_MAX_SIZE. */
@@ -95,13 +98,6 @@ static void load_config(dnpu_config *c)
     c->max_slew_v_per_s = q->max_slew_v_per_s;
     c->watchdog_s = q->watchdog_s;
     c->sample_period_s = q->sample_period_s;
-    memcpy(analog_.gain, q->dac_gain, sizeof analog_.gain);
-    memcpy(analog_.offset, q->dac_offset, sizeof analog_.offset);
-    memcpy(analog_.w, q->weights, sizeof analog_.w);
-    analog_.bias = q->bias;
-    analog_.clip_lo = q->clip_lo;
-    analog_.clip_hi = q->clip_hi;
-    analog_.fail_after_rows = q->fail_after_rows;
     memcpy(serial_, q->serial, sizeof serial_);
     memcpy(device_json_, q->device_json, json_max);
     c->serial = serial_;
@@ -117,10 +113,10 @@ int main(void)
     load_config(&cfg);
     cfg.firmware = "dnpu-bench-qemu 0.1.0";
     cfg.model = "DNPU-BENCH-QEMU-STM32F405";
-    analog_configure(&analog_, &cfg);
 
     clock_init(DNPU_TIM_CLOCK_HZ);
     usart_init(DNPU_PCLK2_HZ, LINK_BAUD);
+    analog_link_init(&analog_, &board, DNPU_PCLK1_HZ);
     static const dnpu_hal hal = {
         .ctx = NULL, .link_read = link_read, .link_write = link_write, .link_is_open = link_is_open,
         .clock_ticks = clock_ticks, .ticks_per_s = CLOCK_TICKS_PER_S, .dac_stage = dac_stage,
@@ -145,9 +141,12 @@ int main(void)
             rx_seen = usart_rx_count();
             rx_at = now;
         }
-        /* Stay awake while bytes stream in: QEMU hands the USART one byte at a time, and waking
-         * a halted vCPU for each costs more than polling for a moment. */
-        if (busy & DNPU_BUSY_CONVERT || now - rx_at < RX_AWAKE_TICKS)
+        /* Stay awake while bytes stream in (QEMU hands the USART one byte at a time, and waking
+         * a halted vCPU for each costs more than polling for a moment) and while a real-time
+         * sweep runs: its blocks fall due on the counter, not on an interrupt (the stm32f4 port
+         * has a timer for that), so the 1 kHz wake-up alone would convert them up to 1 ms late. */
+        bool sample_clock_running = board.cfg.realtime && board.sweep.exists && board.sweep.running;
+        if (busy & DNPU_BUSY_CONVERT || now - rx_at < RX_AWAKE_TICKS || sample_clock_running)
             continue;
         irq_disable();                    /* a byte arriving now still ends the WFI */
         if (!usart_rx_pending())

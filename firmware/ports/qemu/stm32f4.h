@@ -14,11 +14,13 @@
 #define RCC_APB2ENR   REG32(RCC_BASE + 0x44u)
 #define RCC_AHB1ENR_GPIOAEN  (1u << 0)
 #define RCC_APB1ENR_TIM2EN   (1u << 0)
+#define RCC_APB1ENR_USART2EN (1u << 17)
 #define RCC_APB2ENR_USART1EN (1u << 4)
 
-/* GPIO (pin muxing for USART1 on PA9/PA10, alternate function 7) */
+/* GPIO (pin muxing: USART1 on PA9/PA10, USART2 on PA2/PA3, alternate function 7) */
 #define GPIOA_BASE    0x40020000u
 #define GPIO_MODER(b) REG32((b) + 0x00u)
+#define GPIO_AFRL(b)  REG32((b) + 0x20u)
 #define GPIO_AFRH(b)  REG32((b) + 0x24u)
 
 /* USART (RM0090 section 30.6) */
@@ -26,6 +28,7 @@ typedef struct usart_regs {
     volatile uint32_t SR, DR, BRR, CR1, CR2, CR3, GTPR;
 } usart_regs;
 #define USART1 ((usart_regs *)(uintptr_t)0x40011000u)
+#define USART2 ((usart_regs *)(uintptr_t)0x40004400u)   /* the analog link (analog_link.c) */
 #define USART1_IRQN 37u
 #define USART_SR_ORE  (1u << 3)
 #define USART_SR_RXNE (1u << 5)

@@ -1,8 +1,10 @@
 """Fixtures for the host driver tests: simulated boards behind sim:// or served on a pty / TCP."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, fields, replace
 from typing import Iterator
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from core.electrodes import N_ELECTRODES
 from firmware_sim.board import DEFAULT_LIMITS_V
 from firmware_sim.devices import LinearDevice
+from host.board.faults import FaultPlan
 
 LINEAR_SEED = 3
 # A deterministic, noise-free board: any corrupted, lost or duplicated sample shows.
@@ -30,15 +33,79 @@ def _random_volts(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(LIMITS_V[:, 0], LIMITS_V[:, 1], (n, N_ELECTRODES))
 
 
-#: the firmwares a sim:// board can run: this simulator, and the C firmware's native port
-FIRMWARES = ("python", "native")
+#: the firmwares a sim:// board can run: this simulator, the C firmware's native port, and the C
+#: firmware cross-compiled for an STM32F405 in QEMU
+FIRMWARES = ("python", "native", "qemu")
+#: what the qemu port needs (tests/firmware/test_qemu_port.py checks the port itself)
+QEMU_TOOLS = ("qemu-system-arm", "arm-none-eabi-gcc")
+#: QEMU's emulated UART carries ~20 kB/s and a loaded 2-core machine can starve the emulator:
+#: the qemu board gets a 2 s host-silence watchdog unless a test sets its own
+QEMU_OPTIONS = "&watchdog_ms=2000&firmware=qemu"
 
 
-@pytest.fixture(scope="session", params=FIRMWARES, ids=[f"fw-{f}" for f in FIRMWARES])
-def linear_url(request) -> str:
+def _firmware_param(firmware: str):
+    missing = [t for t in QEMU_TOOLS if shutil.which(t) is None] if firmware == "qemu" else []
+    marks = [pytest.mark.skip(reason=f"{' and '.join(missing)} not installed (apt-get install "
+                              "gcc-arm-none-eabi picolibc-arm-none-eabi qemu-system-arm)")] if missing else []
+    return pytest.param(firmware, id=f"fw-{firmware}", marks=marks)
+
+
+def firmware_url(base: str, firmware: str) -> str:
+    """`base` (a sim:// URL with options) served by `firmware`."""
+    if firmware == "python":
+        return base
+    return base + (QEMU_OPTIONS if firmware == "qemu" else f"&firmware={firmware}")
+
+
+@pytest.fixture(scope="session", params=[_firmware_param(f) for f in FIRMWARES])
+def firmware(request) -> str:
+    """Each firmware in turn: the same conformance tests run against all three."""
+    return request.param
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    """What a test of the link asks of a firmware. QEMU's emulated UART carries ~20 kB/s where a
+    pty carries tens of MB/s: its runs are shorter, its reply timeouts longer (a 2 KB frame takes
+    0.1 s) and its wall-clock bounds wider. The faults, and what is asserted, are the same."""
+
+    samples: int            # samples per measurement through a faulty link
+    timeout_s: float        # the host's reply timeout in those runs
+    slowness: float         # wall-clock bounds are multiplied by this
+
+    def faults(self, plan: FaultPlan) -> FaultPlan:
+        """`plan` (written for 20,000 samples) with its per-byte rates raised for a shorter run,
+        so that as many faults are injected as in the full run. Per-frame rates stay: a slow
+        board's shorter frames make about as many frames per run."""
+        scale = FULL_RUN_SAMPLES / self.samples
+        rates = {f.name: getattr(plan, f.name) * scale for f in fields(plan)
+                 if f.name.startswith(("rx_", "tx_byte_"))}
+        return replace(plan, **rates)
+
+
+FULL_RUN_SAMPLES = 20_000
+
+
+LINK_PROFILES = {"python": LinkProfile(FULL_RUN_SAMPLES, 0.1, 1.0), "native": LinkProfile(FULL_RUN_SAMPLES, 0.1, 1.0),
+                 "qemu": LinkProfile(3_000, 0.6, 6.0)}
+
+
+@pytest.fixture(scope="session")
+def link_profile(firmware: str) -> LinkProfile:
+    return LINK_PROFILES[firmware]
+
+
+@pytest.fixture(scope="session")
+def served_by(firmware: str):
+    """f(sim:// URL with options) -> the same board served by each firmware in turn."""
+    return lambda base: firmware_url(base, firmware)
+
+
+@pytest.fixture(scope="session")
+def linear_url(firmware: str) -> str:
     """A deterministic, noise-free simulated board (linear device, no DAC errors), served by each
-    firmware in turn: the same conformance tests run against both."""
-    return LINEAR_URL if request.param == "python" else f"{LINEAR_URL}&firmware={request.param}"
+    firmware in turn."""
+    return firmware_url(LINEAR_URL, firmware)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-# Toolchain file: bare-metal Cortex-M4 with arm-none-eabi-gcc and picolibc (Debian packages
-# gcc-arm-none-eabi, picolibc-arm-none-eabi).
+# Toolchain file of the ARM ports (qemu, stm32f4): bare-metal Cortex-M4 with arm-none-eabi-gcc and
+# picolibc (Debian packages gcc-arm-none-eabi, picolibc-arm-none-eabi). A port with an FPU adds
+# its float ABI to its target's compile and link options.
 set(CMAKE_SYSTEM_NAME Generic)
 set(CMAKE_SYSTEM_PROCESSOR arm)
 set(CMAKE_C_COMPILER arm-none-eabi-gcc)

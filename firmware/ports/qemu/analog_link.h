@@ -1,0 +1,52 @@
+/* The qemu port's analog side: the DAC codes are staged and latched here, and each block of
+ * conversions is forwarded over USART2 (QEMU's second serial port) to the host-side analog
+ * emulator (firmware_sim/qemu_analog.py), which runs the board's device for the seed: the DAC
+ * errors, the virtual DNPU (or the null / linear test devices) and the ADC, exactly as the Python
+ * firmware does. A seed therefore means the same chip on every firmware.
+ *
+ * The link carries one exchange per block (little-endian; firmware_sim/qemu_analog.py mirrors
+ * these layouts):
+ *   guest -> host  REQUEST  'B' u8 oversample, u16 n, u32 period_ns, u32 block,
+ *                           u64 now_ticks, u64 due_ticks, then n rows of 7 u16 DAC codes
+ *   host -> guest  REPLY    'R' u8 ok, u16 n, then (ok only) n i32 ADC codes
+ * `now_ticks` is the board clock (since boot) when the block's conversion began and `due_ticks`
+ * when its sample clock made it due (0: not a real-time sweep); the emulator keeps them, so the
+ * bench can report the sample clock's jitter. The core converts a block row by row: the first
+ * conversion of a sweep block sends the whole block ahead; a latched row that is not the next row
+ * of the block sent ahead goes on its own (n = 1). Without a reply within ANALOG_REPLY_TIMEOUT_S
+ * the conversion fails (the sweep ends with DEVICE). */
+#ifndef DNPU_QEMU_ANALOG_LINK_H
+#define DNPU_QEMU_ANALOG_LINK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "board.h"
+
+#define ANALOG_BAUD 115200u             /* QEMU ignores it; a real UART would not */
+#define ANALOG_REQUEST 'B'
+#define ANALOG_REPLY 'R'
+#define ANALOG_REQUEST_HEAD 28u
+#define ANALOG_REPLY_HEAD 4u
+#define ANALOG_REPLY_TIMEOUT_S 10u
+
+typedef struct analog_link {
+    const dnpu_board *board;            /* read only: the sweep being converted */
+    uint16_t staged[DNPU_CHANNELS], latched[DNPU_CHANNELS];
+    bool fresh;                         /* a row was latched since the last conversion */
+    bool row_ok;
+    int32_t row_code;
+    /* the rows sent ahead and their codes */
+    uint32_t ahead_first, ahead_n, ahead_pos;
+    uint16_t ahead_sweep;
+    int32_t codes[DNPU_MAX_BLOCK_SAMPLES];
+    uint32_t timeouts, requests;
+} analog_link;
+
+void analog_link_init(analog_link *a, const dnpu_board *board, uint32_t pclk_hz);
+void analog_link_stage(analog_link *a, unsigned channel, uint16_t code);
+void analog_link_latch(analog_link *a);
+void analog_link_force_zero(analog_link *a);
+bool analog_link_adc_read(analog_link *a, int32_t *code);
+
+#endif
