@@ -14,7 +14,7 @@
 #include "frame.h"
 #include "hal.h"
 
-#define DNPU_CHANNELS 7
+/* DNPU_CHANNELS (the electrodes) comes with the generated header, from core/electrodes.py. */
 
 /* Sizes a port may override (each bounds a static buffer; an MCU port shrinks them to fit its RAM). */
 #ifndef DNPU_MAX_SWEEP_SAMPLES
@@ -27,8 +27,11 @@
 #define DNPU_BOARD_MAX_PAYLOAD DNPU_MAX_PAYLOAD  /* (identity, HELLO): a slow link keeps frames short */
 #endif
 #ifndef DNPU_MAX_BLOCK_SAMPLES
-#define DNPU_MAX_BLOCK_SAMPLES ((DNPU_MAX_PAYLOAD - DNPU_RESULT_HEAD_SIZE) / 4)
+#define DNPU_MAX_BLOCK_SAMPLES ((DNPU_BOARD_MAX_PAYLOAD - DNPU_RESULT_HEAD_SIZE) / 4)
 #endif
+_Static_assert(DNPU_BOARD_MAX_PAYLOAD <= DNPU_RX_MAX_PAYLOAD, "the board declares frames it cannot take");
+_Static_assert(DNPU_RESULT_HEAD_SIZE + 4u * DNPU_MAX_BLOCK_SAMPLES <= DNPU_BOARD_MAX_PAYLOAD,
+               "a RESULT block does not fit the board's payload");
 #define DNPU_MAX_OVERSAMPLE 1024u
 #define DNPU_MIN_PERIOD_NS 1000u
 #define DNPU_MAX_PERIOD_NS 100000000u

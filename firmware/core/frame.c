@@ -90,7 +90,7 @@ dnpu_dec_result dnpu_decoder_next(dnpu_decoder *d, dnpu_frame *f)
         const uint8_t *h = d->buf + i;
         uint16_t length = dnpu_get16(h + DNPU_OFF_LEN);
         if (dnpu_get16(h + DNPU_OFF_HCRC) != dnpu_crc16(h, DNPU_OFF_HCRC, DNPU_HCRC_INIT)
-            || length > DNPU_MAX_PAYLOAD) {
+            || length > DNPU_RX_MAX_PAYLOAD) {
             d->header_errors++;
             d->pos = i + 1;
             continue;

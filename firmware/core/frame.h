@@ -9,7 +9,15 @@
 
 #include "dnpu_protocol.h"
 
-#define DNPU_FRAME_MAX (DNPU_HEADER_SIZE + DNPU_MAX_PAYLOAD + DNPU_CRC_SIZE)
+/* The largest payload this board receives (its decoder, reply cache and transmit room are sized
+ * by it): the protocol's maximum unless a port caps it to its RAM. A longer frame counts as a
+ * header error; the host never sends one, as it sizes its frames by the board's declared
+ * max_payload (DNPU_BOARD_MAX_PAYLOAD, which must fit here). */
+#ifndef DNPU_RX_MAX_PAYLOAD
+#define DNPU_RX_MAX_PAYLOAD DNPU_MAX_PAYLOAD
+#endif
+_Static_assert(DNPU_RX_MAX_PAYLOAD <= DNPU_MAX_PAYLOAD, "DNPU_RX_MAX_PAYLOAD exceeds the protocol's maximum");
+#define DNPU_FRAME_MAX (DNPU_HEADER_SIZE + DNPU_RX_MAX_PAYLOAD + DNPU_CRC_SIZE)
 #define DNPU_RX_CAP (2 * DNPU_FRAME_MAX)
 
 /* The declaration of message `id`, or NULL for an id the schema does not know. */

@@ -15,6 +15,7 @@ simulated board's codecs are checked against the vectors it writes.
 from __future__ import annotations
 
 import argparse
+import ast
 import binascii
 import json
 import struct
@@ -30,6 +31,7 @@ ROOT = HERE.parent.parent
 SCHEMA_PATH = HERE / "schema.toml"
 DOCS_PATH = ROOT / "docs" / "protocol.md"
 VECTORS_PATH = ROOT / "tests" / "host" / "board" / "protocol_vectors.json"
+ELECTRODES_PATH = ROOT / "core" / "electrodes.py"       # the toolkit's electrode count
 
 KINDS = {"cmd": 0, "reply": 1, "stream": 2}
 _STRUCT_CODE = {1: "B", 2: "H", 4: "I"}
@@ -163,6 +165,16 @@ def _c_string(text: str) -> str:
     return " \\\n".join(parts)
 
 
+def electrode_count(path: Path = ELECTRODES_PATH) -> int:
+    """N_ELECTRODES as core/electrodes.py declares it: read, not imported (this script needs the
+    standard library only), so the firmware's channel count is that one declaration too."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "N_ELECTRODES"
+                                                for t in node.targets):
+            return int(ast.literal_eval(node.value))
+    raise SystemExit(f"{path}: no N_ELECTRODES = <int>")
+
+
 def c_header(s: Schema) -> str:
     fr = s.framing
     out: list[str] = []
@@ -187,6 +199,9 @@ def c_header(s: Schema) -> str:
     w(f"#define DNPU_HCRC_INIT 0x{fr['hcrc_init']:04X}u")
     w(f"#define DNPU_MAX_PAYLOAD {fr['max_payload']}")
     w(f"#define DNPU_FRAME_GAP_MS {fr['frame_gap_ms']}u")
+    w("")
+    w("/* the board's electrodes (core/electrodes.py: N_ELECTRODES) */")
+    w(f"#define DNPU_CHANNELS {electrode_count()}")
     w("")
 
     def consts(title: str, table: str, prefix: str, key: str, hexa: bool) -> None:

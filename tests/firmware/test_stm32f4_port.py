@@ -169,13 +169,13 @@ def harness(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("stm32f4-config")
     gen = d / "gen"
     gen.mkdir()
-    _run(sys.executable, str(ROOT / "firmware/protocol/generate.py"), "c-header", str(gen / "dnpu_protocol_gen.h"))
+    _run(sys.executable, str(ROOT / "firmware/protocol/generate.py"), "c-header", str(gen / "dnpu_protocol.h"))
     (d / "harness.c").write_text(HARNESS)
     defs = [f"-D{k}={v}" for k, v in _port_sizes().items()]
     sources = [d / "harness.c", PORT / "port_config.c", PORT / "calib.c"] + [CORE / f for f in
                ("board.c", "crc.c", "frame.c", "identity.c", "text.c")]
     exe = d / "harness"
-    _run(cc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{PORT / 'include'}", f"-I{PORT}", f"-I{CORE}",
+    _run(cc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{PORT}", f"-I{CORE}",
          f"-I{gen}", *defs, *map(str, sources), "-lm", "-o", str(exe))
     return exe
 
@@ -198,7 +198,7 @@ def test_the_uncalibrated_identity(harness: Path) -> None:
     assert port["identity_len"] <= port["cap"]
     assert ident["firmware"].startswith("dnpu-bench-stm32f4") and ident["serial"] == "0123456789ABCDEF01234567"
     sizes = {k: int(v.rstrip("u")) for k, v in _port_sizes().items()}
-    assert ident["max_payload"] == sizes["DNPU_BOARD_MAX_PAYLOAD"] == sizes["DNPU_PORT_MAX_PAYLOAD"]
+    assert ident["max_payload"] == sizes["DNPU_BOARD_MAX_PAYLOAD"] == sizes["DNPU_RX_MAX_PAYLOAD"]
     assert ident["max_sweep_samples"] == sizes["DNPU_MAX_SWEEP_SAMPLES"]
     assert ident["max_block_samples"] == sizes["DNPU_MAX_BLOCK_SAMPLES"]
     assert ident["fifo_blocks"] == sizes["DNPU_MAX_FIFO_BLOCKS"]

@@ -18,12 +18,11 @@
 #define WAKEUP_HZ 1000u
 
 /* A full RESULT frame must fit the transmit queue on top of DNPU_TX_HIGH, 8 at a time (the core's
- * stream()), plus one reply of any size; the decoder and replies are sized by DNPU_MAX_PAYLOAD,
- * which this port caps at its declared payload (dnpu_protocol.h). */
+ * stream()), plus one reply of any size; the decoder and replies are sized by the payload this
+ * port takes (DNPU_RX_MAX_PAYLOAD, its declared payload). */
 #define RESULT_FRAME_MAX (DNPU_HEADER_SIZE + DNPU_RESULT_HEAD_SIZE + 4u * DNPU_MAX_BLOCK_SAMPLES + DNPU_CRC_SIZE)
 _Static_assert(DNPU_TX_CAP >= DNPU_TX_HIGH + 8u * RESULT_FRAME_MAX + DNPU_FRAME_MAX, "DNPU_TX_CAP too small");
 _Static_assert(DNPU_MAX_BLOCK_SAMPLES <= (DNPU_BOARD_MAX_PAYLOAD - DNPU_RESULT_HEAD_SIZE) / 4, "block too big");
-_Static_assert(DNPU_BOARD_MAX_PAYLOAD <= DNPU_MAX_PAYLOAD, "the board declares more than it can take");
 
 static dnpu_board board;                    /* every buffer of the firmware: static storage */
 static char serial_[PORT_SERIAL_CAP];

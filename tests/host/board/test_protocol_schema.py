@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from core.electrodes import N_ELECTRODES
 from firmware_sim import protocol as F
 from firmware_sim.board import BoardConfig, Firmware
 from firmware_sim.devices import LinearDevice
@@ -63,6 +64,7 @@ static uint32_t crc32(const char *s) {
 }
 int main(void) {
     printf("hash %u %u\n", (unsigned)DNPU_SCHEMA_HASH, (unsigned)crc32(DNPU_SCHEMA_TEXT));
+    printf("channels %d gap %d\n", DNPU_CHANNELS, (int)DNPU_FRAME_GAP_MS);
     printf("frame %d %d %d %d\n", DNPU_HEADER_SIZE, DNPU_CRC_SIZE, DNPU_MAX_PAYLOAD, DNPU_OFF_HCRC);
     for (int i = 0; i < DNPU_N_MESSAGES; i++) {
         const dnpu_msg_info *m = &DNPU_MESSAGES[i];
@@ -90,13 +92,14 @@ def test_c_header_compiles_and_agrees_with_the_python_codecs(tmp_path: Path) -> 
     subprocess.run([cc, *flags, "-o", str(exe), str(tmp_path / "check.c")], check=True, timeout=60)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == f"hash {H.SCHEMA_HASH} {H.SCHEMA_HASH}"
-    assert out[1] == f"frame {H.HEADER_SIZE} {H.CRC_SIZE} {H.MAX_PAYLOAD} {H.OFF_HCRC}"
+    assert out[1] == f"channels {N_ELECTRODES} gap {round(H.FRAME_GAP_S * 1000)}"
+    assert out[2] == f"frame {H.HEADER_SIZE} {H.CRC_SIZE} {H.MAX_PAYLOAD} {H.OFF_HCRC}"
     kinds = {"cmd": 0, "reply": 1, "stream": 2}
     want = [f"msg {m.name} {m.id} {kinds[m.kind]} {int(m.boot)} "
             f"{H.SCHEMA[m.reply].id if m.reply else 0} {m.head.size} "
             f"{0 if not m.tail else 1 if m.tail == 'bytes' else m.tail_dtype.itemsize}"
             for m in H.SCHEMA.values()]
-    assert out[2:2 + len(want)] == want
+    assert out[3:3 + len(want)] == want
     assert out[-2] == "off 2 4 14"     # SWEEP_BEGIN.n_samples, ERRORS record .arg, STATUS_REPLY.blocks_total
     assert out[-1] == f"named {H.ERR_LIMIT} {H.STATUS_ARMED} {H.FLAG_NOREPLY} {H.RESULT_ABORTED}"
 
