@@ -331,10 +331,7 @@ class Firmware:
             self.counters["garbage_bytes"] += st.garbage_bytes - before[0]
             self.counters["header_errors"] += st.header_errors - before[1]
             self.counters["crc_errors"] += st.crc_errors - before[2]
-            out: list[bytes] = []
-            for _, seq in bad:
-                self.counters["naks_sent"] += 1
-                out.append(self._frame("NAK", seq, P.NAK_CRC))
+            out = [self._nak(seq) for _, seq in bad]
             for f in frames:
                 out += self._handle(f)
             return out
@@ -366,18 +363,19 @@ class Firmware:
                 self._hold_last_point(s, t)
             return out
 
+    def _nak(self, seq: int) -> bytes:
+        self.counters["naks_sent"] += 1
+        return self._frame("NAK", seq, P.NAK_CRC)
+
     def _expire_partial_frame(self, t: float) -> list[bytes]:
         """Discard a frame that stopped arriving `frame_gap_s` ago (NAK it if its header was
         sound, so the host resends at once), then resynchronise on what followed it."""
         out: list[bytes] = []
-        while self.decoder.buf and t - self.last_rx_byte >= self.cfg.frame_gap_s:
-            buf = self.decoder.buf               # holds only bytes that wait for more
+        while self.decoder.pending and t - self.last_rx_byte >= self.cfg.frame_gap_s:
             self.counters["frame_timeouts"] += 1
-            if len(buf) >= P.HEADER_SIZE and buf[:2] == P.SYNC:   # a header the decoder accepted
-                self.counters["naks_sent"] += 1
-                seq = int.from_bytes(buf[P.OFF_SEQ:P.OFF_SEQ + 2], "little")
-                out.append(self._frame("NAK", seq, P.NAK_CRC))
-            del buf[:1]                           # as after any fault: one byte after the sync
+            seq = self.decoder.expire()
+            if seq is not None:
+                out.append(self._nak(seq))
             out += self.receive(b"")
         return out
 
@@ -405,8 +403,13 @@ class Firmware:
             return _Job(s, b, np.ascontiguousarray(self.dac_output(codes)))
 
     def run_job(self, job: _Job) -> np.ndarray:
-        """The analog conversion (outside the lock; the only caller of device.convert)."""
-        na = self.device.convert(job.volts, job.sweep.period_s, job.sweep.oversample)
+        """The analog conversion (outside the lock)."""
+        return self.convert(job.volts, job.sweep.period_s, job.sweep.oversample)
+
+    def convert(self, volts: np.ndarray, period_s: float, oversample: int) -> np.ndarray:
+        """ADC codes for the DAC pins' volts [n, 7]: the device, then the ADC (the only caller of
+        device.convert; the qemu port's analog emulator converts through it too)."""
+        na = self.device.convert(volts, period_s, oversample)
         return self.adc(np.asarray(na, dtype=np.float64))
 
     def fail_job(self, job: _Job, error: Exception) -> None:

@@ -237,6 +237,23 @@ class FrameDecoder:
         self.stats = DecoderStats()
         self.schema = schema
 
+    @property
+    def pending(self) -> bool:
+        """Whether bytes wait for more (an incomplete frame, or a lone first sync byte)."""
+        return bool(self.buf)
+
+    def expire(self) -> int | None:
+        """Drop what waits for more bytes, as after any fault (one byte after its sync): called
+        when the link went quiet in the middle of a frame. The frame's SEQ when its header was
+        whole (and so sound: feed() skips bad headers), else None; feed(b"") decodes what
+        followed it."""
+        buf = self.buf
+        seq = None
+        if len(buf) >= HEADER_SIZE and buf[:2] == SYNC:
+            seq = _HEAD.unpack_from(buf, 0)[4]
+        del buf[:1]
+        return seq
+
     def feed(self, data: bytes) -> tuple[list[Frame], list[tuple[int, int]]]:
         buf = self.buf
         buf += data

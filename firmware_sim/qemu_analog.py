@@ -3,8 +3,8 @@ the firmware in QEMU, which forwards each block of conversions over its second U
 (firmware/ports/qemu/analog_link.h declares the exchange; the layouts below mirror it).
 
 The emulator is the Python firmware's analog side, unchanged: `Firmware.dac_output` (the DAC
-errors drawn from the seed), `device.convert` (the virtual DNPU, or the null / linear devices)
-and `Firmware.adc`. So for one seed the qemu board measures the same chip as `firmware=python`
+errors drawn from the seed) and `Firmware.convert` (the virtual DNPU, or the null / linear
+devices, then the ADC). So for one seed the qemu board measures the same chip as `firmware=python`
 and `firmware=native`. It keeps the board clock's timestamps that come with each block, from
 which the sample clock's lateness (jitter) is read.
 """
@@ -20,7 +20,6 @@ import numpy as np
 
 from core.electrodes import N_ELECTRODES
 from firmware_sim.board import Firmware
-from firmware_sim.analog import AnalogDevice
 
 REQUEST = b"B"
 REPLY = b"R"
@@ -45,24 +44,17 @@ class BlockTiming:
 class AnalogEmulator:
     firmware: Firmware                       # its DAC errors and ADC; its device is the one run
     timings: list[BlockTiming] = field(default_factory=list)
-    requests: int = 0
-    rows: int = 0
     device_error: str = ""
-
-    @property
-    def device(self) -> AnalogDevice:
-        return self.firmware.device
 
     def convert(self, codes: np.ndarray, period_s: float, oversample: int) -> np.ndarray | None:
         """ADC codes for DAC codes [n, 7] (None: the device failed; why in device_error)."""
         volts = self.firmware.dac_output(codes.astype(np.int64))
         try:
-            na = self.device.convert(np.ascontiguousarray(volts), period_s, oversample)
+            return self.firmware.convert(np.ascontiguousarray(volts), period_s, oversample)
         except Exception as e:  # noqa: BLE001 - any device failure ends the sweep, as on the board
             self.device_error = f"{type(e).__name__}: {e}"
             print(f"analog emulator: {self.device_error}", file=sys.stderr, flush=True)
             return None
-        return self.firmware.adc(np.asarray(na, dtype=np.float64))
 
     def answer(self, head: bytes, rows: bytes) -> bytes:
         """The reply to one request (its head and its n rows of codes)."""
@@ -70,8 +62,6 @@ class AnalogEmulator:
         if tag != REQUEST or len(rows) != 2 * N_ELECTRODES * n or n == 0 or oversample == 0:
             return REPLY_HEAD.pack(REPLY, 0, n)
         codes = np.frombuffer(rows, dtype="<u2").reshape(n, N_ELECTRODES)
-        self.requests += 1
-        self.rows += n
         if block != NO_BLOCK:
             self.timings.append(BlockTiming(block, n, now, due))
         out = self.convert(codes, period_ns * 1e-9, oversample)
@@ -86,7 +76,7 @@ class AnalogEmulator:
             head = buf.take(REQUEST_HEAD.size)
             if head is None:
                 return
-            n = struct.unpack_from("<H", head, 2)[0]
+            n = REQUEST_HEAD.unpack(head)[2]
             rows = buf.take(2 * N_ELECTRODES * n)
             if rows is None:
                 return

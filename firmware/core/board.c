@@ -835,13 +835,41 @@ static void sweep_fail(dnpu_board *b, bool overflow, uint32_t block, double t)
     sweep_end(b, t);
 }
 
+/* Rows [first, last) of sweep block `block`. */
+static void block_rows(const dnpu_sweep *s, uint32_t block, uint32_t *first, uint32_t *last)
+{
+    *first = block * s->block;
+    *last = *first + s->block < s->n ? *first + s->block : s->n;
+}
+
+bool dnpu_board_next_block(const dnpu_board *b, uint32_t *first, uint32_t *last)
+{
+    const dnpu_sweep *s = &b->sweep;
+    if (!s->exists || !s->running || s->produced >= s->n_blocks)
+        return false;
+    block_rows(s, s->produced, first, last);
+    return true;
+}
+
+uint64_t dnpu_board_next_block_due(const dnpu_board *b)
+{
+    const dnpu_sweep *s = &b->sweep;
+    uint64_t ns = (uint64_t)(s->produced + 1) * s->block * s->oversample * s->period_ns;
+    return s->start_ticks + ns_to_ticks(b, ns);
+}
+
+uint64_t dnpu_board_ticks(const dnpu_board *b)
+{
+    return ticks_since_boot(b);
+}
+
 /* Convert one block: each row latched on the DACs, then `oversample` ADC conversions averaged.
  * false if the analog side failed. */
 static bool convert_block(dnpu_board *b, uint32_t block)
 {
     dnpu_sweep *s = &b->sweep;
-    uint32_t first = block * s->block;
-    uint32_t last = first + s->block < s->n ? first + s->block : s->n;
+    uint32_t first, last;
+    block_rows(s, block, &first, &last);
     int32_t *out = b->fifo[block % b->cfg.fifo_blocks];
     for (uint32_t r = first; r < last; r++) {
         dac_write_row(b, b->codes[r]);
@@ -862,12 +890,12 @@ static bool convert_block(dnpu_board *b, uint32_t block)
 static bool acquire(dnpu_board *b, double t)
 {
     dnpu_sweep *s = &b->sweep;
-    if (!s->exists || !s->running || s->produced >= s->n_blocks)
+    uint32_t first, last;
+    if (!dnpu_board_next_block(b, &first, &last))
         return false;
     bool fifo_full = s->produced - s->acked >= b->cfg.fifo_blocks;
     if (b->cfg.realtime) {
-        uint64_t ns = (uint64_t)(s->produced + 1) * s->block * s->oversample * s->period_ns;
-        if (ticks_since_boot(b) < s->start_ticks + ns_to_ticks(b, ns))
+        if (ticks_since_boot(b) < dnpu_board_next_block_due(b))
             return false;             /* not yet: the port may sleep a little */
         if (fifo_full) {                  /* the sample clock does not wait: this block is lost */
             sweep_fail(b, true, s->produced, t);
@@ -887,8 +915,8 @@ static bool acquire(dnpu_board *b, double t)
 static void send_result(dnpu_board *b, uint32_t block)
 {
     const dnpu_sweep *s = &b->sweep;
-    uint32_t first = block * s->block;
-    uint32_t last = first + s->block < s->n ? first + s->block : s->n;
+    uint32_t first, last;
+    block_rows(s, block, &first, &last);
     uint8_t *p = frame_payload(b);
     dnpu_put16(p + DNPU_RESULT_SWEEP_ID_OFF, s->id);
     dnpu_put32(p + DNPU_RESULT_BLOCK_OFF, block);

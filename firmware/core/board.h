@@ -156,5 +156,12 @@ int dnpu_board_step(dnpu_board *b);
 /* Present outputs in volts (the slew limiter's position now). */
 void dnpu_board_outputs(const dnpu_board *b, double t, double out[DNPU_CHANNELS]);
 double dnpu_board_time(const dnpu_board *b);
+/* The board clock in ticks since boot (the clock of the sample schedule below). */
+uint64_t dnpu_board_ticks(const dnpu_board *b);
+/* For a port's analog side: the rows [first, last) of the sweep block the core converts next
+ * (false: no running sweep has one left), and when a real-time sweep's clock makes that block
+ * due (ticks since boot). */
+bool dnpu_board_next_block(const dnpu_board *b, uint32_t *first, uint32_t *last);
+uint64_t dnpu_board_next_block_due(const dnpu_board *b);
 
 #endif

@@ -109,11 +109,11 @@ class Link:
             frames = self._decoder.feed(data)
         elif self._decoder.pending and now - self._last_rx >= P.FRAME_GAP_S:
             frames = self._decoder.expire()
-            self.counters.frame_timeouts = self._decoder.stats.frame_timeouts
         else:
             return []
         st, hc = self._decoder.stats, self.counters
         hc.garbage_bytes, hc.header_errors, hc.crc_errors = st.garbage_bytes, st.header_errors, st.crc_errors
+        hc.frame_timeouts = st.frame_timeouts
         hc.rx_frames += len(frames)
         out = []
         for f in frames:

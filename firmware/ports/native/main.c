@@ -132,12 +132,10 @@ static bool dnpu_ok;
 /* The DAC volts of the block the core is converting (what dac_write_row will latch row by row). */
 static size_t block_ahead(void *ctx, double *out, size_t cap)
 {
-    const dnpu_sweep *s = &board.sweep;
+    uint32_t first, last;
     (void)ctx;
-    if (!s->exists || !s->running || s->produced >= s->n_blocks)
+    if (!dnpu_board_next_block(&board, &first, &last))
         return 0;
-    uint32_t first = s->produced * s->block;
-    uint32_t last = first + s->block < s->n ? first + s->block : s->n;
     size_t n = last - first < cap ? last - first : cap;
     for (size_t r = 0; r < n; r++)
         for (int c = 0; c < ANALOG_CHANNELS; c++) {

@@ -69,7 +69,7 @@ static bool request(analog_link *a, const uint16_t (*rows)[DNPU_CHANNELS], uint3
     dnpu_put16(head + 2, (uint16_t)n);
     dnpu_put32(head + 4, period_ns);
     dnpu_put32(head + 8, block);
-    put64(head + 12, clock_now() - b->boot_ticks);
+    put64(head + 12, dnpu_board_ticks(b));
     put64(head + 20, due);
     uart_send(head, sizeof head);
     for (uint32_t r = 0; r < n; r++) {
@@ -104,13 +104,11 @@ static bool request(analog_link *a, const uint16_t (*rows)[DNPU_CHANNELS], uint3
 /* The sweep block the core is converting, if the latched row is its first row. */
 static bool block_starts_here(const analog_link *a, uint32_t *first, uint32_t *n)
 {
-    const dnpu_board *b = a->board;
-    const dnpu_sweep *s = &b->sweep;
-    if (!s->exists || !s->running || s->produced >= s->n_blocks)
+    uint32_t last;
+    if (!dnpu_board_next_block(a->board, first, &last))
         return false;
-    *first = s->produced * s->block;
-    *n = (*first + s->block < s->n ? *first + s->block : s->n) - *first;
-    return *n <= DNPU_MAX_BLOCK_SAMPLES && memcmp(b->codes[*first], a->latched, sizeof a->latched) == 0;
+    *n = last - *first;
+    return *n <= DNPU_MAX_BLOCK_SAMPLES && memcmp(a->board->codes[*first], a->latched, sizeof a->latched) == 0;
 }
 
 static bool next_row_was_sent_ahead(const analog_link *a)
@@ -132,11 +130,7 @@ static void convert_row(analog_link *a)
     a->ahead_n = a->ahead_pos = 0;
     uint32_t first, n;
     if (block_starts_here(a, &first, &n)) {
-        uint64_t due = 0;
-        if (b->cfg.realtime) {
-            uint64_t ns = (uint64_t)(s->produced + 1) * s->block * s->oversample * s->period_ns;
-            due = s->start_ticks + ns * b->hal.ticks_per_s / 1000000000u;
-        }
+        uint64_t due = b->cfg.realtime ? dnpu_board_next_block_due(b) : 0;
         a->row_ok = request(a, &b->codes[first], n, s->period_ns,
                             s->oversample, s->produced, due);
         if (a->row_ok) {
