@@ -67,7 +67,8 @@ class FaultyPort:
         self.plan = plan
         self.rng = np.random.default_rng(plan.seed)
         self.counts = FaultCounts()
-        self.rx_bytes = 0
+        self.rx_bytes = 0            # bytes read and written while enabled: faults ~ rate x bytes
+        self.tx_bytes = 0
         self._stall_until: float | None = None
         self._stalled_once = False
         self._held = bytearray()
@@ -173,6 +174,7 @@ class FaultyPort:
             self.port.write(data)
             return len(data)
         p, r = self.plan, self.rng
+        self.tx_bytes += len(data)
         if p.tx_drop and r.random() < p.tx_drop:
             self.counts.tx_dropped += 1
             return len(data)
