@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import time
 from typing import Protocol
 
 import serial
@@ -32,6 +33,10 @@ class Port(Protocol):
     def close(self) -> None: ...
 
 
+#: how long a write may wait for room in the link before the board counts as gone
+WRITE_TIMEOUT_S = 5.0
+
+
 def open_port(url: str, baudrate: int = 1_000_000) -> Port:
     """A pyserial port for `url`, opened through `serial.serial_for_url` (so sim:// is pyserial's
     too, via `host.board.urlhandler`).
@@ -40,7 +45,7 @@ def open_port(url: str, baudrate: int = 1_000_000) -> Port:
     their latency timer at 1 ms (Linux: /sys/bus/usb-serial/devices/ttyUSB*/latency_timer)."""
     extra = {} if url.startswith("socket://") else {"exclusive": True}   # one host per board
     try:
-        port = serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=5.0, **extra)
+        port = serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=WRITE_TIMEOUT_S, **extra)
     except ValueError as e:            # a URL its handler refuses (pyserial's convention)
         raise BoardError(f"cannot open {url!r}: {e}") from None
     except (serial.SerialException, OSError) as e:
@@ -76,16 +81,27 @@ class ByteLink:
     def send(self, data: bytes) -> None:
         try:
             if self._fd is not None:
-                try:
-                    n = os.write(self._fd, data)
-                except BlockingIOError:
-                    n = 0
-                if n == len(data):
-                    return
-                data = data[n:]          # the rest waits for room, under pyserial's write timeout
+                self._send_fd(self._fd, data)
+                return
             self.port.write(data)
         except (serial.SerialException, OSError) as e:
             raise BoardDisconnected(f"write failed: {e}") from None
+
+    def _send_fd(self, fd: int, data: bytes) -> None:
+        view, deadline = memoryview(data), None
+        while True:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                pass
+            if not view:
+                return
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + WRITE_TIMEOUT_S
+            elif now >= deadline:
+                raise BoardDisconnected(f"write timed out: no room for {len(view)} bytes in {WRITE_TIMEOUT_S} s")
+            select.select([], [fd], [], deadline - now)
 
     def recv(self, wait_s: float) -> bytes:
         """Whatever has arrived, waiting at most `wait_s` for the first byte."""
