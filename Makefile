@@ -11,6 +11,7 @@ LOCK   := flock /tmp/dnpu-build-$(shell id -u).lock
 help:
 	@echo "make test     set up .venv, build the C/Cython extensions, run the test suite"
 	@echo "make surrogate  measure the default virtual device (seed 0) and train models/surrogate.onnx from scratch"
+	@echo "make twins      measure the virtual device of seed 7, train its surrogate and a widened variant (models/twins/)"
 	@echo "make deploy   set up, then run the shipped MNIST network (models/mnist.onnx) on the C core"
 	@echo "make models   train the MNIST networks from scratch: models/mnist.onnx, models/mnist_rf3.onnx (+ reports)"
 	@echo "make experiments  capacity, ring and gates through the surrogate, validated on the simulated board (results/)"
@@ -96,6 +97,24 @@ surrogate: build
 
 clean:
 	rm -rf build $(VENV) .pytest_cache
+
+# Digital twins of chips the project did not tune for (issue: any chip): a surrogate of the
+# virtual device of seed 7, measured and trained by the product's own commands, and that chip
+# again with its ranges 1.5x as wide and amplification 28.5 (host.surrogate variant). About
+# 6 min on one core. Serve one with sim://?device=surrogate&model=models/twins/seed7.onnx.
+TWIN_BOARD ?= sim://?seed=7
+TWIN_TRAIN_N ?= 300000
+TWIN_TEST_N ?= 50000
+.PHONY: twins
+twins: build
+	rm -rf $(DATA)/seed7-train $(DATA)/seed7-test
+	$(PY) -m host.sample --board "$(TWIN_BOARD)" --n $(TWIN_TRAIN_N) --seed 0 --out $(DATA)/seed7-train --no-progress
+	$(PY) -m host.sample --board "$(TWIN_BOARD)" --n $(TWIN_TEST_N) --seed 1 --out $(DATA)/seed7-test --no-progress
+	$(PY) -m host.surrogate train $(DATA)/seed7-train --test $(DATA)/seed7-test --out models/twins/seed7.onnx \
+		--batch 512 --lr 1e-3 --max-minutes 12 --threads 1 --no-progress --no-plots
+	$(PY) -m host.surrogate variant models/twins/seed7.onnx --widen 1.5 --amplification 28.5 --out models/twins/seed7_wide.onnx
+	$(PY) -m host.surrogate report models/twins/seed7.onnx --out models/twins/seed7_report.json --no-progress
+	$(PY) -m host.surrogate report models/twins/seed7_wide.onnx --out models/twins/seed7_wide_report.json --no-progress
 
 # The shipped MNIST networks, from scratch: rf7 -> models/mnist.onnx, rf3 -> models/mnist_rf3.onnx,
 # with their JSON reports and confusion plots, and models/mnist_summary.json beside the NN

@@ -13,22 +13,29 @@ import threading
 import time
 import zlib
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
 from core.electrodes import ELECTRODE_NAMES, N_ELECTRODES
 from firmware_sim import protocol as P
-from firmware_sim.analog import AnalogDevice
+from firmware_sim.analog import TIA_RANGE_NA, AnalogDevice
 from firmware_sim.options import option
 from firmware_sim.physics.geometry import WORKING_RANGES_V
 
 FIRMWARE_VERSION = "0.1.0"
 
-# The simulated board's hard limits default to the virtual device's working ranges.
+# The simulated board's hard limits default to its device's working ranges: those a device
+# declares (`working_ranges_v`, a twin's file), else the virtual device's.
 DEFAULT_LIMITS_V: tuple[tuple[float, float], ...] = tuple(
     (float(lo), float(hi)) for lo, hi in WORKING_RANGES_V)
+
+# The ADC's full scale follows the TIA range of the device: ADC_SCALE_CODES codes of the first
+# 1-2-5 step of nA per code that covers the range's larger end (a 16-bit ADC then reads a round
+# nA per code: +-327.68 nA, 0.01 nA per code, for the virtual DNPU's -300..100 nA TIA).
+ADC_SCALE_CODES = 1 << 15
+_STEPS_125 = (1, 2, 5)
 
 COUNTER_NAMES: tuple[str, ...] = (
     "rx_bytes", "rx_frames", "garbage_bytes", "header_errors", "crc_errors", "naks_sent",
@@ -43,6 +50,25 @@ _BEFORE_HELLO = {"HELLO", "IDENTIFY"}
 # Commands that a board in the latched safe state still answers.
 _SAFE_OK = {"HELLO", "IDENTIFY", "STATUS", "GET_OUTPUTS", "ARM", "SAFE", "GET_ERRORS",
             "GET_COUNTERS", "CREDIT", "SWEEP_ABORT"}
+
+
+def adc_span_for(tia_range_na: tuple[float, float]) -> tuple[float, float]:
+    """The ADC's full scale (lo, hi) nA for a TIA range, symmetric about 0 (see ADC_SCALE_CODES)."""
+    need = max(abs(float(tia_range_na[0])), abs(float(tia_range_na[1]))) / ADC_SCALE_CODES
+    if not (math.isfinite(need) and need > 0):
+        raise ValueError(f"TIA range {tia_range_na!r} must be finite and not all 0")
+    k = math.floor(math.log10(need))
+    steps = [float(f"{m}e{e}") for e in (k, k + 1) for m in _STEPS_125]    # exact decimals: 0.01, not 0.01000...1
+    step = min(x for x in steps if x >= need * (1 - 1e-12))
+    return (-step * ADC_SCALE_CODES, step * ADC_SCALE_CODES)
+
+
+def device_fit(device: AnalogDevice) -> tuple[tuple[tuple[float, float], ...], tuple[float, float]]:
+    """(working ranges V, TIA range nA) that `device` declares (`working_ranges_v`, `tia_range_na`,
+    as a twin does), else the virtual device's (DEFAULT_LIMITS_V, TIA_RANGE_NA)."""
+    ranges = getattr(device, "working_ranges_v", None) or DEFAULT_LIMITS_V
+    tia = getattr(device, "tia_range_na", None) or TIA_RANGE_NA
+    return (tuple((float(lo), float(hi)) for lo, hi in ranges), (float(tia[0]), float(tia[1])))
 
 
 def parse_limits(text: str) -> tuple[tuple[float, float], ...]:
@@ -65,11 +91,12 @@ class BoardConfig:
     dac_bits: int = option(16, "DAC resolution, 8..16", unit="bits")
     dac_span_v: tuple[float, float] = (-2.0, 2.0)
     adc_bits: int = option(16, "ADC resolution, 8..24", unit="bits")
-    adc_span_na: tuple[float, float] = (-327.68, 327.68)
-    limits_v: tuple[tuple[float, float], ...] = option(
-        DEFAULT_LIMITS_V, f"hard limits: lo:hi for every electrode, or {N_ELECTRODES} comma-separated pairs",
+    adc_span_na: tuple[float, float] | None = None       # None: follows the device (adc_span_for)
+    limits_v: tuple[tuple[float, float], ...] | None = option(
+        None, f"hard limits: lo:hi for every electrode, or {N_ELECTRODES} comma-separated pairs",
         parse=parse_limits, unit="V", name="limits",
-        default_text=",".join(f"{lo:g}:{hi:g}" for lo, hi in DEFAULT_LIMITS_V))
+        default_text="the device's working ranges (device=surrogate: the file's electrode ranges; else "
+                     + ",".join(f"{lo:g}:{hi:g}" for lo, hi in DEFAULT_LIMITS_V) + ")")
     max_slew_v_per_s: float = option(10.0, "slew limit of every output", unit="V/s", name="max_slew")
     watchdog_s: float = option(0.5, "host silence after which the outputs ramp to 0 V and latch",
                                unit="ms", name="watchdog_ms", scale=1e-3)
@@ -96,17 +123,26 @@ class BoardConfig:
             raise ValueError(f"dac_bits must be 8..16, got {self.dac_bits}")
         if not 8 <= self.adc_bits <= 24:
             raise ValueError(f"adc_bits must be 8..24, got {self.adc_bits}")
-        if len(self.limits_v) != N_ELECTRODES:
-            raise ValueError(f"limits_v needs {N_ELECTRODES} (lo, hi) pairs, got {len(self.limits_v)}")
-        lo_s, hi_s = self.dac_span_v
-        for c, (lo, hi) in enumerate(self.limits_v):
-            if not (lo_s <= lo <= 0.0 <= hi <= hi_s) or lo >= hi:
-                raise ValueError(f"limits_v[{c}] = ({lo}, {hi}) must satisfy "
-                                 f"{lo_s} <= lo <= 0 <= hi <= {hi_s} and lo < hi")
+        if self.limits_v is not None:
+            check_limits(self.limits_v, self.dac_span_v)
+        if self.adc_span_na is not None and not self.adc_span_na[0] < 0 < self.adc_span_na[1]:
+            raise ValueError(f"adc_span_na must be (lo, hi) with lo < 0 < hi, got {self.adc_span_na!r}")
         if self.max_slew_v_per_s <= 0 or self.watchdog_s <= 0 or self.sample_period_s <= 0:
             raise ValueError("max_slew_v_per_s, watchdog_s and sample_period_s must be > 0")
         if not 1 <= self.max_block_samples <= (P.MAX_PAYLOAD - 11) // 4:
             raise ValueError("max_block_samples does not fit a RESULT frame")
+
+    def for_device(self, device: AnalogDevice) -> "BoardConfig":
+        """This config with what it leaves to the device filled in: the limits (unless given)
+        are the device's working ranges, the ADC's full scale (unless given) follows its TIA
+        range. ValueError if the device's ranges cannot be the board's limits."""
+        ranges, tia = device_fit(device)
+        try:
+            limits = self.limits_v if self.limits_v is not None else check_limits(ranges, self.dac_span_v)
+        except ValueError as e:
+            raise ValueError(f"the device's working ranges cannot be the board's limits ({e}); give limits=") from None
+        span = self.adc_span_na if self.adc_span_na is not None else adc_span_for(tia)
+        return replace(self, limits_v=limits, adc_span_na=span)
 
     @property
     def dac_lsb_v(self) -> float:
@@ -114,7 +150,22 @@ class BoardConfig:
 
     @property
     def adc_lsb_na(self) -> float:
+        if self.adc_span_na is None:
+            raise ValueError("adc_span_na follows the device: use BoardConfig.for_device(device)")
         return (self.adc_span_na[1] - self.adc_span_na[0]) / (1 << self.adc_bits)
+
+
+def check_limits(limits_v: tuple[tuple[float, float], ...],
+                 dac_span_v: tuple[float, float]) -> tuple[tuple[float, float], ...]:
+    """`limits_v` if it is N_ELECTRODES (lo, hi) pairs within the DAC span around 0 V, else ValueError."""
+    if len(limits_v) != N_ELECTRODES:
+        raise ValueError(f"limits_v needs {N_ELECTRODES} (lo, hi) pairs, got {len(limits_v)}")
+    lo_s, hi_s = dac_span_v
+    for c, (lo, hi) in enumerate(limits_v):
+        if not (lo_s <= lo <= 0.0 <= hi <= hi_s) or lo >= hi:
+            raise ValueError(f"limits_v[{c}] = ({lo}, {hi}) must satisfy "
+                             f"{lo_s} <= lo <= 0 <= hi <= {hi_s} and lo < hi")
+    return limits_v
 
 
 @dataclass
@@ -170,7 +221,9 @@ class Firmware:
                  clock: Callable[[], float] = time.monotonic,
                  protocol: P.Schema = P.PROTOCOL) -> None:
         """`protocol`: the message table this board speaks (tests build boards that speak
-        another one from a modified schema)."""
+        another one from a modified schema). The board adopts the device: `config` completed
+        by `BoardConfig.for_device` (limits, ADC full scale) is `self.cfg`."""
+        config = config.for_device(device)
         self.cfg = config
         self.protocol = protocol
         self.device = device

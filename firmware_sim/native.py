@@ -116,6 +116,9 @@ def _floats(values) -> str:
 
 def native_argv(cfg: BoardConfig, dev: DeviceOptions, exit_on_stdin_eof: bool) -> list[str]:
     """dnpu-board's command line for these options (ValueError for what it cannot serve)."""
+    if dev.device == "surrogate":
+        raise ValueError("firmware=native cannot serve device=surrogate (the C firmware has no surrogate "
+                         "evaluator): use firmware=python or firmware=qemu for a digital twin")
     if dev.device not in NATIVE_DEVICES:
         raise ValueError(f"firmware=native serves device={'|'.join(NATIVE_DEVICES)}, not {dev.device!r}")
     if not 1 <= cfg.fifo_blocks <= NATIVE_MAX_FIFO_BLOCKS:
@@ -124,6 +127,7 @@ def native_argv(cfg: BoardConfig, dev: DeviceOptions, exit_on_stdin_eof: bool) -
         raise ValueError(f"firmware=native: {NATIVE_BINARY} is not built (make firmware)")
     device = make_device(dev, cfg.seed)
     board = Firmware(cfg, device)          # draws the DAC errors from the seed
+    cfg = board.cfg                        # limits and ADC full scale as the board adopted them
     extra: list[str] = []
     if isinstance(device, VirtualDNPU):
         w, b, clip = np.zeros(N_ELECTRODES), 0.0, device.analog.tia_range_na

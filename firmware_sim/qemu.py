@@ -69,8 +69,10 @@ def qemu_board(cfg: BoardConfig, dev: DeviceOptions) -> Firmware:
     return Firmware(cfg, make_device(dev, cfg.seed))
 
 
-def config_block(cfg: BoardConfig, board: Firmware) -> bytes:
-    """The boot configuration block for these settings (ValueError if they do not fit it)."""
+def config_block(board: Firmware) -> bytes:
+    """The boot configuration block for this board's settings, as it adopted its device (limits,
+    ADC full scale); ValueError if they do not fit it."""
+    cfg = board.cfg
     serial = json.loads(board._identity)["serial"].encode()
     device_json = json.dumps(board.device.describe, sort_keys=True, separators=(",", ":")).encode() + b"\0"
     size = QCFG_HEAD.size + len(device_json)
@@ -114,7 +116,7 @@ def run_qemu(cfg: BoardConfig, dev: DeviceOptions) -> Iterator[QemuSession]:
     anything starts) for options it cannot serve or a missing tool; RuntimeError if QEMU fails
     to start."""
     board = qemu_board(cfg, dev)
-    block = config_block(cfg, board)
+    block = config_block(board)
     check_available()
     with tempfile.TemporaryDirectory(prefix="dnpu-qemu-") as tmp:
         block_path, sock_path = os.path.join(tmp, "config.bin"), os.path.join(tmp, "analog.sock")

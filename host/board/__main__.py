@@ -1,4 +1,4 @@
-"""python -m host.board --port URL identify|set|measure|iv
+"""python -m host.board --port URL identify|set|measure|iv|survey
 
 URL: /dev/ttyACM0 (a real board), socket://127.0.0.1:PORT, or sim://?seed=N[&noise=..]
 (starts a simulated board for the duration of the command).
@@ -79,7 +79,39 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--oversample", type=int, default=16)
     iv.add_argument("--json", action="store_true", help="print JSON instead of a table")
     iv.add_argument("--plot", type=Path, default=None, help="save a PNG plot here")
+    sv = sub.add_parser("survey", help="a chip at a glance: sensitivity per electrode, output range and the "
+                                       "noise floor against the signal, measured within the board's limits")
+    sv.add_argument("--points", type=int, default=200, help="base points of the sensitivity estimate")
+    sv.add_argument("--samples", type=int, default=5000, help="uniform samples for the output range")
+    sv.add_argument("--repeats", type=int, default=40, help="repeats of each noise reference point")
+    sv.add_argument("--oversample", type=int, default=8,
+                    help="readings averaged per point of the sensitivity and range measurements (the noise floor "
+                         "is of single readings)")
+    sv.add_argument("--seed", type=int, default=0)
+    sv.add_argument("--json", action="store_true", help="print the survey as one JSON object")
+    sv.add_argument("--plot", type=Path, default=None, help="save a PNG plot here")
     return p
+
+
+def _survey(board: Board, a: argparse.Namespace) -> int:
+    from host.board import survey as sv
+
+    try:
+        cfg = sv.SurveyConfig(points=a.points, samples=a.samples, repeats=a.repeats, seed=a.seed)
+    except ValueError as e:
+        raise SystemExit(f"survey: {e}")
+    rep = sv.survey(lambda v: board.measure(v, oversample=a.oversample), np.asarray(board.limits_v), cfg,
+                    measure_raw=board.measure, averaged=a.oversample)
+    rep["board"] = {k: board.identity.get(k) for k in ("model", "serial", "firmware")}
+    if a.plot:
+        sv.plot(rep, a.plot, f"{board.identity.get('serial')}: survey within the board's limits")
+    if a.json:
+        print(json.dumps(sv.json_ready(rep), indent=2))
+    else:
+        print(f"board {board.identity.get('serial')} ({board.identity.get('model')}), "
+              f"{rep['measurements']} measurements")
+        print(sv.text(rep))
+    return 0
 
 
 def _iv(board: Board, a: argparse.Namespace) -> int:
@@ -134,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"rows": len(v), "out": str(a.out)}))
             elif a.cmd == "iv":
                 return _iv(board, a)
+            elif a.cmd == "survey":
+                return _survey(board, a)
     except BoardError as e:
         print(f"board error: {e}", file=sys.stderr)
         return 1

@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from host.experiments.data_electrodes import PAPER_DATA_ELECTRODES  # noqa: F401 (the capacity's default)
 from host.networks.losses import bce_per_trial
 
-#: The electrodes the paper puts the capacity points (and the gates' inputs) on.
-PAPER_DATA_ELECTRODES = (1, 2)
 #: The paper's capacity test points, volts on PAPER_DATA_ELECTRODES.
 CAPACITY_POINTS_V = np.array([(-0.7, -0.7), (-0.7, 0.5), (0.5, -0.7), (0.5, 0.5), (-0.35, 0.0),
                               (0.25, 0.0), (0.0, -0.35), (0.0, 0.25), (-1.1, 0.35), (0.35, -1.1)])
@@ -209,10 +208,11 @@ class CapacityN:
 
 def search(make_model: Callable[[int, torch.Generator], nn.Module], n: int, labs: torch.Tensor,
            cfg: CapacityConfig, gen: torch.Generator,
-           progress: Callable[[str], None] | None = None) -> CapacityN:
-    """Up to cfg.attempts attempts (shrinking noise) for each labelling in labs [L, n]."""
+           progress: Callable[[str], None] | None = None, points: np.ndarray = CAPACITY_POINTS_V) -> CapacityN:
+    """Up to cfg.attempts attempts (shrinking noise) for each labelling in labs [L, n] of the
+    first n of `points` (the paper's, or those placed on another chip's data electrodes)."""
     t0 = time.monotonic()
-    x = torch.as_tensor(CAPACITY_POINTS_V[:n], dtype=torch.float32)
+    x = torch.as_tensor(np.asarray(points)[:n], dtype=torch.float32)
     L = labs.shape[0]
     found = torch.zeros(L, dtype=torch.bool)
     margin = torch.full((L,), -float("inf"))
@@ -253,17 +253,18 @@ def with_complements(r: CapacityN) -> CapacityN:
 
 
 def capacity_runs(make_model: Callable[[int, torch.Generator], nn.Module], cfg: CapacityConfig,
-                  progress: Callable[[str], None] | None = None) -> list[CapacityN]:
+                  progress: Callable[[str], None] | None = None,
+                  points: np.ndarray = CAPACITY_POINTS_V) -> list[CapacityN]:
     out = []
     for n in range(cfg.n_min, cfg.n_max + 1):
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + n)
         torch.manual_seed(cfg.seed * 1000 + n)      # the noise injected while training
         labs = labellings(n)
         if cfg.use_complements:
-            r = search(make_model, n, torch.as_tensor(labs[:len(labs) // 2]), cfg, gen, progress)
+            r = search(make_model, n, torch.as_tensor(labs[:len(labs) // 2]), cfg, gen, progress, points)
             out.append(with_complements(r))
         else:
-            out.append(search(make_model, n, torch.as_tensor(labs), cfg, gen, progress))
+            out.append(search(make_model, n, torch.as_tensor(labs), cfg, gen, progress, points))
     return out
 
 

@@ -19,6 +19,8 @@ import numpy as np
 
 from core.electrodes import N_ELECTRODES, place_volts
 from host.experiments.board_session import BoardSession
+from host.experiments.data_electrodes import (AUTO, PAPER_DATA_ELECTRODES, Screening, parse_data_electrodes,
+                                              place_paper_points, screen_pairs)
 from host.experiments.errors import ExperimentError, fail
 from host.experiments.options import add_common_arguments, run_info, set_threads
 from host.experiments.results import out_folder, progress_bar, timer, write_json
@@ -27,6 +29,11 @@ from host.experiments.surrogates import load_surrogate
 DESCRIPTION = "capacity (empirical VC dimension) of a DNPU through the surrogate, of small NNs, and on a board"
 
 SYSTEMS = ("surrogate", "nn2", "nn3", "device")
+#: --data-electrodes auto: each pair's short search, on the first SCREEN_N points (attempts and
+#: epochs at most the run's own)
+SCREEN_N, SCREEN_ATTEMPTS, SCREEN_EPOCHS = 5, 2, 400
+#: a pair works when its short search finds this share (a full search then finds the rest)
+SCREEN_BAR = 0.9
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--second-attempts", type=int, default=15,
                    help="attempts of the second surrogate search for labellings that failed on the board")
     p.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast (faster, checks stay float32)")
+    p.add_argument("--data-electrodes", default=",".join(map(str, PAPER_DATA_ELECTRODES)),
+                   help="the two electrodes the points go on, like 1,2 (the paper's), or auto: screen all pairs "
+                        f"briefly by the labellings of the first {SCREEN_N} points found clear of the noise")
 
 
 def _systems(text: str) -> list[str]:
@@ -51,17 +61,40 @@ def _systems(text: str) -> list[str]:
     return out
 
 
-def _device_volts(points: np.ndarray, labels_sol: np.ndarray, repeats: int) -> np.ndarray:
+def _device_volts(points: np.ndarray, labels_sol: np.ndarray, repeats: int,
+                  electrodes: tuple[int, ...] = PAPER_DATA_ELECTRODES) -> np.ndarray:
     """[L, R, N, 7]: the points on the data electrodes, each labelling's controls on the others."""
-    from host.experiments.capacity import PAPER_DATA_ELECTRODES
-
     L, n = labels_sol.shape[0], points.shape[0]
     data = np.broadcast_to(points[None, None], (L, repeats, n, points.shape[1]))
-    return place_volts(data, labels_sol[:, None, None, :], PAPER_DATA_ELECTRODES)
+    return place_volts(data, labels_sol[:, None, None, :], electrodes)
+
+
+def screen_capacity(sur: Any, cfg: Any, quiet: bool) -> Screening:
+    """--data-electrodes auto: a short search of the labellings of the first SCREEN_N points on
+    every pair; a pair scores the share found with a margin above the noise floor."""
+    import torch
+
+    from host.experiments.capacity import CAPACITY_POINTS_V, capacity_runs
+    from host.networks.classifiers import TrialDNPUClassifier
+
+    epochs = min(SCREEN_EPOCHS, cfg.epochs)
+    short = dataclasses.replace(cfg, n_min=SCREEN_N, n_max=SCREEN_N, attempts=min(SCREEN_ATTEMPTS, cfg.attempts),
+                                epochs=epochs, patience=max(cfg.check_every, min(cfg.patience, epochs)))
+
+    def score(pair: tuple[int, int]) -> dict[str, Any]:
+        placed = place_paper_points(CAPACITY_POINTS_V, sur.ranges_v, pair)
+        def make(t: int, g: torch.Generator) -> TrialDNPUClassifier:
+            return TrialDNPUClassifier(sur.model, sur.ranges_v, t, data_electrodes=pair, generator=g)
+        row = capacity_runs(make, short, points=placed.volts)[0].row()
+        return {"score": row["robust_capacity"], "tie": row["median_margin"], "found": row["found"], "median_margin_na": row["median_margin"],
+                "scaled_points": placed.scaled}
+    return screen_pairs(score, f"the share of labellings of {SCREEN_N} points found with a margin above the noise",
+                        SCREEN_BAR, quiet=quiet)
 
 
 def device_check(session: BoardSession, points: np.ndarray, labels: np.ndarray, solutions: np.ndarray,
-                 repeats: int, rng: np.random.Generator, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                 repeats: int, rng: np.random.Generator, chunk: int = 64,
+                 electrodes: tuple[int, ...] = PAPER_DATA_ELECTRODES) -> tuple[np.ndarray, np.ndarray]:
     """Measure each labelling's solution on the board; (passed [L], held-out accuracy [L]).
 
     The logistic decision node is re-fitted per labelling on a random 80 % of the R x N measured
@@ -76,7 +109,7 @@ def device_check(session: BoardSession, points: np.ndarray, labels: np.ndarray, 
     cur = np.empty((L, repeats, n))
     for a in range(0, L, chunk):
         b = min(L, a + chunk)
-        v = _device_volts(points, solutions[a:b], repeats)
+        v = _device_volts(points, solutions[a:b], repeats, electrodes)
         cur[a:b] = session.measure(v.reshape(-1, N_ELECTRODES), what="capacity solutions").reshape(b - a, repeats, n)
     y = np.broadcast_to(labels[:, None, :], cur.shape).reshape(L, -1)
     c = cur.reshape(L, -1)
@@ -130,8 +163,7 @@ def _text_table(table: dict[str, list[dict[str, Any]]], vc: dict[str, int]) -> s
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from host.experiments.capacity import (CAPACITY_POINTS_V, PAPER_DATA_ELECTRODES, CapacityConfig, capacity_runs, search,
-                                           vc_estimate)
+    from host.experiments.capacity import CAPACITY_POINTS_V, CapacityConfig, capacity_runs, search, vc_estimate
     from host.networks.classifiers import TrialDNPUClassifier, TrialNNClassifier
 
     clock = timer()
@@ -146,16 +178,34 @@ def run(args: argparse.Namespace) -> int:
         cfg = CapacityConfig(n_min=args.n_min, n_max=args.n_max, attempts=args.attempts, epochs=args.epochs,
                              noise_std0=sur.test_rmse_na, noise_rms=sur.noise_floor_na,
                              margin_goal=2 * sur.noise_floor_na, seed=args.seed, bf16=args.bf16)
+        choice = parse_data_electrodes(args.data_electrodes)
         out = out_folder(args.out)
+        screening = None
+        if choice == AUTO:
+            screening = screen_capacity(sur, cfg, args.quiet)
+            electrodes = screening.chosen
+            print(screening.why())
+            print(screening.table_text())
+        else:
+            electrodes = choice
+        placed = place_paper_points(CAPACITY_POINTS_V, sur.ranges_v, electrodes)
+        if placed.scaled:
+            print(placed.note())
     except (ExperimentError, ValueError) as e:
         return fail(str(e))
+    points = placed.volts
     nn_cfg = dataclasses.replace(cfg, noise_std0=0.0, noise_rms=0.0, margin_goal=0.05, min_delta=1e-3, bf16=False)
     write_json(out / "config.json", {"run": run_info(args), "capacity": cfg.to_json(), "nn": nn_cfg.to_json(),
                                      "surrogate": {"path": sur.path, "test_rmse_na": sur.test_rmse_na,
                                                    "noise_floor_na": sur.noise_floor_na},
-                                     "points_v": CAPACITY_POINTS_V})
+                                     "points_v": points})
     table: dict[str, list[dict[str, Any]]] = {}
-    results: dict[str, Any] = {"table": table, "vc": {}, "warnings": [], "wall_s": {}}
+    results: dict[str, Any] = {
+        "table": table, "vc": {}, "warnings": [screening.why()] if screening and not screening.ok else [],
+        "wall_s": {}, "data_electrodes": list(electrodes), "points_v": points,
+        "points_mapping": {"mapping": placed.mapping, "note": placed.note()},
+        "data_electrodes_choice": screening.to_json() if screening else {"mode": "given", "chosen": list(electrodes)}}
+    notes = list(results["warnings"])
 
     def save() -> None:
         results["vc"] = {k: vc_estimate(v, "robust_capacity" if k == "surrogate_robust" else "capacity")
@@ -165,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         _plot(out / "capacity.png", table)
 
     def make_dnpu(t: int, g: torch.Generator) -> TrialDNPUClassifier:
-        return TrialDNPUClassifier(sur.model, sur.ranges_v, t, data_electrodes=PAPER_DATA_ELECTRODES, generator=g)
+        return TrialDNPUClassifier(sur.model, sur.ranges_v, t, data_electrodes=electrodes, generator=g)
 
     sur_runs = []
     n_count = cfg.n_max - cfg.n_min + 1
@@ -176,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(msg)
             for n in range(cfg.n_min, cfg.n_max + 1):
                 sub = dataclasses.replace(cfg, n_min=n, n_max=n)
-                sur_runs += capacity_runs(make_dnpu, sub, prog)
+                sur_runs += capacity_runs(make_dnpu, sub, prog, points)
                 bar.update(1)
         rows = [r.row() for r in sur_runs]
         table["surrogate"] = rows
@@ -206,19 +256,22 @@ def run(args: argparse.Namespace) -> int:
                 results["board"] = {"url": args.board, "identity": {k: board.identity.get(k) for k in
                                                                     ("model", "serial", "firmware")}}
                 for r in sur_runs:
-                    pts = CAPACITY_POINTS_V[:r.n]
+                    pts = points[:r.n]
                     sol = r.solution
                     ok = np.zeros(len(r.labels), bool)
                     acc = np.zeros(len(r.labels))
                     idx = np.nonzero(r.found)[0]
-                    ok[idx], acc[idx] = device_check(board, pts, r.labels[idx], sol[idx], args.repeats, rng)
+                    ok[idx], acc[idx] = device_check(board, pts, r.labels[idx], sol[idx], args.repeats, rng,
+                                                     electrodes=electrodes)
                     first_pass = int(ok.sum())
                     redo = np.nonzero(~ok)[0]
                     if redo.size:
                         gen = torch.Generator().manual_seed(second.seed * 1000 + r.n)
-                        r2 = search(make_dnpu, r.n, torch.as_tensor(r.labels[redo], dtype=torch.float32), second, gen)
+                        r2 = search(make_dnpu, r.n, torch.as_tensor(r.labels[redo], dtype=torch.float32), second, gen,
+                                    points=points)
                         got = np.nonzero(r2.found)[0]
-                        ok2, acc2 = device_check(board, pts, r.labels[redo[got]], r2.solution[got], args.repeats, rng)
+                        ok2, acc2 = device_check(board, pts, r.labels[redo[got]], r2.solution[got], args.repeats, rng,
+                                                 electrodes=electrodes)
                         ok[redo[got]] = ok2
                         acc[redo[got]] = np.maximum(acc[redo[got]], acc2)
                     total = 2 ** r.n
@@ -229,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
                         "failed_labellings": [int(i) + 1 for i in np.nonzero(~ok)[0]],
                     })
                     results["board"]["samples"] = board.samples
-                    results["warnings"] = board.warnings
+                    results["warnings"] = notes + board.warnings
                     save()
                     bar.update(1)
         except ExperimentError as e:

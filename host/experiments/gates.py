@@ -1,6 +1,9 @@
 """python -m host.experiments gates: the six two-input Boolean gates on one DNPU.
 
-The inputs (0/1) are voltages on e1, e2 (``--low``/``--high``); the other five electrodes carry
+The inputs (0/1) are voltages on two data electrodes (``--data-electrodes``, the paper's e1, e2 by
+default; ``auto`` screens all 21 pairs by the smallest margin over the gates in a short batched
+run and takes the best), at ``--low``/``--high`` (the paper's volts where they fit the electrodes'
+ranges, mapped into them where they do not: host.experiments.data_electrodes); the other five carry
 control voltages learned through the surrogate (BCE through the decision node, L1 range penalty,
 output noise of the surrogate's test RMSE), ``--trials`` random starts per gate trained together
 as one batched program. The start with the largest noise-free class margin is kept. On the board
@@ -20,6 +23,8 @@ import numpy as np
 
 from core.electrodes import N_ELECTRODES, place_volts
 from host.experiments.board_session import BoardSession
+from host.experiments.data_electrodes import (AUTO, PAPER_DATA_ELECTRODES, PlacedPoints, Screening, parse_data_electrodes,
+                                              place_paper_points, screen_pairs)
 from host.experiments.errors import ExperimentError, fail
 from host.experiments.options import add_common_arguments, run_info, set_threads
 from host.experiments.results import out_folder, timer, write_json
@@ -43,6 +48,9 @@ class GatesConfig:
     lr: float = 0.03
     repeats: int = 20
     seed: int = 0
+    # screening for --data-electrodes auto: a short run of every pair (at most the run's own)
+    screen_trials: int = 4
+    screen_epochs: int = 300
 
     def __post_init__(self) -> None:
         if not self.low_v < self.high_v:
@@ -56,31 +64,42 @@ def gate_points(cfg: GatesConfig) -> np.ndarray:
     return np.array([(lo, lo), (lo, hi), (hi, lo), (hi, hi)], dtype=np.float64)
 
 
-def train_gates(sur: Any, cfg: GatesConfig, gates: list[str]) -> dict[str, dict[str, Any]]:
-    """Best control voltages per gate (largest noise-free margin among cfg.trials starts)."""
+def placed_points(sur: Any, cfg: GatesConfig, electrodes: tuple[int, ...]) -> PlacedPoints:
+    """The four input pairs as volts on `electrodes` of this chip (the paper's levels where they fit)."""
+    return place_paper_points(gate_points(cfg), sur.ranges_v, electrodes)
+
+
+def train_gates(sur: Any, cfg: GatesConfig, gates: list[str], electrodes: tuple[int, ...] = PAPER_DATA_ELECTRODES,
+                trials: int | None = None, epochs: int | None = None) -> dict[str, dict[str, Any]]:
+    """Best control voltages per gate (largest noise-free margin among the trials' starts), with
+    the inputs on `electrodes`."""
     import torch
 
-    from host.experiments.capacity import PAPER_DATA_ELECTRODES, CapacityConfig, train_labellings
+    from host.experiments.capacity import CapacityConfig, train_labellings
     from host.networks.classifiers import TrialDNPUClassifier
 
-    pts = gate_points(cfg)
-    for e in (1, 2):
+    trials = cfg.trials if trials is None else trials
+    epochs = cfg.epochs if epochs is None else epochs
+    pts = placed_points(sur, cfg, electrodes).volts
+    for d, e in enumerate(electrodes):
         lo, hi = sur.ranges_v[e]
-        if pts.min() < lo or pts.max() > hi:
-            raise ExperimentError(f"gate input voltages {cfg.low_v}, {cfg.high_v} V outside e{e}'s range [{lo}, {hi}] V")
-    labels = torch.tensor([GATES[g] for g in gates for _ in range(cfg.trials)], dtype=torch.float32)
-    ccfg = CapacityConfig(n_min=4, n_max=4, attempts=1, epochs=cfg.epochs, lr=cfg.lr, noise_std0=sur.test_rmse_na,
-                          noise_rms=sur.noise_floor_na, margin_goal=1e9, patience=cfg.epochs, check_every=25,
+        if pts[:, d].min() < lo or pts[:, d].max() > hi:
+            raise ExperimentError(f"gate input voltages {pts[:, d].min():g}, {pts[:, d].max():g} V outside "
+                                  f"e{e}'s range [{lo}, {hi}] V")
+    labels = torch.tensor([GATES[g] for g in gates for _ in range(trials)], dtype=torch.float32)
+    ccfg = CapacityConfig(n_min=4, n_max=4, attempts=1, epochs=epochs, lr=cfg.lr, noise_std0=sur.test_rmse_na,
+                          noise_rms=sur.noise_floor_na, margin_goal=1e9, patience=epochs, check_every=25,
                           seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     r = train_labellings(lambda t, g: TrialDNPUClassifier(sur.model, sur.ranges_v, t,
-                                                          data_electrodes=PAPER_DATA_ELECTRODES, generator=g),
+                                                          data_electrodes=electrodes, generator=g),
                          torch.as_tensor(pts, dtype=torch.float32), labels, ccfg, sur.test_rmse_na, gen)
     out: dict[str, dict[str, Any]] = {}
-    check = TrialDNPUClassifier(sur.model, sur.ranges_v, 1, data_electrodes=PAPER_DATA_ELECTRODES)
+    check = TrialDNPUClassifier(sur.model, sur.ranges_v, 1, data_electrodes=electrodes)
+    ctrl = [e for e in range(N_ELECTRODES) if e not in electrodes]
     for i, g in enumerate(gates):
-        sl = slice(i * cfg.trials, (i + 1) * cfg.trials)
+        sl = slice(i * trials, (i + 1) * trials)
         j = int(torch.argmax(r.margin[sl]))
         sol = r.solution[sl][j]
         with torch.no_grad():
@@ -88,23 +107,38 @@ def train_gates(sur: Any, cfg: GatesConfig, gates: list[str]) -> dict[str, dict[
             check.eval()
             cur = check(torch.as_tensor(pts, dtype=torch.float32))[0].numpy()
         out[g] = {"truth_table": list(GATES[g]), "control_voltages": sol.astype(float).tolist(),
-                  "control_electrodes": [0, 3, 4, 5, 6], "surrogate_currents_na": cur.astype(float).tolist(),
+                  "control_electrodes": ctrl, "surrogate_currents_na": cur.astype(float).tolist(),
                   "surrogate_margin_na": float(r.margin[sl][j]),
                   "surrogate_ok": bool(float(r.margin[sl][j]) > 0),
                   "trials_separable": int((r.margin[sl] > 0).sum())}
     return out
 
 
+def screen_gates(sur: Any, cfg: GatesConfig, gates: list[str], quiet: bool = True) -> Screening:
+    """--data-electrodes auto: every pair trained briefly on all the gates; a pair scores the
+    smallest margin over the gates (a pair is only as good as its hardest gate), and works when
+    that clears the noise floor."""
+    def score(pair: tuple[int, int]) -> dict[str, Any]:
+        r = train_gates(sur, cfg, gates, pair, trials=min(cfg.screen_trials, cfg.trials),
+                        epochs=min(cfg.screen_epochs, cfg.epochs))
+        m = {g: r[g]["surrogate_margin_na"] for g in gates}
+        worst = min(m, key=m.get)
+        return {"score": m[worst], "hardest_gate": worst,
+                "scaled_inputs": placed_points(sur, cfg, pair).scaled}
+    return screen_pairs(score, "the smallest surrogate margin over the gates (nA)", sur.noise_floor_na,
+                        quiet=quiet)
+
+
 def board_gate(session: BoardSession, pts: np.ndarray, truth: tuple[int, ...], controls: np.ndarray,
-               repeats: int, rng: np.random.Generator) -> dict[str, Any]:
+               repeats: int, rng: np.random.Generator,
+               electrodes: tuple[int, ...] = PAPER_DATA_ELECTRODES) -> dict[str, Any]:
     """Measure one gate on the board; threshold re-fitted on 80 % of the currents, scored on 20 %."""
     import torch
 
-    from host.experiments.capacity import PAPER_DATA_ELECTRODES
     from host.networks.logistic import fit_logistic, logistic_logits
 
     v = place_volts(np.broadcast_to(pts[None], (repeats,) + pts.shape), np.asarray(controls)[None, None, :],
-                    PAPER_DATA_ELECTRODES)
+                    electrodes)
     cur = session.measure(v.reshape(-1, N_ELECTRODES), what="gate control voltages").reshape(repeats, 4)
     y = np.broadcast_to(np.asarray(truth, dtype=np.float64), cur.shape).reshape(-1)
     c = cur.reshape(-1)
@@ -118,6 +152,16 @@ def board_gate(session: BoardSession, pts: np.ndarray, truth: tuple[int, ...], c
     margin = max(ones.min() - zeros.max(), zeros.min() - ones.max())
     return {"board_currents_mean_na": cur.mean(axis=0).tolist(), "board_currents_std_na": cur.std(axis=0).tolist(),
             "board_heldout_accuracy": acc, "board_worst_margin_na": float(margin), "board_ok": bool(acc == 1.0)}
+
+
+def _board_noise(results: dict[str, Any], res: dict[str, dict[str, Any]], gates: list[str]) -> None:
+    """The board's noise floor (rms of the repeats' spread at every input pair of every gate) and
+    each gate's worst margin over it."""
+    stds = np.concatenate([np.asarray(res[g]["board_currents_std_na"]) for g in gates])
+    floor = float(np.sqrt(np.mean(stds ** 2)))
+    results["board_noise_floor_na"] = floor
+    for g in gates:
+        res[g]["board_margin_over_noise"] = float(res[g]["board_worst_margin_na"] / floor) if floor > 0 else float("inf")
 
 
 def _plot(path: Path, res: dict[str, dict[str, Any]]) -> None:
@@ -144,8 +188,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p, "results/gates")
     d = GatesConfig()
     p.add_argument("--gates", default=",".join(GATES), help="comma-separated subset of " + ",".join(GATES))
-    p.add_argument("--low", type=float, default=d.low_v, help="input 0 as volts on e1, e2")
-    p.add_argument("--high", type=float, default=d.high_v, help="input 1 as volts on e1, e2")
+    p.add_argument("--data-electrodes", default=",".join(map(str, PAPER_DATA_ELECTRODES)),
+                   help="the two input electrodes, like 1,2 (the paper's), or auto: screen all pairs briefly "
+                        "and take the one whose hardest gate has the largest margin")
+    p.add_argument("--low", type=float, default=d.low_v,
+                   help="input 0 in volts on the paper's chip (kept where it fits the data electrodes' ranges, "
+                        "mapped into them where it does not)")
+    p.add_argument("--high", type=float, default=d.high_v, help="input 1, likewise")
     p.add_argument("--trials", type=int, default=d.trials, help="random starts per gate")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--repeats", type=int, default=d.repeats, help="board measurements of each input pair")
@@ -161,13 +210,31 @@ def run(args: argparse.Namespace) -> int:
         cfg = GatesConfig(low_v=args.low, high_v=args.high, trials=args.trials, epochs=args.epochs,
                           repeats=args.repeats, seed=args.seed)
         sur = load_surrogate(args.surrogate, engine=args.engine, threads=args.threads)
+        choice = parse_data_electrodes(args.data_electrodes)
         out = out_folder(args.out)
         write_json(out / "config.json", {"run": run_info(args), "gates": dataclasses.asdict(cfg),
                                          "surrogate": {"path": sur.path, "test_rmse_na": sur.test_rmse_na}})
-        res = train_gates(sur, cfg, gates)
+        screening = None
+        if choice == AUTO:
+            screening = screen_gates(sur, cfg, gates, args.quiet)
+            electrodes = screening.chosen
+            print(screening.why())
+            print(screening.table_text())
+        else:
+            electrodes = choice
+        placed = placed_points(sur, cfg, electrodes)
+        res = train_gates(sur, cfg, gates, electrodes)
     except (ExperimentError, ValueError) as e:
         return fail(str(e))
-    results: dict[str, Any] = {"gates": res, "input_points_v": gate_points(cfg), "warnings": []}
+    results: dict[str, Any] = {
+        "gates": res, "data_electrodes": list(electrodes), "input_points_v": placed.volts,
+        "input_levels": {"paper_v": [cfg.low_v, cfg.high_v], "mapping": placed.mapping, "note": placed.note()},
+        "data_electrodes_choice": screening.to_json() if screening else {"mode": "given", "chosen": list(electrodes)},
+        "noise_floor_na": sur.noise_floor_na}
+    notes = [screening.why()] if screening is not None and not screening.ok else []
+    results["warnings"] = list(notes)
+    if placed.scaled:
+        print(placed.note())
     write_json(out / "results.json", results)
     status = 0
     if not args.no_board:
@@ -176,10 +243,11 @@ def run(args: argparse.Namespace) -> int:
             with BoardSession(args.board, args.limit_policy) as session:
                 results["board_url"] = args.board
                 for g in gates:
-                    res[g].update(board_gate(session, gate_points(cfg), GATES[g],
-                                             np.asarray(res[g]["control_voltages"]), cfg.repeats, rng))
-                    results["warnings"] = session.warnings
+                    res[g].update(board_gate(session, placed.volts, GATES[g], np.asarray(res[g]["control_voltages"]),
+                                             cfg.repeats, rng, electrodes))
+                    results["warnings"] = notes + session.warnings
                     write_json(out / "results.json", results)
+                _board_noise(results, res, gates)
         except ExperimentError as e:
             results["error"] = str(e)
             status = fail(f"{e}; results so far are in {out / 'results.json'}")
@@ -191,7 +259,8 @@ def run(args: argparse.Namespace) -> int:
         line = f"{g:5s} surrogate margin {r['surrogate_margin_na']:7.2f} nA ({'ok' if r['surrogate_ok'] else 'FAIL'})"
         if "board_ok" in r:
             line += (f"   board held-out accuracy {100 * r['board_heldout_accuracy']:.0f} %, worst margin "
-                     f"{r['board_worst_margin_na']:6.2f} nA ({'ok' if r['board_ok'] else 'FAIL'})")
+                     f"{r['board_worst_margin_na']:6.2f} nA = {r.get('board_margin_over_noise', float('nan')):.0f}x "
+                     f"the noise ({'ok' if r['board_ok'] else 'FAIL'})")
         print(line)
     print(f"results in {out}")
     return status

@@ -1,5 +1,9 @@
 """python -m host.experiments ring: two concentric classes, single DNPU against a 2-2-1 DNPU network.
 
+Architectures (``--archs``): ``single`` (one DNPU), ``2-2-1`` (the paper's five nodes: two input
+nodes on the data, two hidden nodes on both their outputs, one output node) and ``2-1`` (two
+nodes on the data feeding one output node: three in all).
+
 Data: points in the unit disc of normalised inputs, which map linearly onto the data electrodes
 (the disc's radius is half the electrodes' span, centred in their range). Class 0 is the inner
 disc of radius r0, class 1 the ring r0 + g <= r <= 1; g is the gap in volts divided by the
@@ -31,13 +35,14 @@ import numpy as np
 
 from host.experiments.board_session import BoardSession
 from host.experiments.errors import ExperimentError, fail
+from host.experiments.data_electrodes import AUTO, Screening, parse_data_electrodes, screen_pairs
 from host.experiments.options import add_common_arguments, run_info, set_threads
 from host.experiments.results import out_folder, progress_bar, timer, write_json
 from host.experiments.surrogates import SurrogateInfo, load_surrogate
 
 DESCRIPTION = "ring classification: 1,000 trials of a single DNPU and of a 2-2-1 DNPU network, validated on a board"
 
-ARCHS = {"single": (1,), "2-2-1": (2, 1)}
+ARCHS = {"single": (1,), "2-1": (2, 1), "2-2-1": (2, 2, 1)}
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,32 @@ def train_arch(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfig, data
                       cat["epochs"].astype(int))
 
 
+#: --data-electrodes auto: each pair's short run (trials, epochs) of the network to be trained
+#: (at most the run's own)
+SCREEN_TRIALS, SCREEN_EPOCHS = 48, 150
+
+
+def screen_ring(sur: SurrogateInfo, cfg: RingConfig, arch: str, quiet: bool = True) -> Screening:
+    """--data-electrodes auto: `arch` trained briefly with its data on each pair (the ring's own
+    data, gap and noise); a pair scores its best trial's accuracy under noise on the training
+    set (the ring's selection score; the test set stays unseen), and works above chance + 10 points."""
+    def score_pair(pair: tuple[int, int]) -> dict[str, Any]:
+        trials, epochs = min(SCREEN_TRIALS, cfg.trials), min(SCREEN_EPOCHS, cfg.epochs)
+        short = dataclasses.replace(cfg, data_electrodes=pair, trials=trials, epochs=epochs, chunk=trials, prune_at=())
+        gap = normalised_gap(short.gap_mv, sur.ranges_v, pair)
+        rng = np.random.default_rng(short.seed)
+        x_tr, y_tr = ring_data(short.n_per_class, gap, rng)
+        x_te, y_te = ring_data(short.n_per_class, gap, rng)
+        data = {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
+        r = train_arch(sur, ARCHS[arch], short, data, board_noise_std(sur, short.oversample))
+        i = int(np.argmax(r.noisy_train_acc))
+        return {"score": float(r.noisy_train_acc[i]), "tie": float(r.fisher[i]), "fisher": float(r.fisher[i]),
+                "normalised_gap": gap}
+    return screen_pairs(score_pair, f"the {arch} network's best accuracy under noise on the training data "
+                                    f"({min(SCREEN_TRIALS, cfg.trials)} trials of {min(SCREEN_EPOCHS, cfg.epochs)} "
+                                    "epochs)", 0.6, quiet=quiet)
+
+
 def nn_baseline(hidden: int, cfg: RingConfig, data: dict[str, Any], trials: int) -> dict[str, Any]:
     """The same experiment with `hidden` logistic units in place of DNPUs (2 -> hidden -> 1): the
     ring's loss, epochs and optimiser on the same data, noise-free (no device), `trials` trials
@@ -372,7 +403,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help="full-batch epochs per trial")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--data-electrodes", default=",".join(map(str, d.data_electrodes)),
-                   help="the two data electrodes of every node")
+                   help="the two data electrodes of every node, like 2,4, or auto: train the network briefly "
+                        "on every pair and take the best")
     p.add_argument("--chunk", type=int, default=d.chunk, help="trials per batched tensor program")
     p.add_argument("--train-noise-factor", type=float, default=d.train_noise_factor,
                    help="training noise std in units of the surrogate's test RMSE")
@@ -381,7 +413,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oversample", type=int, default=d.oversample,
                    help="board readout averaged over this many ADC samples per point (the prediction "
                         "uses the matching noise)")
-    p.add_argument("--archs", default="single,2-2-1", help="comma-separated: single, 2-2-1")
+    p.add_argument("--archs", default="single,2-2-1",
+                   help="comma-separated: single, 2-2-1 (the paper's five nodes), 2-1 (three nodes)")
     p.add_argument("--fp32", action="store_true", help="train in float32 (default: bfloat16 autocast; "
                    "scores, selection and the board stay float32)")
     p.add_argument("--prune-at", default="0.25,0.5,0.75",
@@ -429,19 +462,15 @@ def run(args: argparse.Namespace) -> int:
         if not archs or any(a not in ARCHS for a in archs):
             raise ExperimentError(f"--archs: choose from {', '.join(ARCHS)}, got {args.archs!r}")
         sur = load_surrogate(args.surrogate, engine=args.engine, threads=args.threads)
-        try:
-            electrodes = tuple(int(e) for e in args.data_electrodes.split(","))
-        except ValueError:
-            raise ExperimentError(f"--data-electrodes: expected two indices like 2,4, got {args.data_electrodes!r}") from None
-        if len(electrodes) != 2:
-            raise ExperimentError(f"--data-electrodes: expected two indices like 2,4, got {args.data_electrodes!r}")
+        choice = parse_data_electrodes(args.data_electrodes)
         try:
             nn_hidden = [int(h) for h in args.nn_baselines.split(",") if h.strip()]
         except ValueError:
             raise ExperimentError(f"--nn-baselines: expected hidden-unit counts like 2,3, got {args.nn_baselines!r}") from None
         if any(h < 1 for h in nn_hidden):
             raise ExperimentError(f"--nn-baselines: hidden-unit counts must be >= 1, got {args.nn_baselines!r}")
-        cfg = RingConfig(gap_mv=args.gap_mv, data_electrodes=electrodes, n_per_class=args.n_per_class,
+        cfg = RingConfig(gap_mv=args.gap_mv, data_electrodes=(2, 4) if choice == AUTO else choice,
+                         n_per_class=args.n_per_class,
                          trials=args.trials, epochs=args.epochs,
                          lr=args.lr, chunk=args.chunk, train_noise_factor=args.train_noise_factor,
                          noise_draws=args.noise_draws, board_runs=args.board_runs, bf16=not args.fp32,
@@ -449,6 +478,12 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, noise_std_na=sur.test_rmse_na, prune_keep=args.prune_keep,
                          prune_at=_prune_epochs(args.prune_at, args.epochs))
         out = out_folder(args.out)
+        screening = None
+        if choice == AUTO:
+            screening = screen_ring(sur, cfg, "2-2-1" if "2-2-1" in archs else archs[0], args.quiet)
+            cfg = dataclasses.replace(cfg, data_electrodes=screening.chosen)
+            print(screening.why())
+            print(screening.table_text())
         gap = normalised_gap(cfg.gap_mv, sur.ranges_v, cfg.data_electrodes)
         rng = np.random.default_rng(cfg.seed)
         x_tr, y_tr = ring_data(cfg.n_per_class, gap, rng)
@@ -462,7 +497,11 @@ def run(args: argparse.Namespace) -> int:
                                      "surrogate": {"path": sur.path, "test_rmse_na": sur.test_rmse_na}})
     write_json(out / "data.json", data)
     np.savez(out / "ring_test.npz", x=x_te, labels=y_te.astype(np.int64))
-    results: dict[str, Any] = {"archs": {}, "board": {}, "warnings": [], "wall_s": {}}
+    results: dict[str, Any] = {
+        "archs": {}, "board": {}, "warnings": [screening.why()] if screening and not screening.ok else [],
+        "wall_s": {}, "data_electrodes": list(cfg.data_electrodes),
+        "data_electrodes_choice": (screening.to_json() if screening
+                                   else {"mode": "given", "chosen": list(cfg.data_electrodes)})}
     board_records: dict[str, Any] = {}
 
     def save() -> None:

@@ -1,5 +1,5 @@
 """Trial-batched classifiers on two inputs, T copies at once: one DNPU, a small neural network, and
-feed-forward networks of DNPU layers (the ring's single DNPU, 2-1 and 2-2-1).
+feed-forward networks of DNPU layers (the ring's single DNPU, 2-1 and the paper's five-node 2-2-1).
 
 The first two expose the same interface so the capacity and gate experiments train them identically:
 
@@ -21,7 +21,8 @@ from host.networks.normalisation import DecisionNode, RunningStandardisation
 
 
 class TrialDNPUClassifier(nn.Module):
-    """One DNPU with its inputs on two data electrodes (volts passed through unchanged)."""
+    """One DNPU with its inputs on two data electrodes (volts passed through unchanged, clipped to
+    each data electrode's range)."""
 
     def __init__(self, surrogate: nn.Module, ranges_v: np.ndarray, trials: int,
                  data_electrodes: Sequence[int] = (1, 2), noise_std_na: float = 0.0,
@@ -29,13 +30,16 @@ class TrialDNPUClassifier(nn.Module):
         super().__init__()
         r = np.asarray(ranges_v, dtype=np.float64)
         de = list(data_electrodes)
-        # identity transform: data are volts already inside the data electrodes' range
-        lo, hi = float(r[de, 0].max()), float(r[de, 1].min())
-        self.dnpu = DNPUNodes(surrogate, r, 1, de, trials=trials, transform=InputTransform(lo, hi, clip=True),
+        lo, hi = r[de, 0], r[de, 1]
+        if np.allclose(lo, lo[0]) and np.allclose(hi, hi[0]):
+            # one shared range: the transform is the identity on volts
+            transform, self._unit = InputTransform(float(lo.max()), float(hi.min()), clip=True), None
+        else:
+            # ranges differ: volts become fractions of each electrode's range, mapped straight back
+            transform = InputTransform(0.0, 1.0, clip=True)
+            self._unit = (torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi - lo, dtype=torch.float32))
+        self.dnpu = DNPUNodes(surrogate, r, 1, de, trials=trials, transform=transform,
                               noise_std_na=noise_std_na, generator=generator)
-        # an identity map needs equal ranges on both data electrodes
-        if not np.allclose(r[de, 0], lo) or not np.allclose(r[de, 1], hi):
-            raise ValueError("the data electrodes must share one range to take volts unchanged")
         self.decision = DecisionNode(trials)
 
     @property
@@ -46,6 +50,8 @@ class TrialDNPUClassifier(nn.Module):
         self.dnpu.noise_std_na = float(std_na)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._unit is not None:
+            x = (x - self._unit[0]) / self._unit[1]
         return self.dnpu(x.unsqueeze(1))[..., 0]  # [T, B]
 
     def penalty(self) -> torch.Tensor:
@@ -101,7 +107,8 @@ class TrialNNClassifier(nn.Module):
 class DNPUNet(nn.Module):
     """A feed-forward network of DNPU layers, T independent copies (trials) at once.
 
-    nodes=(1,) is a single DNPU, nodes=(2, 1) two nodes feeding one (three in all). The data (n_inputs
+    nodes=(1,) is a single DNPU, nodes=(2, 1) two nodes feeding one (three in all), nodes=(2, 2, 1)
+    the paper's 2-2-1 (five). The data (n_inputs
     features in [in_lo, in_hi]) feed every node of the first layer on its data electrodes; the
     outputs of each layer are standardised (per trial and node) and mapped linearly from
     [-span, span] sigmas into the next layer's data-electrode ranges (clipped), and every node of

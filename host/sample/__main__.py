@@ -3,6 +3,7 @@
     python -m host.sample --board sim://?seed=0 --n 200000 --out data/train
     python -m host.sample --board sim://?seed=0 --n 100000 --seed 1 --out data/test
     python -m host.sample --board /dev/ttyACM0 --n 1000000 --out data/train --resume
+    python -m host.sample import-brainspy lab/postprocessed_data.npz --out data/lab   (host.sample.brainspy)
 
 Samples are written chunk by chunk (see `host.sample.store`); Ctrl-C, a crash or a lost cable keeps
 every chunk measured so far and ``--resume`` continues from there (with the same settings: a
@@ -29,7 +30,8 @@ from host.sample.plans import STRATEGIES, Plan, PlanConfig, Ranges, ranges_withi
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m host.sample", description=__doc__.split("\n\n")[0],
-        epilog="Measure the test set as a separate run with another --seed and --out.",
+        epilog="Measure the test set as a separate run with another --seed and --out.\n"
+               "Import brains-py data instead: python -m host.sample import-brainspy --help",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--board", default="sim://?seed=0", help="board URL: /dev/tty*, socket://HOST:PORT or sim://?seed=N (default %(default)s)")
     p.add_argument("--n", type=int, required=True, help="number of plan samples to measure")
@@ -59,6 +61,10 @@ def plan_for(limits_v: Any, args: argparse.Namespace, ranges: Ranges | None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["import-brainspy"]:  # its own parser and --help (host.sample.brainspy)
+        from host.sample.brainspy import main as import_brainspy
+        return import_brainspy(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         ranges = _parse_ranges(args.ranges) if args.ranges else None

@@ -3,6 +3,7 @@
     python -m host.surrogate train data/train --test data/test --out models/surrogate.onnx
     python -m host.surrogate check models/surrogate.onnx --data data/test
     python -m host.surrogate info models/surrogate.onnx
+    python -m host.surrogate import-brainspy lab/model.pt --out models/lab.onnx   (and export-brainspy)
 """
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ def _check(args: argparse.Namespace) -> int:
     out: dict[str, float] = {}
     import onnxruntime as ort
     sess = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
-    out["onnxruntime"] = float(np.max(np.abs(sess.run(None, {onnx_file.INPUT_NAME: volts})[0][:, 0] - ref)))
+    raw = sess.run(None, {onnx_file.INPUT_NAME: volts})[0][:, 0]     # the chain's output; nA = output x amplification
+    out["onnxruntime"] = float(np.max(np.abs(raw * sf.amplification - ref)))
     try:
         import core
         out["core"] = float(np.max(np.abs(core.load_surrogate(args.model).evaluate(volts) - ref)))
@@ -149,6 +151,38 @@ def _check(args: argparse.Namespace) -> int:
            "max_abs_err_na": out, "max_rel_err": {k: v / span for k, v in out.items()}}
     print(json.dumps(res, indent=None if args.json else 2))
     return 0 if all(v / span < 1e-5 for v in out.values()) else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from host.board import survey as sv
+    from host.surrogate.device_report import surrogate_report, xor_text
+
+    rep = surrogate_report(args.model, sv.SurveyConfig(points=args.points), xor=not args.no_xor,
+                           xor_trials=args.xor_trials, xor_epochs=args.xor_epochs,
+                           quiet=args.no_progress or args.json)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(sv.json_ready(rep), indent=2))
+        sv.plot(rep, args.out.with_suffix(".png"), f"{args.model.name}: amplification {rep['amplification']:g}",
+                rep.get("xor", {}).get("table"))
+    if args.json:
+        print(json.dumps(sv.json_ready(rep), indent=2))
+        return 0
+    print(f"{args.model}: amplification {rep['amplification']:g}, test RMSE {rep['test_rmse_na']:.3f} nA")
+    print(sv.text(rep))
+    if "xor" in rep:
+        print(xor_text(rep["xor"]))
+    if args.out is not None:
+        print(f"report in {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+def _variant(args: argparse.Namespace) -> int:
+    from host.surrogate.variant import make_variant
+
+    meta = make_variant(args.model, args.out, args.widen, args.amplification)
+    print(f"variant written to {args.out}: ranges {meta['electrode_ranges_v']}, amplification {meta['amplification']}")
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -220,6 +254,28 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a surrogate's layers and metadata")
     i.add_argument("model", type=Path)
     i.set_defaults(func=_info)
+    from host.surrogate import brainspy  # import-brainspy, export-brainspy (docs/brainspy.md)
+    brainspy.add_parsers(sub)
+    v = sub.add_parser("variant", help="another chip from a surrogate: ranges widened about their centres and "
+                                       "another amplification, the same currents at corresponding points")
+    v.add_argument("model", type=Path)
+    v.add_argument("--out", type=Path, required=True, help="surrogate ONNX file to write")
+    v.add_argument("--widen", type=float, default=1.0, help="range width factor for every electrode (default 1)")
+    v.add_argument("--amplification", type=float, default=None,
+                   help="the variant's amplification (nA per unit of network output; default: the input's)")
+    v.set_defaults(func=_variant)
+    r = sub.add_parser("report", help="a chip at a glance: sensitivity per electrode, output range, noise "
+                                      "against signal, and which electrode pairs realise XOR")
+    r.add_argument("model", type=Path)
+    r.add_argument("--out", type=Path, default=None,
+                   help="write the report here as JSON, with a PNG of the same name (default: print only)")
+    r.add_argument("--points", type=int, default=200, help="base points of the sensitivity estimate")
+    r.add_argument("--no-xor", action="store_true", help="skip the XOR search over electrode pairs")
+    r.add_argument("--xor-trials", type=int, default=4, help="random starts per pair")
+    r.add_argument("--xor-epochs", type=int, default=300, help="training epochs per pair")
+    r.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=_report)
     return p
 
 

@@ -17,7 +17,7 @@ from firmware_sim.physics import NullDevice
 # the sim:// option names that hosts and docs use
 URL_OPTIONS = {"seed", "noise", "n_sites", "device", "dac_bits", "adc_bits", "limits", "max_slew",
                "watchdog_ms", "sample_period_us", "dac_gain_error", "dac_offset_error_mv", "fifo_blocks",
-               "realtime", "fail_after_rows", "firmware"}
+               "realtime", "fail_after_rows", "firmware", "model", "noise_na", "drift"}
 
 
 def _configure(*argv: str) -> tuple[BoardConfig, DeviceOptions]:

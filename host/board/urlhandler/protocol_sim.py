@@ -5,6 +5,8 @@ opens the pseudo-terminal it serves; closing the port stops the child. The query
 the simulator unchanged: the simulator declares its options (seed, noise, device, watchdog_ms,
 ...; `python -m firmware_sim --help`) and refuses unknown ones, and that refusal comes back
 here as a ValueError (pyserial's convention for a bad URL) with the simulator's own words.
+The child runs in the host's working directory, so a relative path in the query (the digital
+twin's `model=FILE`) means what it means to the host.
 
 The child runs in its own session, so a Ctrl-C at the terminal reaches only the host (which then
 ramps the board to 0 V and closes the port); it also exits when its stdin pipe closes, so it

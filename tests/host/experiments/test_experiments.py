@@ -203,12 +203,15 @@ def test_disconnect_mid_ring_validation_keeps_the_runs_so_far(tmp_path, monkeypa
     from host.board.errors import BoardDisconnected
     from host.board import Board
 
+    from host.experiments.ring import ARCHS
+
     calls = {"n": 0}
     real = Board.measure
+    layers = len(ARCHS["2-2-1"])          # one board pass per layer
 
     def flaky(self, volts, **kw):
         calls["n"] += 1
-        if calls["n"] > 4:       # train pass (2 layers) + one test run, then the link drops
+        if calls["n"] > 2 * layers:       # the train pass + one test run, then the link drops
             raise BoardDisconnected("port went away (test)")
         return real(self, volts, **kw)
 
