@@ -23,8 +23,13 @@ HANG_S = 600
 NARROW_URL, NARROW_V = "sim://?seed=0&limits=0:0.4", ((0.0, 0.4),) * N_ELECTRODES
 
 
+#: a board paced by its sample clock at 4 kHz: the run lasts seconds, so Ctrl-C lands mid-run
+#: however fast the host is (unpaced, 20,000 samples took about a second)
+PACED_URL = "sim://?seed=0&realtime=1&sample_period_us=250"
+
+
 def _cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "host.sample", "--board", "sim://?seed=0", "--n", str(N), "--seed", "4",
+    return [sys.executable, "-m", "host.sample", "--board", PACED_URL, "--n", str(N), "--seed", "4",
             "--chunk", str(CHUNK), "--no-progress", "--out", str(out), *extra]
 
 
