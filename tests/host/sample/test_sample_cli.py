@@ -23,9 +23,15 @@ HANG_S = 600
 NARROW_URL, NARROW_V = "sim://?seed=0&limits=0:0.4", ((0.0, 0.4),) * N_ELECTRODES
 
 
-#: a board paced by its sample clock at 4 kHz: the run lasts seconds, so Ctrl-C lands mid-run
-#: however fast the host is (unpaced, 20,000 samples took about a second)
-PACED_URL = "sim://?seed=0&realtime=1&sample_period_us=250"
+#: a board paced by its sample clock at 10 kHz: the run lasts a few seconds, so Ctrl-C lands
+#: mid-run however fast the host is
+PACED_URL = "sim://?seed=0&realtime=1&sample_period_us=100"
+
+
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as at a terminal, even under a shell that started the tests in the
+    background (which leaves SIGINT ignored, and a Python started so never sees it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:
@@ -35,7 +41,7 @@ def _cmd(out: Path, *extra: str) -> list[str]:
 
 def test_ctrl_c_keeps_chunks_and_resume_completes_the_same_plan(tmp_path):
     out = tmp_path / "d"
-    p = subprocess.Popen(_cmd(out), stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(_cmd(out), stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + HANG_S
     while p.poll() is None and len(store.chunk_indices(out) if out.exists() else []) < 2:
         assert time.monotonic() < deadline, "no two chunks measured in time"
