@@ -19,8 +19,8 @@ import numpy as np
 
 from core.electrodes import N_ELECTRODES, place_volts
 from host.experiments.board_session import BoardSession
-from host.experiments.data_electrodes import (AUTO, PAPER_DATA_ELECTRODES, Screening, parse_data_electrodes,
-                                              place_paper_points, screen_pairs)
+from host.experiments.data_electrodes import (PAPER_DATA_ELECTRODES, Screening, choose_electrodes,
+                                              parse_data_electrodes, place_paper_points, screen_pairs)
 from host.experiments.errors import ExperimentError, fail
 from host.experiments.options import add_common_arguments, run_info, set_threads
 from host.experiments.results import out_folder, progress_bar, timer, write_json
@@ -180,14 +180,8 @@ def run(args: argparse.Namespace) -> int:
                              margin_goal=2 * sur.noise_floor_na, seed=args.seed, bf16=args.bf16)
         choice = parse_data_electrodes(args.data_electrodes)
         out = out_folder(args.out)
-        screening = None
-        if choice == AUTO:
-            screening = screen_capacity(sur, cfg, args.quiet)
-            electrodes = screening.chosen
-            print(screening.why())
-            print(screening.table_text())
-        else:
-            electrodes = choice
+        chosen = choose_electrodes(choice, lambda: screen_capacity(sur, cfg, args.quiet))
+        electrodes = chosen.electrodes
         placed = place_paper_points(CAPACITY_POINTS_V, sur.ranges_v, electrodes)
         if placed.scaled:
             print(placed.note())
@@ -201,10 +195,10 @@ def run(args: argparse.Namespace) -> int:
                                      "points_v": points})
     table: dict[str, list[dict[str, Any]]] = {}
     results: dict[str, Any] = {
-        "table": table, "vc": {}, "warnings": [screening.why()] if screening and not screening.ok else [],
+        "table": table, "vc": {}, "warnings": chosen.warnings(),
         "wall_s": {}, "data_electrodes": list(electrodes), "points_v": points,
         "points_mapping": {"mapping": placed.mapping, "note": placed.note()},
-        "data_electrodes_choice": screening.to_json() if screening else {"mode": "given", "chosen": list(electrodes)}}
+        "data_electrodes_choice": chosen.to_json()}
     notes = list(results["warnings"])
 
     def save() -> None:

@@ -163,3 +163,30 @@ def screen_pairs(score: Callable[[tuple[int, int]], dict[str, Any]], task: str, 
         del r["_tie"]
     s.wall_s = time.monotonic() - t0
     return s
+
+
+@dataclass(frozen=True)
+class ElectrodeChoice:
+    """The data electrodes an experiment runs on: given, or chosen by a screening."""
+
+    electrodes: tuple[int, ...]
+    screening: Screening | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """`data_electrodes_choice` of a results.json."""
+        return self.screening.to_json() if self.screening else {"mode": "given", "chosen": list(self.electrodes)}
+
+    def warnings(self) -> list[str]:
+        """The screening's warning when no pair reached its bar."""
+        return [self.screening.why()] if self.screening is not None and not self.screening.ok else []
+
+
+def choose_electrodes(choice: tuple[int, ...] | str, screen: Callable[[], Screening]) -> ElectrodeChoice:
+    """`choice` as parsed by parse_data_electrodes; for 'auto', run `screen()` and print why and
+    the table of the best pairs."""
+    if choice != AUTO:
+        return ElectrodeChoice(tuple(choice))
+    s = screen()
+    print(s.why())
+    print(s.table_text())
+    return ElectrodeChoice(s.chosen, s)

@@ -23,8 +23,8 @@ import numpy as np
 
 from core.electrodes import N_ELECTRODES, place_volts
 from host.experiments.board_session import BoardSession
-from host.experiments.data_electrodes import (AUTO, PAPER_DATA_ELECTRODES, PlacedPoints, Screening, parse_data_electrodes,
-                                              place_paper_points, screen_pairs)
+from host.experiments.data_electrodes import (PAPER_DATA_ELECTRODES, PlacedPoints, Screening, choose_electrodes,
+                                              parse_data_electrodes, place_paper_points, screen_pairs)
 from host.experiments.errors import ExperimentError, fail
 from host.experiments.options import add_common_arguments, run_info, set_threads
 from host.experiments.results import out_folder, timer, write_json
@@ -214,14 +214,8 @@ def run(args: argparse.Namespace) -> int:
         out = out_folder(args.out)
         write_json(out / "config.json", {"run": run_info(args), "gates": dataclasses.asdict(cfg),
                                          "surrogate": {"path": sur.path, "test_rmse_na": sur.test_rmse_na}})
-        screening = None
-        if choice == AUTO:
-            screening = screen_gates(sur, cfg, gates, args.quiet)
-            electrodes = screening.chosen
-            print(screening.why())
-            print(screening.table_text())
-        else:
-            electrodes = choice
+        chosen = choose_electrodes(choice, lambda: screen_gates(sur, cfg, gates, args.quiet))
+        electrodes = chosen.electrodes
         placed = placed_points(sur, cfg, electrodes)
         res = train_gates(sur, cfg, gates, electrodes)
     except (ExperimentError, ValueError) as e:
@@ -229,9 +223,8 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {
         "gates": res, "data_electrodes": list(electrodes), "input_points_v": placed.volts,
         "input_levels": {"paper_v": [cfg.low_v, cfg.high_v], "mapping": placed.mapping, "note": placed.note()},
-        "data_electrodes_choice": screening.to_json() if screening else {"mode": "given", "chosen": list(electrodes)},
-        "noise_floor_na": sur.noise_floor_na}
-    notes = [screening.why()] if screening is not None and not screening.ok else []
+        "data_electrodes_choice": chosen.to_json(), "noise_floor_na": sur.noise_floor_na}
+    notes = chosen.warnings()
     results["warnings"] = list(notes)
     if placed.scaled:
         print(placed.note())

@@ -35,7 +35,7 @@ import numpy as np
 
 from host.experiments.board_session import BoardSession
 from host.experiments.errors import ExperimentError, fail
-from host.experiments.data_electrodes import AUTO, Screening, parse_data_electrodes, screen_pairs
+from host.experiments.data_electrodes import AUTO, Screening, choose_electrodes, parse_data_electrodes, screen_pairs
 from host.experiments.options import add_common_arguments, run_info, set_threads
 from host.experiments.results import out_folder, progress_bar, timer, write_json
 from host.experiments.surrogates import SurrogateInfo, load_surrogate
@@ -469,7 +469,8 @@ def run(args: argparse.Namespace) -> int:
             raise ExperimentError(f"--nn-baselines: expected hidden-unit counts like 2,3, got {args.nn_baselines!r}") from None
         if any(h < 1 for h in nn_hidden):
             raise ExperimentError(f"--nn-baselines: hidden-unit counts must be >= 1, got {args.nn_baselines!r}")
-        cfg = RingConfig(gap_mv=args.gap_mv, data_electrodes=(2, 4) if choice == AUTO else choice,
+        # with auto, the screening starts from the default pair and replaces it below
+        cfg = RingConfig(gap_mv=args.gap_mv, data_electrodes=RingConfig.data_electrodes if choice == AUTO else choice,
                          n_per_class=args.n_per_class,
                          trials=args.trials, epochs=args.epochs,
                          lr=args.lr, chunk=args.chunk, train_noise_factor=args.train_noise_factor,
@@ -478,12 +479,9 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, noise_std_na=sur.test_rmse_na, prune_keep=args.prune_keep,
                          prune_at=_prune_epochs(args.prune_at, args.epochs))
         out = out_folder(args.out)
-        screening = None
-        if choice == AUTO:
-            screening = screen_ring(sur, cfg, "2-2-1" if "2-2-1" in archs else archs[0], args.quiet)
-            cfg = dataclasses.replace(cfg, data_electrodes=screening.chosen)
-            print(screening.why())
-            print(screening.table_text())
+        chosen = choose_electrodes(choice, lambda: screen_ring(sur, cfg, "2-2-1" if "2-2-1" in archs else archs[0],
+                                                               args.quiet))
+        cfg = dataclasses.replace(cfg, data_electrodes=chosen.electrodes)
         gap = normalised_gap(cfg.gap_mv, sur.ranges_v, cfg.data_electrodes)
         rng = np.random.default_rng(cfg.seed)
         x_tr, y_tr = ring_data(cfg.n_per_class, gap, rng)
@@ -498,10 +496,8 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "data.json", data)
     np.savez(out / "ring_test.npz", x=x_te, labels=y_te.astype(np.int64))
     results: dict[str, Any] = {
-        "archs": {}, "board": {}, "warnings": [screening.why()] if screening and not screening.ok else [],
-        "wall_s": {}, "data_electrodes": list(cfg.data_electrodes),
-        "data_electrodes_choice": (screening.to_json() if screening
-                                   else {"mode": "given", "chosen": list(cfg.data_electrodes)})}
+        "archs": {}, "board": {}, "warnings": chosen.warnings(), "wall_s": {},
+        "data_electrodes": list(cfg.data_electrodes), "data_electrodes_choice": chosen.to_json()}
     board_records: dict[str, Any] = {}
 
     def save() -> None:
