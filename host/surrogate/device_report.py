@@ -20,31 +20,29 @@ def surrogate_report(path: str | Path, cfg: sv.SurveyConfig = sv.SurveyConfig(),
                      xor_trials: int = 4, xor_epochs: int = 300, quiet: bool = True) -> dict[str, Any]:
     """The survey of surrogate `path`, and (with `xor`) every pair's XOR margin, best first."""
     from core.io import load_surrogate as core_surrogate
-    from host.surrogate import onnx_file
+    from host.experiments.surrogates import load_surrogate
 
-    sf = onnx_file.read(path)
+    sur = load_surrogate(path, threads=1)        # ranges, error figures (the noise floor rule), model
     model = core_surrogate(path)
 
     def measure(v: np.ndarray) -> np.ndarray:
         return np.asarray(model.evaluate(np.ascontiguousarray(v, dtype=np.float32)), dtype=np.float64).reshape(-1)
 
-    floor = float(sf.metadata.get("noise_floor_na") or sf.metadata.get("test_rmse_na"))
-    rep = sv.survey(measure, sf.ranges_v, cfg, noise_floor_na=floor)
+    rep = sv.survey(measure, sur.ranges_v, cfg, noise_floor_na=sur.noise_floor_na)
     rep["file"] = str(path)
-    rep["amplification"] = sf.amplification
-    rep["test_rmse_na"] = float(sf.metadata["test_rmse_na"])
-    rep["output_range_trained_na"] = sf.metadata.get("output_range_na")
+    rep["amplification"] = model.amplification
+    rep["test_rmse_na"] = sur.test_rmse_na
+    rep["output_range_trained_na"] = sur.metadata.get("output_range_na")
     if xor:
-        rep["xor"] = xor_pairs(path, xor_trials, xor_epochs, quiet)
+        rep["xor"] = xor_pairs(sur, xor_trials, xor_epochs, quiet)
     return rep
 
 
-def xor_pairs(path: str | Path, trials: int, epochs: int, quiet: bool) -> dict[str, Any]:
-    """XOR on every input pair, through the surrogate (the paper's input levels where they fit)."""
+def xor_pairs(sur: Any, trials: int, epochs: int, quiet: bool) -> dict[str, Any]:
+    """XOR on every input pair of surrogate `sur` (host.experiments.surrogates.SurrogateInfo),
+    through the surrogate (the paper's input levels where they fit)."""
     from host.experiments.gates import GatesConfig, screen_gates
-    from host.experiments.surrogates import load_surrogate
 
-    sur = load_surrogate(path, threads=1)
     cfg = GatesConfig(trials=trials, epochs=epochs)
     s = screen_gates(sur, cfg, ["XOR"], quiet)
     rows = [{**r, "margin_over_noise": r["score"] / sur.noise_floor_na} for r in s.rows]
