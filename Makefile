@@ -12,6 +12,7 @@ help:
 	@echo "make test     set up .venv, build the C/Cython extensions, run the test suite"
 	@echo "make surrogate  measure the default virtual device (seed 0) and train models/surrogate.onnx from scratch"
 	@echo "make twins      measure the virtual device of seed 7, train its surrogate and a widened variant (models/twins/)"
+	@echo "make device-surrogate  measure the virtual device of seed 5 (DEVICE_SEED=N), train models/devices/seed5.onnx"
 	@echo "make deploy   set up, then run the shipped MNIST network (models/mnist.onnx) on the C core"
 	@echo "make models   train the MNIST networks from scratch: models/mnist.onnx, models/mnist_rf3.onnx (+ reports)"
 	@echo "make experiments  capacity, ring and gates through the surrogate, validated on the simulated board (results/)"
@@ -115,6 +116,20 @@ twins: build
 	$(PY) -m host.surrogate variant models/twins/seed7.onnx --widen 1.5 --amplification 28.5 --out models/twins/seed7_wide.onnx
 	$(PY) -m host.surrogate report models/twins/seed7.onnx --out models/twins/seed7_report.json --no-progress
 	$(PY) -m host.surrogate report models/twins/seed7_wide.onnx --out models/twins/seed7_wide_report.json --no-progress
+
+# A surrogate for another virtual device, measured and trained by the product's own commands
+# (issue: in-the-loop training, whose targets include a chip other than the shipped one):
+# models/devices/seed5.onnx (+ .json), about 12 min on one core. Another chip: DEVICE_SEED=N.
+DEVICE_SEED ?= 5
+DEVICE_TRAIN_N ?= 400000
+DEVICE_TEST_N ?= 50000
+.PHONY: device-surrogate
+device-surrogate: build
+	rm -rf $(DATA)/seed$(DEVICE_SEED)-train $(DATA)/seed$(DEVICE_SEED)-test
+	$(PY) -m host.sample --board "sim://?seed=$(DEVICE_SEED)" --n $(DEVICE_TRAIN_N) --seed 0 --out $(DATA)/seed$(DEVICE_SEED)-train --no-progress
+	$(PY) -m host.sample --board "sim://?seed=$(DEVICE_SEED)" --n $(DEVICE_TEST_N) --seed 1 --out $(DATA)/seed$(DEVICE_SEED)-test --no-progress
+	$(PY) -m host.surrogate train $(DATA)/seed$(DEVICE_SEED)-train --test $(DATA)/seed$(DEVICE_SEED)-test \
+		--out models/devices/seed$(DEVICE_SEED).onnx --batch 512 --lr 1e-3 --max-minutes 12 --threads 1 --no-progress --no-plots
 
 # The shipped MNIST networks, from scratch: rf7 -> models/mnist.onnx, rf3 -> models/mnist_rf3.onnx,
 # with their JSON reports and confusion plots, and models/mnist_summary.json beside the NN

@@ -8,6 +8,7 @@ caller writes what it measured so far before reporting it.
 """
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class BoardSession:
     limit_policy: str = "clip"
     warnings: list[str] = field(default_factory=list)
     samples: int = 0
+    board_s: float = 0.0        # seconds spent inside the board's measurements
     board: Any = None
 
     def __enter__(self) -> "BoardSession":
@@ -71,12 +73,15 @@ class BoardSession:
         """nA [n] for volts [n, 7]; out-of-range values are refused or clipped, never sent."""
         v = check_controls(np.asarray(volts, dtype=np.float64).reshape(-1, N_ELECTRODES), self.limits_v,
                            self.limit_policy, what, self.warnings)
+        t0 = time.perf_counter()
         try:
             out = self.board.measure(v, oversample=oversample)
         except BoardError as e:
+            self.board_s += time.perf_counter() - t0
             self._zero_quietly()
             raise ExperimentError(f"board {self.url!r} failed during validation after {self.samples} samples: "
                                   f"{type(e).__name__}: {e}") from None
+        self.board_s += time.perf_counter() - t0
         self.samples += len(v)
         return out
 

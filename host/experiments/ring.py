@@ -38,6 +38,7 @@ from host.experiments.errors import ExperimentError, fail
 from host.experiments.data_electrodes import AUTO, Screening, choose_electrodes, parse_data_electrodes, screen_pairs
 from host.experiments.options import add_common_arguments, run_info, set_threads
 from host.experiments.results import out_folder, progress_bar, timer, write_json
+from host.experiments.ring_loop import LoopConfig, fine_tune_on_board
 from host.experiments.surrogates import SurrogateInfo, load_surrogate
 
 DESCRIPTION = "ring classification: 1,000 trials of a single DNPU and of a 2-2-1 DNPU network, validated on a board"
@@ -131,6 +132,8 @@ class ArchResult:
     best_index: int
     wall_s: float
     epochs: np.ndarray           # [trials] epochs each trial trained (pruning)
+    top: list[Any] = dataclasses.field(default_factory=list)   # the best `keep` trials (DNPUNet each), best first
+    top_index: list[int] = dataclasses.field(default_factory=list)
 
 
 def _accuracy(logits: Any, y: Any) -> Any:
@@ -222,7 +225,8 @@ def score(net: Any, x_tr: Any, y_tr: Any, x_te: Any, y_te: Any, draws: int) -> d
 
 
 def train_arch(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfig, data: dict[str, Any], noise: float,
-               quiet: bool = True, desc: str = "") -> ArchResult:
+               quiet: bool = True, desc: str = "", keep: int = 1) -> ArchResult:
+    """All trials of one architecture; the best `keep` trials (selection score, then Fisher) are kept."""
     import torch
 
     from host.networks.trials import trial_chunks
@@ -232,7 +236,7 @@ def train_arch(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfig, data
     gen = torch.Generator().manual_seed(cfg.seed * 7 + sum(nodes))
     torch.manual_seed(cfg.seed * 7 + sum(nodes))
     cat = {k: np.zeros(cfg.trials) for k in ("fisher", "clean", "sel", "pred", "epochs")}
-    best_net, best_key, best_index = None, (-1.0, -1.0), -1
+    top: list[tuple[tuple[float, float], int, Any]] = []      # (key, trial, DNPUNet), best first
     with progress_bar(cfg.trials, desc, quiet) as bar:
         for a, b in trial_chunks(cfg.trials, cfg.chunk):
             for net, idx, eps in train_chunk_parts(sur, nodes, cfg, b - a, x_tr, y_tr, noise, gen):
@@ -240,16 +244,20 @@ def train_arch(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfig, data
                 for k in ("fisher", "clean", "sel", "pred"):
                     cat[k][a + idx] = s[k]
                 cat["epochs"][a + idx] = eps
-                i = int(np.argmax(s["sel"]))
-                key = (float(s["sel"][i]), float(s["fisher"][i]))
-                if key > best_key:
-                    best_key = key
-                    best_net = copy.deepcopy(net)
-                    best_net.keep_trials(torch.tensor([i]))
-                    best_index = a + int(idx[i])
+                order = sorted(range(len(idx)), key=lambda i: (float(s["sel"][i]), float(s["fisher"][i])),
+                               reverse=True)[:keep]
+                for i in order:
+                    key = (float(s["sel"][i]), float(s["fisher"][i]))
+                    if len(top) == keep and key <= top[-1][0]:
+                        break
+                    one = copy.deepcopy(net)
+                    one.keep_trials(torch.tensor([i]))
+                    top.append((key, a + int(idx[i]), one))
+                    top.sort(key=lambda e: e[0], reverse=True)
+                    del top[keep:]
             bar.update(b - a)
-    return ArchResult(cat["fisher"], cat["clean"], cat["sel"], cat["pred"], best_net, best_index, t(),
-                      cat["epochs"].astype(int))
+    return ArchResult(cat["fisher"], cat["clean"], cat["sel"], cat["pred"], top[0][2], top[0][1], t(),
+                      cat["epochs"].astype(int), top=[e[2] for e in top], top_index=[e[1] for e in top])
 
 
 #: --data-electrodes auto: each pair's short run (trials, epochs) of the network to be trained
@@ -394,6 +402,73 @@ def _plots(out: Path, res: dict[str, ArchResult], board: dict[str, Any], pred_lo
     plt.close(fig)
 
 
+def loop_and_validate(session: BoardSession, sur: SurrogateInfo, r: ArchResult, data: dict[str, Any], cfg: RingConfig,
+                      loop_cfg: LoopConfig, rec: dict[str, Any], off_chip: dict[str, Any], out: Path, quiet: bool,
+                      name: str, save: Any) -> tuple[Any, dict[str, Any]]:
+    """--train-on board for one architecture: fine-tune its best trials in the loop, validate the
+    result like the off-chip network; `rec` is filled as it goes (a board failure keeps it)."""
+    outcome = fine_tune_on_board(session, sur, r.top, data, cfg.alpha, loop_cfg, quiet, f"loop {name}")
+    rec.update(outcome.to_json())
+    rec["control_voltages"] = outcome.best.controls(0)
+    save()
+    if outcome.error is not None:
+        raise ExperimentError(f"in-the-loop training of {name}: {outcome.error} (the best controls so far are "
+                              f"in results.json)")
+    val: dict[str, Any] = {}
+    if outcome.kept_off_chip and "accuracy_mean" in off_chip:
+        # the off-chip network itself: its validation stands (measuring it again would only re-draw the noise)
+        val = dict(off_chip, account={"points": 0, "board_s": 0.0})
+    else:
+        samples, board_s = session.samples, session.board_s
+        board_validate(session, outcome.best, data, cfg.board_runs, val, quiet, f"board {name} (loop)",
+                       cfg.oversample)
+        val["account"] = {"points": session.samples - samples, "board_s": session.board_s - board_s}
+    rec["board"] = {k: v for k, v in val.items() if k != "test_logits"}
+    rec["off_chip_board_accuracy"] = off_chip.get("accuracy_mean")
+    rec["gain_points"] = 100 * (val["accuracy_mean"] - off_chip.get("accuracy_mean", float("nan")))
+    last = outcome.history[-1]["train_accuracy"][outcome.chosen_candidate] if outcome.history else None
+    # what the loop claimed for the chosen network (its re-measured training accuracy), against
+    # what the validation measured with the stored (board-calibrated) standardisation
+    r2 = outcome.selection.get("round2", {})
+    claim = r2.get("off_chip_train_accuracy" if outcome.kept_off_chip else "winner_train_accuracy")
+    rec["loop_claim"] = {"train_accuracy_in_loop": claim, "train_accuracy_validated": val["train_accuracy"],
+                         "test_accuracy_validated": val["accuracy_mean"],
+                         "last_epoch_train_accuracy": last}
+    if outcome.twin is not None and loop_cfg.learn_twin:
+        rec["twin"] = outcome.twin
+    return outcome.best, val
+
+
+def plot_board_time(path: Path, off_chip: dict[str, Any], loops: dict[str, Any], archs: list[str]) -> None:
+    """Accuracy against board time: the off-chip network's validation, then the loop's epochs
+    (best measured training accuracy over the candidates) and its validated result."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, name in enumerate(archs):
+        col = f"C{i}"
+        oc, lp = off_chip.get(name, {}), loops.get(name, {})
+        t0 = oc.get("account", {}).get("board_s", 0.0)
+        if "accuracy_mean" in oc:
+            ax.plot([t0], [100 * oc["accuracy_mean"]], "o", color=col, label=f"{name}: off-chip, validated")
+        hist = lp.get("history", [])
+        if hist:
+            ax.plot([t0 + h["board_s"] for h in hist], [100 * h["best_train_accuracy"] for h in hist], "-",
+                    color=col, alpha=0.7, label=f"{name}: in the loop (train, measured)")
+        b = lp.get("board", {})
+        if "accuracy_mean" in b and hist:
+            ax.plot([t0 + lp["account"]["board_s"] + b["account"]["board_s"]], [100 * b["accuracy_mean"]], "*",
+                    ms=12, color=col, label=f"{name}: in the loop, validated")
+    ax.set_xlabel("board time (s)")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p, "results/ring")
     d = RingConfig()
@@ -425,6 +500,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hidden-unit counts of neural-network baselines trained the same way on the same data "
                         "('' for none)")
     p.add_argument("--no-export", action="store_true", help="do not write the best 2-2-1 network file")
+    lc = LoopConfig()
+    p.add_argument("--train-on", choices=("surrogate", "board"), default="surrogate",
+                   help="board: after the off-chip search and its validation, fine-tune the best --loop-candidates "
+                        "trials in the loop (forward on the board, backward through the surrogate) and validate again")
+    p.add_argument("--loop-candidates", type=int, default=lc.candidates, help="off-chip trials fine-tuned on the board")
+    p.add_argument("--loop-epochs", type=int, default=lc.epochs, help="optimiser steps on the board")
+    p.add_argument("--loop-lr", type=float, default=lc.lr, help="Adam learning rate in the loop")
+    p.add_argument("--learn-twin", action="store_true",
+                   help="fine-tune a copy of the surrogate on the states measured in the loop and report its error "
+                        "there before and after (writes surrogate_tuned.onnx)")
 
 
 def _prune_epochs(text: str, epochs: int) -> tuple[int, ...]:
@@ -478,6 +563,10 @@ def run(args: argparse.Namespace) -> int:
                          oversample=args.oversample,
                          seed=args.seed, noise_std_na=sur.test_rmse_na, prune_keep=args.prune_keep,
                          prune_at=_prune_epochs(args.prune_at, args.epochs))
+        loop_cfg = (LoopConfig(candidates=args.loop_candidates, epochs=args.loop_epochs, lr=args.loop_lr,
+                               learn_twin=args.learn_twin) if args.train_on == "board" else None)
+        if loop_cfg is not None and args.no_board:
+            raise ExperimentError("--train-on board needs the board: drop --no-board")
         out = out_folder(args.out)
         chosen = choose_electrodes(choice, lambda: screen_ring(sur, cfg, "2-2-1" if "2-2-1" in archs else archs[0],
                                                                args.quiet))
@@ -506,9 +595,11 @@ def run(args: argparse.Namespace) -> int:
         write_json(out / "results.json", results)
 
     res: dict[str, ArchResult] = {}
+    in_loop: dict[str, Any] = {}            # arch -> (fine-tuned DNPUNet, its validation record)
     pred_logits: dict[str, np.ndarray] = {}
     for name in archs:
-        r = train_arch(sur, ARCHS[name], cfg, data, noise, args.quiet, name)
+        r = train_arch(sur, ARCHS[name], cfg, data, noise, args.quiet, name,
+                       keep=loop_cfg.candidates if loop_cfg is not None else 1)
         res[name] = r
         s = score(r.best, *(torch.as_tensor(data[k]) for k in ("x_train", "y_train", "x_test", "y_test")),
                   draws=cfg.noise_draws)
@@ -546,26 +637,39 @@ def run(args: argparse.Namespace) -> int:
                 results["board_url"] = args.board
                 for name in archs:
                     board_records[name] = {}
+                    samples, board_s = session.samples, session.board_s
                     board_validate(session, res[name].best, data, cfg.board_runs, board_records[name],
                                    args.quiet, f"board {name}", cfg.oversample)
                     pred = results["archs"][name]["best"]["predicted_board_accuracy"]
                     board_records[name]["predicted_accuracy"] = pred
                     board_records[name]["difference_points"] = 100 * (board_records[name]["accuracy_mean"] - pred)
+                    board_records[name]["account"] = {"points": session.samples - samples,
+                                                      "board_s": session.board_s - board_s}
                     results["warnings"] = session.warnings
                     save()
+                if loop_cfg is not None:
+                    results["in_loop"] = {"config": dataclasses.asdict(loop_cfg)}
+                    for name in archs:
+                        rec = results["in_loop"][name] = {"candidates": res[name].top_index}
+                        in_loop[name] = loop_and_validate(session, sur, res[name], data, cfg, loop_cfg, rec,
+                                                          board_records[name], out, args.quiet, name, save)
+                        results["warnings"] = session.warnings + rec.get("warnings", [])
+                        save()
         except ExperimentError as e:
             results["error"] = str(e)
             save()
             status = fail(f"{e}; results so far are in {out / 'results.json'}")
     if "2-2-1" in res and not args.no_export:
-        rec = board_records.get("2-2-1", {})
+        export_net, rec = res["2-2-1"].best, board_records.get("2-2-1", {})
+        if "2-2-1" in in_loop:
+            export_net, rec = in_loop["2-2-1"]
         if "logistic_on_standardised" in rec:
             logistic = rec["logistic_on_standardised"]
             src = "re-fitted on board-measured training currents"
         else:
             from host.networks.logistic import fit_logistic
             with torch.no_grad():
-                z = res["2-2-1"].best.standardised(res["2-2-1"].best(torch.as_tensor(x_tr))).double()
+                z = export_net.standardised(export_net(torch.as_tensor(x_tr))).double()
             w, b = fit_logistic(z, torch.as_tensor(y_tr).double()[None])
             z_m, z_s = float(z.mean()), float(z.std(unbiased=False)) + 1e-9
             logistic = (float(w[0]) / z_s, float(b[0]) - float(w[0]) * z_m / z_s)
@@ -576,15 +680,18 @@ def run(args: argparse.Namespace) -> int:
                 "logistic": src,
                 "input": "2 features in the unit disc, normalised ring coordinates",
                 "predicted_accuracy": results["archs"]["2-2-1"]["best"]["predicted_board_accuracy"],
-                "board_accuracy": rec.get("accuracy_mean")}
+                "board_accuracy": rec.get("accuracy_mean"),
+                "trained": "off-chip, fine-tuned in the loop" if "2-2-1" in in_loop else "off-chip"}
         try:
-            results["export"] = export_network(out, res["2-2-1"].best, logistic, sur, meta)
+            results["export"] = export_network(out, export_net, logistic, sur, meta)
         except Exception as e:  # the export must not lose the measured results
             results["export"] = {"error": f"{type(e).__name__}: {e}"}
             status = status or fail(f"export of the 2-2-1 network failed: {e}")
     results["wall_s"]["total"] = clock()
     save()
     _plots(out, res, board_records, pred_logits, x_te, y_te)
+    if results.get("in_loop"):
+        plot_board_time(out / "ring_board_time.png", board_records, results["in_loop"], archs)
     for name in archs:
         a = results["archs"][name]["best"]
         line = (f"{name:7s} best trial: noise-free test {100 * a['clean_test_accuracy']:.2f} %, "
@@ -592,6 +699,15 @@ def run(args: argparse.Namespace) -> int:
         if name in board_records and "accuracy_mean" in board_records[name]:
             line += f", board {100 * board_records[name]['accuracy_mean']:.2f} % (+- {100 * board_records[name]['accuracy_std']:.2f})"
         print(line)
+    for name in archs:
+        lp = results.get("in_loop", {}).get(name, {})
+        if "accuracy_mean" in lp.get("board", {}):
+            a = lp["account"]
+            print(f"{name:7s} in the loop: board {100 * lp['board']['accuracy_mean']:.2f} % "
+                  f"({lp['gain_points']:+.2f} points on off-chip), {a['points']:,} board points, "
+                  f"{a['board_s']:.1f} board s, {a['host_s']:.1f} host s"
+                  + (" (kept the off-chip network: the loop did not measurably improve on it)"
+                     if lp.get("kept_off_chip") else f" ({lp['chosen_state']} of candidate {lp['chosen_candidate']})"))
     for key, nb in results["nn_baselines"].items():
         print(f"{key:7s} best trial (neural network, {nb['hidden']} logistic hidden units, noise-free): "
               f"test {100 * nb['test_accuracy']:.2f} %")

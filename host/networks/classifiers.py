@@ -181,6 +181,26 @@ class DNPUNet(nn.Module):
             layer.keep_trials(idx)
             norm.keep_trials(idx)
 
+    @classmethod
+    @torch.no_grad()
+    def concat_trials(cls, nets: Sequence["DNPUNet"]) -> "DNPUNet":
+        """One network holding the trials of `nets` (same architecture and surrogate), in order:
+        candidates from different chunks trained on together (e.g. on a board, in one sweep)."""
+        import copy
+
+        if not nets:
+            raise ValueError("concat_trials needs at least one network")
+        first = nets[0]
+        if any(n.nodes != first.nodes or n.data_electrodes != first.data_electrodes for n in nets):
+            raise ValueError("concat_trials: the networks differ in architecture")
+        out = copy.deepcopy(first)
+        for i, (layer, norm) in enumerate(zip(out.layers, out.norms)):
+            layer.control = nn.Parameter(torch.cat([n.layers[i].control.detach() for n in nets]).clone())
+            layer.trials = int(layer.control.shape[0])
+            norm.mean = torch.cat([n.norms[i].mean for n in nets]).clone()
+            norm.var = torch.cat([n.norms[i].var for n in nets]).clone()
+        return out
+
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> torch.Tensor:
         """Store each layer's exact output statistics over x (noise-free, eval); returns the output [T, B]."""

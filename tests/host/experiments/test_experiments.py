@@ -241,3 +241,28 @@ def test_board_noise_adds_the_model_error_to_the_averaged_floor():
     assert board_noise_std(sur, 1) == pytest.approx(sur.test_rmse_na)
     err2 = sur.test_rmse_na ** 2 - sur.noise_floor_na ** 2
     assert board_noise_std(sur, 4) == pytest.approx(np.sqrt(err2 + sur.noise_floor_na ** 2 / 4))
+
+
+def test_ring_trained_on_the_board_reports_the_loop_and_its_accounting(tmp_path, capsys):
+    out = tmp_path / "ring"
+    rc = main(["ring", "--archs", "2-2-1", "--trials", "4", "--chunk", "4", "--epochs", "20", "--n-per-class", "20",
+               "--noise-draws", "2", "--board-runs", "3", "--nn-baselines", "", "--prune-at", "",
+               "--train-on", "board", "--loop-candidates", "2", "--loop-epochs", "4",
+               "--out", str(out), "--quiet", "--threads", "1"])
+    assert rc == 0
+    res = _results(out)
+    loop = res["in_loop"]["2-2-1"]
+    assert len(loop["history"]) == 5 and loop["candidates"] and len(loop["candidates"]) == 2
+    a = loop["account"]
+    assert a["points"] > 0 and a["board_s"] > 0 and a["host_s"] >= 0
+    # every epoch measured the two candidates' five nodes on all 40 training points
+    assert loop["history"][1]["points"] - loop["history"][0]["points"] == 2 * 40 * 5
+    assert "accuracy_mean" in loop["board"] and loop["off_chip_board_accuracy"] == res["board"]["2-2-1"]["accuracy_mean"]
+    assert loop["selection"]["round2"]["required_sigmas"] > 0
+    assert (out / "ring_board_time.png").is_file() and (out / "ring_2-2-1.onnx").is_file()
+    assert "in the loop: board" in capsys.readouterr().out
+
+
+def test_ring_on_the_board_needs_a_board(tmp_path, capsys):
+    rc = main(["ring", "--train-on", "board", "--no-board", "--out", str(tmp_path / "r"), "--quiet"])
+    assert rc == 2 and "needs the board" in capsys.readouterr().err

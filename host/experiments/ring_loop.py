@@ -1,0 +1,265 @@
+"""The ring's networks fine-tuned in the loop (``ring --train-on board``).
+
+The off-chip search's best ``candidates`` trials of an architecture are fine-tuned together on
+the board: every epoch each layer of all candidates is one sweep (the forward pass is the
+device's), the loss is the ring's (negative Fisher criterion of the measured last-node output
+plus the range penalty), and the backward pass takes the surrogate's Jacobian at the voltages the
+board applied (host.networks.in_loop). Between layers the outputs are standardised with the
+statistics of the measured outputs (batch statistics while training; the stored ones are
+re-calibrated on the board at the end).
+
+Selection never sees the test set, and a noisy pass cannot pick a network. The contenders are
+every candidate's off-chip start, its state at the epoch of its best measured training accuracy
+(the logistic output neuron fitted on that epoch's measured currents; ties by Fisher) and its
+final state. All are measured on ``select_passes`` fresh passes over the training set and the best
+mean accuracy wins; then the winner and the off-chip network (the search's best trial, as the
+off-chip validation measured it) are measured again on fresh passes, and the winner replaces the
+off-chip network only if its paired gain on the training points (per point: the share of passes
+classified right, new less old) exceeds ``significance`` standard errors: the loop keeps the
+off-chip result where it cannot measurably improve on it. The chosen network is validated like the off-chip one
+(``ring.board_validate``).
+A board that fails mid-run keeps the history and the best state so far (``LoopOutcome.error``).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from host.experiments.board_session import BoardSession
+from host.experiments.errors import ExperimentError
+from host.experiments.results import progress_bar
+from host.experiments.surrogates import SurrogateInfo
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    candidates: int = 8        # best off-chip trials fine-tuned together
+    epochs: int = 60           # optimiser steps on the board
+    lr: float = 0.005          # Adam (the off-chip search uses 0.0065)
+    select_passes: int = 10    # fresh training-set passes per contender in each selection round
+    significance: float = 3.0  # the loop's winner replaces the off-chip network when its paired gain
+                               # on the training points exceeds this many standard errors
+    learn_twin: bool = False   # fine-tune a copy of the surrogate on the measured states (report only)
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1 or self.epochs < 0 or self.select_passes < 2:
+            raise ValueError("loop candidates >= 1, epochs >= 0 and select passes >= 2 are needed")
+        if not self.lr > 0:
+            raise ValueError(f"the loop's learning rate must be > 0, got {self.lr}")
+
+
+@dataclass
+class LoopOutcome:
+    best: Any                                   # DNPUNet (T = 1), calibrated on the board
+    history: list[dict[str, Any]] = field(default_factory=list)
+    account: dict[str, Any] = field(default_factory=dict)
+    clipped_values: int = 0
+    chosen_candidate: int = -1
+    chosen_epoch: int = -1
+    chosen_state: str = ""                      # "start", "best epoch" or "final"
+    kept_off_chip: bool = False                 # the loop did not measurably improve on the off-chip network
+    selection: dict[str, Any] = field(default_factory=dict)
+    twin: dict[str, Any] | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"history": self.history, "account": self.account, "clipped_control_values": self.clipped_values,
+                "chosen_candidate": self.chosen_candidate, "chosen_epoch": self.chosen_epoch,
+                "chosen_state": self.chosen_state, "kept_off_chip": self.kept_off_chip,
+                "selection": self.selection, "twin": self.twin, "error": self.error,
+                "warnings": self.warnings}
+
+
+def _correct(out: Any, y: Any) -> np.ndarray:
+    """Per trial and point [T, B]: 1 where the logistic neuron fitted on the measured outputs
+    [T, B] classifies the point right."""
+    from host.networks.logistic import fit_logistic, logistic_logits
+
+    o = out.detach().double()
+    yy = y.double().expand(o.shape[0], -1)
+    w, b = fit_logistic(o, yy)
+    lg = logistic_logits(o, o, w, b)
+    return ((lg > 0).double() == yy).double().numpy()
+
+
+def _train_accuracy(out: Any, y: Any) -> np.ndarray:
+    """Per trial: the logistic neuron fitted on measured outputs [T, B], scored on them."""
+    return _correct(out, y).mean(axis=-1)
+
+
+def _one(net: Any, t: int) -> Any:
+    """Trial t of a network, as a network of its own."""
+    import torch
+
+    one = copy.deepcopy(net)
+    one.keep_trials(torch.tensor([t]))
+    return one
+
+
+def _measured_scores(net: Any, loop: Any, x: Any, y: Any, passes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Over `passes` fresh board passes on the training data, per trial: mean accuracy [T], mean
+    Fisher criterion [T], and each point's share of passes classified right [T, B]."""
+    import torch
+
+    from host.networks.in_loop import on_board
+    from host.networks.losses import neg_fisher_per_trial
+
+    right, fis = [], []
+    with on_board(net, loop), torch.no_grad():
+        net.train()                  # batch statistics of each pass's measured outputs, as in the loop
+        for _ in range(passes):
+            out = net(x)
+            right.append(_correct(out, y))
+            fis.append((-neg_fisher_per_trial(out, y)).numpy())
+    per_point = np.mean(right, axis=0)
+    return per_point.mean(axis=-1), np.mean(fis, axis=0), per_point
+
+
+def paired_gain(per_point_new: np.ndarray, per_point_old: np.ndarray) -> tuple[float, float]:
+    """(accuracy gain, its standard error over the draw of the points) of one network on another,
+    measured on the same points: the mean and standard error of the per-point differences."""
+    d = np.asarray(per_point_new, dtype=np.float64) - np.asarray(per_point_old, dtype=np.float64)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+
+
+def board_access(session: BoardSession) -> tuple[Any, Any]:
+    """(measure, applied) for a BoardLoop on the session: limit-checked measurements, and the volts
+    the board's DACs really apply (the limits' clip and the code quantisation)."""
+    board = session.board
+    lim = session.limits_v
+
+    def applied(v: np.ndarray) -> np.ndarray:
+        return board.codes_to_volts(board.volts_to_codes(np.clip(v, lim[:, 0], lim[:, 1])))
+
+    def measure(v: np.ndarray) -> np.ndarray:
+        return session.measure(v, what="in-the-loop training")
+    return measure, applied
+
+
+def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo, candidates: list[Any], data: dict[str, Any],
+                       alpha: float, cfg: LoopConfig, quiet: bool = True, desc: str = "in the loop") -> LoopOutcome:
+    """Fine-tune the candidate networks (DNPUNet, one trial each) on the board; see the module doc."""
+    import torch
+
+    from host.networks.classifiers import DNPUNet
+    from host.networks.in_loop import BoardLoop, clip_to_limits, on_board
+    from host.networks.losses import neg_fisher_per_trial
+    from host.networks.trials import TrialAdam
+
+    t_start = time.perf_counter()
+    x_tr, y_tr = torch.as_tensor(data["x_train"]), torch.as_tensor(data["y_train"])
+    net = DNPUNet.concat_trials(candidates)
+    measure, applied = board_access(session)
+    loop = BoardLoop(measure, sur.model, applied=applied, record=cfg.learn_twin)
+    opt = TrialAdam(net, cfg.lr)
+    n = net.trials
+    best_key = [(-1.0, -np.inf)] * n
+    best_ctrl = [[layer.control.detach()[t].clone() for layer in net.layers] for t in range(n)]
+    best_epoch = [0] * n
+    outcome = LoopOutcome(best=None)
+    clipped = clip_to_limits(net, session.limits_v)      # the off-chip controls inside the board's limits
+    if clipped:
+        outcome.warnings.append(f"{clipped} off-chip control values outside the board's limits were clipped "
+                                "before the loop")
+    outcome.clipped_values = clipped
+    start_net = copy.deepcopy(net)
+
+    def account() -> dict[str, Any]:
+        a = loop.account.to_json()
+        a["host_s"] = time.perf_counter() - t_start - a["board_s"]
+        return a
+
+    try:
+        with progress_bar(cfg.epochs + 1, desc, quiet) as bar:
+            for ep in range(cfg.epochs + 1):
+                with on_board(net, loop):
+                    net.train()
+                    out = net(x_tr)                                   # [T, B] measured
+                per_trial = neg_fisher_per_trial(out, y_tr)
+                fisher = (-per_trial.detach()).numpy()
+                acc = _train_accuracy(out, y_tr)
+                for t in range(n):
+                    key = (float(acc[t]), float(fisher[t]))
+                    if key > best_key[t]:
+                        best_key[t], best_epoch[t] = key, ep
+                        best_ctrl[t] = [layer.control.detach()[t].clone() for layer in net.layers]
+                outcome.history.append({
+                    "epoch": ep, "loss": float(per_trial.detach().sum()), "train_accuracy": acc.tolist(),
+                    "fisher": fisher.tolist(), "best_train_accuracy": float(acc.max()), **account()})
+                bar.update(1)
+                if ep == cfg.epochs:
+                    break
+                loss = per_trial.sum() + alpha * net.penalty().sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                outcome.clipped_values += clip_to_limits(net, session.limits_v)
+    except ExperimentError as e:
+        outcome.error = str(e)
+    best_net = copy.deepcopy(net)
+    with torch.no_grad():
+        for t in range(n):
+            for layer, c in zip(best_net.layers, best_ctrl[t]):
+                layer.control[t].copy_(c)
+    if outcome.clipped_values:
+        outcome.warnings.append(f"{outcome.clipped_values} control values of optimiser steps would have left the "
+                                "electrodes' ranges or the board's limits; clipped, never sent")
+    kinds = ("start", "best epoch", "final")
+    contenders = DNPUNet.concat_trials([start_net, best_net, net])          # T = 3n
+    chosen = start_net
+    try:
+        if outcome.error is not None:
+            raise ExperimentError(outcome.error)
+        acc1, fis1, _ = _measured_scores(contenders, loop, x_tr, y_tr, cfg.select_passes)
+        c = max(range(3 * n), key=lambda i: (acc1[i], fis1[i]))
+        pair = DNPUNet.concat_trials([_one(contenders, c), _one(start_net, 0)])
+        acc2, fis2, pts = _measured_scores(pair, loop, x_tr, y_tr, cfg.select_passes)
+        gain, se = paired_gain(pts[0], pts[1])
+        # the winner must beat the off-chip network on fresh passes by more than the points' draw
+        # explains (a network that fits 200 training points better by chance does not generalise)
+        take = c != 0 and gain > cfg.significance * se and gain > 0
+        outcome.selection = {
+            "passes": cfg.select_passes, "round1_train_accuracy": acc1.tolist(), "round1_fisher": fis1.tolist(),
+            "contenders": [f"{kinds[i // n]} of candidate {i % n}" for i in range(3 * n)],
+            "round2": {"winner": f"{kinds[c // n]} of candidate {c % n}",
+                       "winner_train_accuracy": float(acc2[0]), "off_chip_train_accuracy": float(acc2[1]),
+                       "winner_fisher": float(fis2[0]), "off_chip_fisher": float(fis2[1]),
+                       "gain": gain, "gain_standard_error": se, "required_sigmas": cfg.significance,
+                       "adopted": bool(take)}}
+        c = c if take else 0
+        outcome.kept_off_chip = not take
+        chosen = _one(contenders, c)
+        outcome.chosen_candidate, outcome.chosen_state = c % n, kinds[c // n]
+        outcome.chosen_epoch = {0: 0, 1: best_epoch[c % n], 2: len(outcome.history) - 1}[c // n]
+        with on_board(chosen, loop):
+            chosen.calibrate(x_tr)                                # stored statistics of measured outputs
+    except ExperimentError as e:
+        outcome.error = str(e)
+        if not outcome.chosen_state:                             # the best measured state so far
+            t = int(max(range(n), key=lambda i: best_key[i]))
+            chosen = _one(best_net, t)
+            outcome.chosen_candidate, outcome.chosen_state, outcome.chosen_epoch = t, kinds[1], best_epoch[t]
+    net = chosen
+    outcome.best = net
+    if cfg.learn_twin and loop.record:
+        outcome.twin = _learn_twin(sur, loop)
+    outcome.account = account()
+    return outcome
+
+
+def _learn_twin(sur: SurrogateInfo, loop: Any) -> dict[str, Any]:
+    """The surrogate fine-tuned on the states the loop measured: its error there before and after."""
+    from host.networks.in_loop import fine_tune_twin
+
+    volts, cur = loop.pairs()
+    torch_model = getattr(sur.model, "torch_model", sur.model)
+    try:
+        _, report = fine_tune_twin(torch_model, volts, cur)
+    except ValueError as e:
+        return {"error": str(e)}
+    return report
