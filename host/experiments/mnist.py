@@ -16,6 +16,10 @@ Recipes: ``--recipe paper`` is the paper's (Adam lr 2e-5, batch 64, 80 epochs, w
 on the linear layer, constant lr); ``--recipe default`` is the better one found here (see
 RECIPES and docs/model-format.md). Everything lands in --out: per model a checkpoint (.npz,
 resumable with --resume), a JSON report, a confusion-matrix plot; plus summary.json.
+
+``--train-on board`` then fine-tunes a DNPU network in the loop on ``--board`` (the ``--init`` file,
+or each DNPU model just trained): host.experiments.mnist_loop; results.json, and <name>_board.onnx
+when the fine-tuned network measured better on the board's test images.
 """
 from __future__ import annotations
 
@@ -92,6 +96,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images (quick runs)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     p.add_argument("--no-progress", action="store_true")
+    from host.experiments.mnist_loop import MnistLoopConfig
+    from host.experiments.options import DEFAULT_BOARD
+
+    lc = MnistLoopConfig()
+    g = p.add_argument_group("in the loop (--train-on board, host.experiments.mnist_loop)")
+    g.add_argument("--train-on", choices=("surrogate", "board"), default="surrogate",
+                   help="board: fine-tune a trained DNPU network with mini-batches measured on --board (forward on "
+                        "the board, backward through the surrogate): the --init file, or else each DNPU model of "
+                        "--models just trained off-chip; writes results.json and <name>_board.onnx when it measured "
+                        "better on the test images")
+    g.add_argument("--init", default=None, metavar="FILE",
+                   help="with --train-on board: the network file to start from (e.g. models/mnist.onnx); no "
+                        "off-chip training, --models and the recipe are not used")
+    g.add_argument("--board", default=DEFAULT_BOARD, help="board URL (sim://?seed=N, /dev/ttyACM0, socket://host:port)")
+    g.add_argument("--limit-policy", choices=("refuse", "clip"), default="clip",
+                   help="a voltage outside the board's limits: refuse it, or clip it with a warning")
+    g.add_argument("--loop-steps", type=int, default=lc.steps, help="optimiser steps on the board")
+    g.add_argument("--loop-batch", type=int, default=lc.batch, help="training images per step (one sweep)")
+    g.add_argument("--loop-lr", type=float, default=lc.lr, help="Adam learning rate in the loop")
+    g.add_argument("--loop-report-every", type=int, default=lc.report_every,
+                   help="steps per report; the validation images are measured then and the best state kept")
+    g.add_argument("--loop-val-images", type=int, default=lc.val_images,
+                   help="first N validation images measured to pick the best state")
+    g.add_argument("--test-images", type=int, default=lc.test_images,
+                   help="first N test images on which the start and the fine-tuned network are measured")
+
+
+def _loop_config_from(args: argparse.Namespace):
+    from host.experiments.mnist_loop import MnistLoopConfig
+
+    return MnistLoopConfig(steps=args.loop_steps, batch=args.loop_batch, lr=args.loop_lr,
+                           report_every=args.loop_report_every, val_images=args.loop_val_images,
+                           test_images=args.test_images, seed=args.seed)
+
+
+def _run_on_board(args: argparse.Namespace, loop_cfg, data, starts: list[tuple[str, Path]], out: Path) -> int:
+    """--train-on board: each (name, network file) fine-tuned in the loop (host.experiments.mnist_loop)."""
+    from host.experiments.errors import ExperimentError
+    from host.experiments.mnist_loop import load_start, run_on_board
+    from host.experiments.surrogates import load_surrogate
+
+    try:
+        sur = load_surrogate(args.surrogate, engine="core", threads=args.threads)
+        nets = [load_start(path, sur, name) for name, path in starts]
+    except ExperimentError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return run_on_board(nets, sur, data, loop_cfg, args.board, args.limit_policy, out, progress=not args.no_progress)
 
 
 def _recipe_from(args: argparse.Namespace) -> Recipe:
@@ -373,6 +425,20 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    loop_cfg = None
+    if args.train_on == "board":
+        try:
+            loop_cfg = _loop_config_from(args)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if args.init is None and not any(model_config(n).kind == "dnpu" for n in names):
+            print("error: --train-on board fine-tunes a DNPU model: give --init FILE or --models with rf3 or rf7",
+                  file=sys.stderr)
+            return 2
+    elif args.init is not None:
+        print("error: --init is the start of --train-on board; add --train-on board", file=sys.stderr)
+        return 2
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -381,6 +447,10 @@ def run(args: argparse.Namespace) -> int:
     except MnistError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if loop_cfg is not None and args.init is not None:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        return _run_on_board(args, loop_cfg, data, [(Path(args.init).stem, Path(args.init))], out)
     sur = Path(args.surrogate)
     if any(model_config(n).kind == "dnpu" for n in names) and not sur.is_file():
         print(f"error: --surrogate {sur}: no such file", file=sys.stderr)
@@ -416,4 +486,7 @@ def run(args: argparse.Namespace) -> int:
                 (exp / fname.replace(".onnx", ".json")).write_text(json.dumps(rep, indent=2) + "\n")
                 shutil.copyfile(out / f"{n}_confusion.png", exp / fname.replace(".onnx", "_confusion.png"))
                 print(f"exported {exp / fname}")
+    if loop_cfg is not None:
+        return _run_on_board(args, loop_cfg, data, [(n, out / f"{n}.onnx") for n in names
+                                                    if model_config(n).kind == "dnpu"], out)
     return 0

@@ -14,18 +14,22 @@ Three kinds share one interface (``forward(x [B, 784]) -> logits [B, 10]``):
 * ``LinearSoftmax``: 784 -> 10.
 
 ``to_layers(model)`` turns a trained LinearDNPUClassifier into ``core.network`` layers (Linear,
-DnpuLayer) for ``core.io.write_network``, through the one exporter ``host.networks.export``.
+DnpuLayer) for ``core.io.write_network``, through the one exporter ``host.networks.export``;
+``from_layers`` is its inverse (the batch norm stays folded into the nodes' input maps), and
+``load_network_model(path)`` reads a network file (models/mnist.onnx) back into the torch model
+(on its own embedded surrogate unless one is given), e.g. to fine-tune it in the loop.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from core.electrodes import check_electrodes
+from core.electrodes import N_ELECTRODES, check_electrodes
 from host.networks import export
 from host.networks.dnpu_nodes import DNPUNodes, InputTransform
 
@@ -169,6 +173,119 @@ def to_layers(model: LinearDNPUClassifier) -> list:
         dnpu = export.dnpu_layer(model.dnpu, 0, input_affine=model.batchnorm_affine(),
                                  output_scale=model.out_scale.tolist(), output_offset=model.out_bias.tolist())
     return [Linear(W, b), dnpu]
+
+
+class NetworkFileError(ValueError):
+    """A network file that is not an MNIST classifier this module can rebuild; the message says why."""
+
+
+def from_layers(layers: Sequence, surrogate: nn.Module, ranges_v: np.ndarray,
+                source: str = "network") -> LinearDNPUClassifier:
+    """The inverse of ``to_layers``: core.network layers [Linear 784 -> K*D, DnpuLayer of K nodes]
+    (a file written by the MNIST experiment, core.io.read_network) as a LinearDNPUClassifier that
+    computes what the file computes. The batch normalisation was folded into each node's input map
+    on export, so the rebuilt model has none (``batchnorm=False``) and a learnt map per node.
+
+    surrogate: the frozen torch module volts [n, 7] -> nA [n, 1] the nodes evaluate; ranges_v [7, 2]:
+    its electrode ranges, which must be the nodes' clip bounds."""
+    from core.network import DnpuLayer, Linear
+
+    if len(layers) != 2 or not isinstance(layers[0], Linear) or not isinstance(layers[1], DnpuLayer):
+        raise NetworkFileError(f"{source}: expected [Linear, DnpuLayer] (the MNIST classifier), got "
+                               f"{[type(layer).__name__ for layer in layers]}")
+    lin, dl = layers
+    W = np.array(lin.weight, dtype=np.float32)
+    nodes = list(dl.nodes)
+    k = len(nodes)
+    data = tuple(int(e) for e in nodes[0].data_electrodes) if nodes else ()
+    d = len(data)
+    if k < 1 or W.ndim != 2 or W.shape != (k * d, N_PIXELS):
+        raise NetworkFileError(f"{source}: the linear layer is {list(W.shape)}; {k} nodes of {d} data electrodes "
+                               f"need [{k * d}, {N_PIXELS}]")
+    ranges = np.asarray(ranges_v, dtype=np.float64)
+    lo, hi = ranges[list(data), 0], ranges[list(data), 1]
+    for i, nd in enumerate(nodes):
+        where = f"{source}: node {i}"
+        if tuple(int(e) for e in nd.data_electrodes) != data:
+            raise NetworkFileError(f"{where}: data electrodes {tuple(nd.data_electrodes)} differ from node 0's {data}")
+        if nd.inputs is not None and tuple(int(j) for j in nd.inputs) != tuple(range(i * d, (i + 1) * d)):
+            raise NetworkFileError(f"{where}: reads features {tuple(nd.inputs)}, not its own {d} consecutive ones")
+        if int(nd.surrogate) != 0:
+            raise NetworkFileError(f"{where}: uses surrogate {nd.surrogate}; one shared device is supported")
+        n_lo = np.broadcast_to(np.asarray(nd.input_low, dtype=np.float64), (d,))
+        n_hi = np.broadcast_to(np.asarray(nd.input_high, dtype=np.float64), (d,))
+        if not (np.allclose(n_lo, lo, atol=1e-6) and np.allclose(n_hi, hi, atol=1e-6)):
+            raise NetworkFileError(f"{where}: its inputs are clipped to [{n_lo.tolist()}, {n_hi.tolist()}], not to the "
+                                   f"surrogate's electrode ranges [{lo.tolist()}, {hi.tolist()}]")
+        if len(np.asarray(nd.control_voltages).reshape(-1)) != N_ELECTRODES - d:
+            raise NetworkFileError(f"{where}: {len(np.asarray(nd.control_voltages).reshape(-1))} control voltages "
+                                   f"for {N_ELECTRODES - d} control electrodes")
+    cfg = ModelConfig(kind="dnpu", n_classes=k, data_electrodes=data, bias=lin.bias is not None,
+                      batchnorm=False, learn_mapping=True)
+    model = LinearDNPUClassifier(cfg, surrogate, ranges)
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.as_tensor(W))
+        if lin.bias is not None:
+            model.linear.bias.copy_(torch.as_tensor(np.array(lin.bias, dtype=np.float32).reshape(-1)))
+        def vec(a: object, n: int) -> torch.Tensor:
+            return torch.tensor(np.broadcast_to(np.asarray(a, np.float64).reshape(-1), (n,)), dtype=torch.float32)
+
+        for i, nd in enumerate(nodes):
+            model.dnpu.map_scale[i] = vec(nd.input_scale, d)
+            model.dnpu.map_offset[i] = vec(nd.input_offset, d)
+            model.dnpu.control[0, i] = vec(nd.control_voltages, N_ELECTRODES - d)
+            model.out_scale[i] = float(nd.output_scale)
+            model.out_bias[i] = float(nd.output_offset)
+    return model.eval()
+
+
+def load_network_model(path: str | Path, surrogate: nn.Module | None = None,
+                       ranges_v: np.ndarray | None = None) -> tuple[LinearDNPUClassifier, dict]:
+    """A network file of the MNIST experiment (models/mnist.onnx) as a torch model, and the file's
+    metadata. surrogate / ranges_v: None takes the file's own surrogate and its electrode ranges."""
+    import json
+
+    from core.io import read_network
+
+    try:
+        nf = read_network(path)
+    except (OSError, ValueError) as e:
+        raise NetworkFileError(f"{path}: {e}") from None
+    if nf.n_inputs != N_PIXELS:
+        raise NetworkFileError(f"{path}: {nf.n_inputs} inputs, an MNIST network has {N_PIXELS}")
+    if len(nf.surrogates) != 1:
+        raise NetworkFileError(f"{path}: {len(nf.surrogates)} surrogates; one shared device is supported")
+    if ranges_v is None:
+        meta = nf.surrogate_metadata[0] if nf.surrogate_metadata else {}
+        try:
+            ranges_v = np.asarray(json.loads(meta["dnpu.electrode_ranges_v"]), dtype=np.float64)
+            ranges_v = ranges_v.reshape(N_ELECTRODES, 2)
+        except (KeyError, TypeError, ValueError) as e:
+            raise NetworkFileError(f"{path}: its surrogate's metadata holds no electrode ranges ({e})") from None
+    if surrogate is None:
+        surrogate = surrogate_module(nf.surrogates[0])
+    return from_layers(nf.layers, surrogate, ranges_v, source=str(path)), dict(nf.metadata)
+
+
+def surrogate_module(sur) -> nn.Sequential:
+    """A core.Surrogate (a network file's embedded one) as a frozen torch Linear/ReLU chain, in nA."""
+    mods: list[nn.Module] = []
+    n = len(sur.weights)
+    for i, (w, b, relu) in enumerate(zip(sur.weights, sur.biases, sur.relu)):
+        w = np.array(w, dtype=np.float32)
+        m = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+        scale = float(sur.amplification) if i == n - 1 else 1.0
+        with torch.no_grad():
+            m.weight.copy_(torch.as_tensor(w) * scale)
+            if b is not None:
+                m.bias.copy_(torch.as_tensor(np.array(b, dtype=np.float32)) * scale)
+        mods.append(m)
+        if relu:
+            mods.append(nn.ReLU())
+    model = nn.Sequential(*mods)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
 
 
 def params_count(model: nn.Module) -> int:

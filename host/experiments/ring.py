@@ -20,6 +20,11 @@ the surrogate's RMSE added, the logistic output neuron fitted on a noisy pass ov
 set and scored on another); the best trial's noisy test accuracy is the prediction for the board.
 On the board the best network runs node by node; the logistic output neuron is re-trained on the
 currents measured for the training set, then the test set is measured ``board_runs`` times.
+
+``--train-on board``: the best ``--loop-candidates`` trials are then fine-tuned in the loop
+(forward on the board, backward through the surrogate: host.experiments.ring_loop) and the
+result is validated the same way; the report adds the loop's history, its board points and
+seconds, and ``ring_board_time.png`` (accuracy against board time).
 """
 from __future__ import annotations
 
