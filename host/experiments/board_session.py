@@ -85,6 +85,19 @@ class BoardSession:
         self.samples += len(v)
         return out
 
+    def applied_volts(self, volts: np.ndarray) -> np.ndarray:
+        """The volts the board's DACs really apply for `volts` [n, 7]: the limits' clip and the codes."""
+        lim = self.limits_v
+        return self.board.codes_to_volts(self.board.volts_to_codes(np.clip(volts, lim[:, 0], lim[:, 1])))
+
+    def in_loop(self, gradient_model: Any, record: bool = False, what: str = "in-the-loop training") -> Any:
+        """A host.networks.in_loop.BoardLoop on this session: its measurements go through
+        ``measure`` (limit checks, 0 V on failure) and its gradients are taken at ``applied_volts``."""
+        from host.networks.in_loop import BoardLoop
+
+        return BoardLoop(lambda v: self.measure(v, what=what), gradient_model, applied=self.applied_volts,
+                         record=record)
+
     def _zero_quietly(self) -> None:
         try:
             self.board.zero()

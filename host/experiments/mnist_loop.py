@@ -23,7 +23,6 @@ network if no fine-tuned state has beaten it on the validation images) as
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -164,7 +163,6 @@ def fine_tune(loop: Any, limits_v: np.ndarray | None, model: Any, data: Any, cfg
     from host.networks.in_loop import clip_to_limits, on_board
 
     _check_sizes(data, cfg)
-    t_start = time.perf_counter()
     outcome = MnistLoopOutcome()
     clipped = clip_to_limits(model, limits_v)
     if clipped:
@@ -179,10 +177,7 @@ def fine_tune(loop: Any, limits_v: np.ndarray | None, model: Any, data: Any, cfg
     val_img, val_lab = data.val.images[:cfg.val_images], np.asarray(data.val.labels[:cfg.val_images])
 
     def account() -> dict[str, Any]:
-        a = loop.account.to_json()
-        a["train_points"] = outcome.train_points
-        a["host_s"] = time.perf_counter() - t_start - a["board_s"]
-        return a
+        return {**loop.account.to_json(), "train_points": outcome.train_points}
 
     def val_accuracy() -> float:
         return float((board_logits(model, loop, val_img, cfg.eval_batch).argmax(1) == val_lab).mean())
@@ -363,12 +358,7 @@ def run_on_board(starts: list[StartNetwork], sur: Any, data: Any, cfg: MnistLoop
 def _one_network(session: "BoardSession", st: StartNetwork, sur: Any, data: Any, cfg: MnistLoopConfig, out: Path,
                  results: dict[str, Any], save: Callable[[], None], progress: bool,
                  log: Callable[[str], None]) -> int:
-    from host.experiments.ring_loop import board_access
-    from host.networks.in_loop import BoardLoop
-
-    t0 = time.perf_counter()
-    measure, applied = board_access(session)
-    loop = BoardLoop(measure, sur.model, applied=applied)
+    loop = session.in_loop(sur.model)
     rec: dict[str, Any] = {"start": st.path, "start_metadata_test_accuracy": st.metadata.get("test_accuracy"),
                            "warnings": list(st.warnings)}
     results["networks"][st.name] = rec
@@ -378,9 +368,7 @@ def _one_network(session: "BoardSession", st: StartNetwork, sur: Any, data: Any,
     def record(outcome: MnistLoopOutcome) -> None:
         rec.update(outcome.to_json())
         rec["warnings"] = list(st.warnings) + outcome.warnings
-        rec["account"] = {**loop.account.to_json(), "train_points": outcome.train_points,
-                          "wall_s": time.perf_counter() - t0}
-        rec["account"]["host_s"] = rec["account"]["wall_s"] - rec["account"]["board_s"]
+        rec["account"] = {**loop.account.to_json(), "train_points": outcome.train_points}
         results["warnings"] = _session_warnings(session.warnings)
         save()
 

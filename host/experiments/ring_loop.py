@@ -23,7 +23,6 @@ A board that fails mid-run keeps the history and the best state so far (``LoopOu
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,35 +126,19 @@ def paired_gain(per_point_new: np.ndarray, per_point_old: np.ndarray) -> tuple[f
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
 
 
-def board_access(session: BoardSession) -> tuple[Any, Any]:
-    """(measure, applied) for a BoardLoop on the session: limit-checked measurements, and the volts
-    the board's DACs really apply (the limits' clip and the code quantisation)."""
-    board = session.board
-    lim = session.limits_v
-
-    def applied(v: np.ndarray) -> np.ndarray:
-        return board.codes_to_volts(board.volts_to_codes(np.clip(v, lim[:, 0], lim[:, 1])))
-
-    def measure(v: np.ndarray) -> np.ndarray:
-        return session.measure(v, what="in-the-loop training")
-    return measure, applied
-
-
 def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo, candidates: list[Any], data: dict[str, Any],
                        alpha: float, cfg: LoopConfig, quiet: bool = True, desc: str = "in the loop") -> LoopOutcome:
     """Fine-tune the candidate networks (DNPUNet, one trial each) on the board; see the module doc."""
     import torch
 
     from host.networks.classifiers import DNPUNet
-    from host.networks.in_loop import BoardLoop, clip_to_limits, on_board
+    from host.networks.in_loop import clip_to_limits, on_board
     from host.networks.losses import neg_fisher_per_trial
     from host.networks.trials import TrialAdam
 
-    t_start = time.perf_counter()
     x_tr, y_tr = torch.as_tensor(data["x_train"]), torch.as_tensor(data["y_train"])
     net = DNPUNet.concat_trials(candidates)
-    measure, applied = board_access(session)
-    loop = BoardLoop(measure, sur.model, applied=applied, record=cfg.learn_twin)
+    loop = session.in_loop(sur.model, record=cfg.learn_twin)
     opt = TrialAdam(net, cfg.lr)
     n = net.trials
     best_key = [(-1.0, -np.inf)] * n
@@ -168,11 +151,6 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo, candidates: li
                                 "before the loop")
     outcome.clipped_values = clipped
     start_net = copy.deepcopy(net)
-
-    def account() -> dict[str, Any]:
-        a = loop.account.to_json()
-        a["host_s"] = time.perf_counter() - t_start - a["board_s"]
-        return a
 
     try:
         with progress_bar(cfg.epochs + 1, desc, quiet) as bar:
@@ -190,7 +168,7 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo, candidates: li
                         best_ctrl[t] = [layer.control.detach()[t].clone() for layer in net.layers]
                 outcome.history.append({
                     "epoch": ep, "loss": float(per_trial.detach().sum()), "train_accuracy": acc.tolist(),
-                    "fisher": fisher.tolist(), "best_train_accuracy": float(acc.max()), **account()})
+                    "fisher": fisher.tolist(), "best_train_accuracy": float(acc.max()), **loop.account.to_json()})
                 bar.update(1)
                 if ep == cfg.epochs:
                     break
@@ -248,7 +226,7 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo, candidates: li
     outcome.best = net
     if cfg.learn_twin and loop.record:
         outcome.twin = _learn_twin(sur, loop)
-    outcome.account = account()
+    outcome.account = loop.account.to_json()
     return outcome
 
 

@@ -38,14 +38,18 @@ Measure = Callable[[np.ndarray], np.ndarray]
 
 @dataclass
 class BoardAccount:
-    """What a run cost on the board: points measured, seconds inside the board calls, calls."""
+    """What a run cost on the board: points measured, seconds inside the board calls, calls; and,
+    from its creation on, the wall seconds and the host's share of them (wall less board)."""
 
     points: int = 0
     board_s: float = 0.0
     calls: int = 0
+    started: float = field(default_factory=time.perf_counter, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"points": self.points, "board_s": self.board_s, "calls": self.calls}
+        wall = time.perf_counter() - self.started
+        return {"points": self.points, "board_s": self.board_s, "calls": self.calls, "wall_s": wall,
+                "host_s": wall - self.board_s}
 
 
 @dataclass

@@ -15,7 +15,6 @@ from host.experiments.__main__ import main
 from host.experiments.board_session import BoardSession
 from host.experiments.mnist_loop import (MnistLoopConfig, board_logits, compare_on_test, fine_tune, load_start,
                                          mcnemar_p, trainable_state)
-from host.experiments.ring_loop import board_access
 from host.experiments.surrogates import load_surrogate
 from host.mnist_data import load_mnist, to_inputs
 from host.networks.in_loop import BoardLoop
@@ -40,8 +39,7 @@ def sur():
 
 
 def _loop(session: BoardSession, sur) -> BoardLoop:
-    measure, applied = board_access(session)
-    return BoardLoop(measure, sur.model, applied=applied)
+    return session.in_loop(sur.model)
 
 
 @pytest.mark.parametrize("path", [RF7, RF3], ids=["rf7", "rf3"])

@@ -8,7 +8,7 @@ import torch
 from host.board import Board
 from host.experiments.board_session import BoardSession
 from host.experiments.errors import ExperimentError
-from host.experiments.ring_loop import LoopConfig, board_access, fine_tune_on_board
+from host.experiments.ring_loop import LoopConfig, fine_tune_on_board
 from host.experiments.surrogates import load_surrogate
 from host.networks.classifiers import DNPUNet
 from host.networks.in_loop import BoardLoop, clip_to_limits, fine_tune_twin, on_board
@@ -189,14 +189,13 @@ def test_loop_config_is_validated():
         LoopConfig(lr=0)
 
 
-def test_board_access_reports_the_volts_the_dacs_apply():
+def test_the_sessions_loop_reports_the_volts_the_dacs_apply():
     with BoardSession("sim://?seed=0") as session:
-        measure, applied = board_access(session)
+        loop = session.in_loop(None)
         v = np.full((2, 7), 0.1234567)
-        a = applied(v)
+        a = loop.applied(v)
         assert a.shape == v.shape and np.abs(a - v).max() < 1e-3 and not np.array_equal(a, v)
-        assert measure(v).shape == (2,)
+        assert loop.measure(v).shape == (2,)
     with pytest.raises(ExperimentError):
         with BoardSession("sim://?seed=0", limit_policy="refuse") as session:
-            measure, _ = board_access(session)
-            measure(np.full((1, 7), 5.0))
+            session.in_loop(None).measure(np.full((1, 7), 5.0))
