@@ -6,7 +6,10 @@ surrogate is measured on the board (each point `--repeats` times); the decision 
 on the standardised current) is re-trained on 80 % of the measured currents and the labelling
 counts as realised when it classifies the held-out 20 % with accuracy >= 1 - 0.5/N. Labellings
 that fail get a second search through the surrogate (more noise, larger margin goal) and are
-measured again. Writes results.json, capacity_table.txt, capacity.png and config.json.
+measured again. With ``--train-on board`` the labellings still failing after that are fine-tuned
+in the loop on the board (host.experiments.capacity_loop) and checked again with the same rule on
+fresh measurements: the device_loop row. Writes results.json, capacity_table.txt, capacity.png and
+config.json.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 
 from core.electrodes import N_ELECTRODES, place_volts
 from host.experiments.board_session import BoardSession
+from host.experiments.capacity_loop import CapacityLoopConfig, complement_representatives, fine_tune_labellings
 from host.experiments.data_electrodes import (PAPER_DATA_ELECTRODES, Screening, choose_electrodes,
                                               parse_data_electrodes, place_paper_points, screen_pairs)
 from host.experiments.errors import ExperimentError, fail
@@ -51,6 +55,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-electrodes", default=",".join(map(str, PAPER_DATA_ELECTRODES)),
                    help="the two electrodes the points go on, like 1,2 (the paper's), or auto: screen all pairs "
                         f"briefly by the labellings of the first {SCREEN_N} points found clear of the noise")
+    lc = CapacityLoopConfig()
+    p.add_argument("--train-on", choices=("surrogate", "board"), default="surrogate",
+                   help="board: after the device check of each N, fine-tune the labellings that failed on the board "
+                        "in the loop (forward on the board, backward through the surrogate), all at once, and check "
+                        "them again on fresh measurements (implies the device system)")
+    p.add_argument("--loop-epochs", type=int, default=lc.epochs, help="optimiser steps on the board per N")
+    p.add_argument("--loop-lr", type=float, default=lc.lr, help="Adam learning rate in the loop (volts)")
+    p.add_argument("--loop-starts", type=int, default=lc.starts,
+                   help=f"copies of each failed labelling trained together: its off-chip controls and jittered ones "
+                        f"(at most {lc.max_trials} trials per sweep in all)")
 
 
 def _systems(text: str) -> list[str]:
@@ -123,6 +137,61 @@ def device_check(session: BoardSession, points: np.ndarray, labels: np.ndarray, 
     return acc >= 1 - 0.5 / n - 1e-9, acc
 
 
+def rescue_in_loop(session: BoardSession, sur: Any, points: np.ndarray, labels: np.ndarray, ok: np.ndarray,
+                   start: np.ndarray, repeats: int, rng: np.random.Generator, loop_cfg: CapacityLoopConfig,
+                   electrodes: tuple[int, ...] = PAPER_DATA_ELECTRODES, quiet: bool = True,
+                   desc: str = "in the loop", rec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """--train-on board for one N: its device_loop row; `rec` (its in_loop record) is filled as it goes.
+
+    The labellings [L, n] that failed the device check (~ok) are fine-tuned together in the loop
+    from their off-chip controls `start` [L, C] (a complement pair once), then checked again with
+    device_check on fresh measurements; a labelling is rescued when that check passes. As a control
+    (how many would pass by re-measuring alone) the unchanged off-chip controls of the failed
+    labellings are re-checked first. A board failure inside the loop raises ExperimentError after
+    the record has its history (the caller saves it)."""
+    n = labels.shape[1]
+    failed = np.nonzero(~ok)[0]
+    rec = {} if rec is None else rec
+    loop_cfg = dataclasses.replace(loop_cfg, seed=loop_cfg.seed * 1000 + n)      # the jitter of this N
+    rec.update({"failed_off_chip": int(failed.size), "config": loop_cfg.to_json()})
+    checks = {"points": 0, "board_s": 0.0}          # the two checks' cost (the loop counts its own)
+
+    def check(sol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        samples0, board_s0 = session.samples, session.board_s
+        try:
+            return device_check(session, points, labels[failed], sol, repeats, rng, electrodes=electrodes)
+        finally:
+            checks["points"] += session.samples - samples0
+            checks["board_s"] += session.board_s - board_s0
+            rec["check_account"] = dict(checks)
+
+    start_ok, _ = check(start[failed])
+    rec["start_recheck_passed"] = int(start_ok.sum())
+    reps, where = complement_representatives(labels[failed])
+    outcome = fine_tune_labellings(session, sur, points, labels[failed][reps], start[failed][reps], loop_cfg,
+                                   electrodes, quiet, desc)
+    rec.update(outcome.to_json())
+    rec["trained_labellings"] = [int(i) + 1 for i in failed[reps]]
+    if outcome.error is not None:
+        raise ExperimentError(f"in-the-loop training of N={n}: {outcome.error}")
+    tuned = outcome.solution[where]                      # every failed labelling with its trained controls
+    passed, acc = check(tuned)
+    rescued = failed[passed]
+    now_ok = ok.copy()
+    now_ok[rescued] = True
+    rec["heldout_accuracy"] = acc
+    total = 2 ** n
+    row = {"n": n, "labellings": total, "found": int(now_ok.sum()) + 2, "capacity": (int(now_ok.sum()) + 2) / total,
+           "off_chip_capacity": (int(ok.sum()) + 2) / total, "failed_off_chip": int(failed.size),
+           "trained": int(len(reps)), "copies": outcome.copies, "rescued": int(rescued.size),
+           "rescued_labellings": [int(i) + 1 for i in rescued],
+           "start_recheck_passed": rec["start_recheck_passed"],
+           "failed_labellings": [int(i) + 1 for i in np.nonzero(~now_ok)[0]],
+           "loop_points": outcome.account["points"], "loop_board_s": outcome.account["board_s"],
+           "loop_host_s": outcome.account["host_s"], "clipped_control_values": outcome.clipped_values}
+    return row
+
+
 def _plot(path: Path, table: dict[str, list[dict[str, Any]]]) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -130,7 +199,9 @@ def _plot(path: Path, table: dict[str, list[dict[str, Any]]]) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     style = {"surrogate": ("o-", "DNPU surrogate"), "surrogate_robust": ("o--", "surrogate, margin > noise"),
-             "device": ("s-", "DNPU device (board)"), "nn2": ("^-", "NN, 2 hidden"), "nn3": ("v-", "NN, 3 hidden")}
+             "device": ("s-", "DNPU device (board)"),
+             "device_loop": ("D-", "DNPU device, failed ones fine-tuned in the loop"),
+             "nn2": ("^-", "NN, 2 hidden"), "nn3": ("v-", "NN, 3 hidden")}
     for key, rows in table.items():
         if not rows:
             continue
@@ -169,6 +240,14 @@ def run(args: argparse.Namespace) -> int:
     clock = timer()
     try:
         systems = _systems(args.systems)
+        loop_cfg = (CapacityLoopConfig(epochs=args.loop_epochs, lr=args.loop_lr, repeats=args.repeats,
+                                       starts=args.loop_starts, seed=args.seed)
+                    if args.train_on == "board" else None)
+        if loop_cfg is not None:
+            if args.no_board:
+                raise ExperimentError("--train-on board needs the board: drop --no-board")
+            if "device" not in systems:
+                systems.append("device")         # the loop fine-tunes what failed the device check
         if args.no_board and "device" in systems:
             systems.remove("device")
         set_threads(args.threads, args.engine)
@@ -190,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
     points = placed.volts
     nn_cfg = dataclasses.replace(cfg, noise_std0=0.0, noise_rms=0.0, margin_goal=0.05, min_delta=1e-3, bf16=False)
     write_json(out / "config.json", {"run": run_info(args), "capacity": cfg.to_json(), "nn": nn_cfg.to_json(),
+                                     "in_loop": None if loop_cfg is None else loop_cfg.to_json(),
                                      "surrogate": {"path": sur.path, "test_rmse_na": sur.test_rmse_na,
                                                    "noise_floor_na": sur.noise_floor_na},
                                      "points_v": points})
@@ -244,14 +324,19 @@ def run(args: argparse.Namespace) -> int:
         second = dataclasses.replace(cfg, attempts=args.second_attempts, noise_std0=2 * sur.test_rmse_na,
                                      margin_goal=6 * sur.noise_floor_na, seed=cfg.seed + 7919)
         table["device"] = []
+        if loop_cfg is not None:
+            table["device_loop"] = []
+            results["in_loop"] = {}
         try:
             with BoardSession(args.board, args.limit_policy) as board, \
                     progress_bar(n_count, "device", args.quiet) as bar:
                 results["board"] = {"url": args.board, "identity": {k: board.identity.get(k) for k in
                                                                     ("model", "serial", "firmware")}}
+                off_chip = []                   # (run, passed [L], off-chip controls [L, C]) per N
                 for r in sur_runs:
                     pts = points[:r.n]
                     sol = r.solution
+                    start = sol.copy()          # the off-chip controls each labelling ends with
                     ok = np.zeros(len(r.labels), bool)
                     acc = np.zeros(len(r.labels))
                     idx = np.nonzero(r.found)[0]
@@ -268,6 +353,7 @@ def run(args: argparse.Namespace) -> int:
                                                  electrodes=electrodes)
                         ok[redo[got]] = ok2
                         acc[redo[got]] = np.maximum(acc[redo[got]], acc2)
+                        start[redo[got]] = r2.solution[got]
                     total = 2 ** r.n
                     table["device"].append({
                         "n": r.n, "labellings": total, "found": int(ok.sum()) + 2, "capacity": (int(ok.sum()) + 2) / total,
@@ -278,16 +364,39 @@ def run(args: argparse.Namespace) -> int:
                     results["board"]["samples"] = board.samples
                     results["warnings"] = notes + board.warnings
                     save()
+                    off_chip.append((r, ok, start))
                     bar.update(1)
+                results["wall_s"]["device"] = t()
+                # the loop after every N's off-chip check: the off-chip figures are those of a run without it
+                for r, ok, start in off_chip if loop_cfg is not None else []:
+                    t_loop = timer()
+                    rec: dict[str, Any] = {}
+                    results["in_loop"][str(r.n)] = rec
+                    try:
+                        row = rescue_in_loop(board, sur, points[:r.n], r.labels, ok, start, args.repeats, rng,
+                                             loop_cfg, electrodes, args.quiet, f"loop N={r.n}", rec)
+                    finally:
+                        notes += [f"N={r.n} in the loop: {w}" for w in rec.get("warnings", [])]
+                        results["warnings"] = notes + board.warnings
+                        rec["wall_s"] = t_loop()
+                    table["device_loop"].append(row)
+                    results["board"]["samples"] = board.samples
+                    save()
         except ExperimentError as e:
             results["error"] = str(e)
-            results["wall_s"]["device"] = t()
+            results["wall_s"].setdefault("device", t())
             save()
             return fail(f"{e}; results so far are in {out / 'results.json'}")
-        results["wall_s"]["device"] = t()
+        if loop_cfg is not None:
+            results["wall_s"]["device_loop"] = round(t() - results["wall_s"]["device"], 2)
     results["wall_s"]["total"] = clock()
     save()
     print(_text_table(table, results["vc"]), end="")
+    for row in table.get("device_loop", []):
+        print(f"N={row['n']} in the loop: {row['rescued']} of {row['failed_off_chip']} failed labellings rescued "
+              f"({row['trained']} trained x {row['copies']} starts; {row['start_recheck_passed']} passed a re-check "
+              "unchanged); "
+              f"board {row['loop_points']} points, {row['loop_board_s']:.1f} s; host {row['loop_host_s']:.1f} s")
     for w in results["warnings"]:
         print(f"warning: {w}")
     print(f"results in {out}")
