@@ -346,6 +346,7 @@ def run(args: argparse.Namespace) -> int:
                     redo = np.nonzero(~ok)[0]
                     if redo.size:
                         gen = torch.Generator().manual_seed(second.seed * 1000 + r.n)
+                        torch.manual_seed(second.seed * 1000 + r.n)     # its training noise: not the run order's
                         r2 = search(make_dnpu, r.n, torch.as_tensor(r.labels[redo], dtype=torch.float32), second, gen,
                                     points=points)
                         got = np.nonzero(r2.found)[0]

@@ -11,13 +11,17 @@ re-calibrated on the board at the end).
 Selection never sees the test set, and a noisy pass cannot pick a network. The contenders are
 every candidate's off-chip start, its state at the epoch of its best measured training accuracy
 (the logistic output neuron fitted on that epoch's measured currents; ties by Fisher) and its
-final state. All are measured on ``select_passes`` fresh passes over the training set and the best
-mean accuracy wins; then the winner and the off-chip network (the search's best trial, as the
-off-chip validation measured it) are measured again on fresh passes, and the winner replaces the
-off-chip network only if its paired gain on the training points (per point: the share of passes
-classified right, new less old) exceeds ``significance`` standard errors: the loop keeps the
-off-chip result where it cannot measurably improve on it. The chosen network is validated like the off-chip one
-(``ring.board_validate``).
+final state. All are measured on ``select_passes`` fresh passes over the training set and the
+validation set (the run's third split; the training set again without one): one logistic neuron
+per contender is fitted to all its training passes, as the validation fits it, and the best mean
+accuracy on the validation passes wins. Then the winner and the off-chip network (the search's
+best trial, as the off-chip validation measured it) are measured again on fresh passes, and the
+winner replaces the off-chip network only if its paired gain on the validation points (per point:
+the share of passes classified right, new less old) exceeds ``significance`` standard errors: the
+loop keeps the off-chip result where it cannot measurably improve on it. What the loop claims for
+the network it returns is that second round's training accuracy, which the validation
+(``ring.board_validate``, the same procedure in the deployed form: stored standardisation, node by
+node) measures again: ``loop_claim``.
 A board that fails mid-run keeps the history and the best state so far (``LoopOutcome.error``).
 """
 from __future__ import annotations
@@ -42,7 +46,7 @@ class LoopConfig:
     select_passes: int = 10    # fresh training-set passes per contender in each selection round
     significance: float = 3.0  # the loop's winner replaces the off-chip network when its paired gain
                                # on the training points exceeds this many standard errors
-    learn_twin: bool = False   # fine-tune a copy of the surrogate on the measured states (report only)
+    learn_twin: bool = False   # fine-tune a copy of the surrogate on the measured states (LoopOutcome.twin_model)
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.epochs < 0 or self.select_passes < 2:
@@ -63,6 +67,7 @@ class LoopOutcome:
     kept_off_chip: bool = False                 # the loop did not measurably improve on the off-chip network
     selection: dict[str, Any] = field(default_factory=dict)
     twin: dict[str, Any] | None = None
+    twin_model: Any = None                      # the fine-tuned surrogate (torch), when learn_twin
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -74,21 +79,22 @@ class LoopOutcome:
                 "warnings": self.warnings}
 
 
-def _correct(out: Any, y: Any) -> np.ndarray:
-    """Per trial and point [T, B]: 1 where the logistic neuron fitted on the measured outputs
-    [T, B] classifies the point right."""
-    from host.networks.logistic import fit_logistic, logistic_logits
-
-    o = out.detach().double()
-    yy = y.double().expand(o.shape[0], -1)
-    w, b = fit_logistic(o, yy)
-    lg = logistic_logits(o, o, w, b)
-    return ((lg > 0).double() == yy).double().numpy()
-
-
 def _train_accuracy(out: Any, y: Any) -> np.ndarray:
     """Per trial: the logistic neuron fitted on measured outputs [T, B], scored on them."""
-    return _correct(out, y).mean(axis=-1)
+    from host.networks.logistic import fitted_correct
+
+    o = out.detach().double()
+    return fitted_correct(o, y.double()[None], o, y.double()[None]).mean(dim=-1).numpy()
+
+
+@dataclass
+class MeasuredScores:
+    """Contenders measured on fresh board passes (T trials)."""
+
+    train_accuracy: np.ndarray   # [T] the neuron fitted on all training passes, scored on each
+    selection: np.ndarray        # [T] accuracy on the selection split (validation; training without one)
+    fisher: np.ndarray           # [T] mean Fisher criterion on the training passes
+    per_point: np.ndarray        # [T, B_sel] each selection point's share of passes classified right
 
 
 def _one(net: Any, t: int) -> Any:
@@ -100,23 +106,30 @@ def _one(net: Any, t: int) -> Any:
     return one
 
 
-def _measured_scores(net: Any, loop: Any, x: Any, y: Any, passes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Over `passes` fresh board passes on the training data, per trial: mean accuracy [T], mean
-    Fisher criterion [T], and each point's share of passes classified right [T, B]."""
+def _measured_scores(net: Any, loop: Any, data: dict[str, Any], passes: int) -> MeasuredScores:
+    """`passes` fresh board passes over the training set (and the validation set, when the data has
+    one): as the validation does, one logistic neuron per trial is fitted to all the training
+    passes' outputs; it scores each training pass and each validation pass."""
     import torch
 
     from host.networks.in_loop import on_board
+    from host.networks.logistic import fitted_correct
     from host.networks.losses import neg_fisher_per_trial
 
-    right, fis = [], []
+    x_tr, y_tr = torch.as_tensor(data["x_train"]), torch.as_tensor(data["y_train"]).double()
+    val = "x_val" in data
+    x_s, y_s = (torch.as_tensor(data["x_val"]), torch.as_tensor(data["y_val"]).double()) if val else (x_tr, y_tr)
     with on_board(net, loop), torch.no_grad():
         net.train()                  # batch statistics of each pass's measured outputs, as in the loop
-        for _ in range(passes):
-            out = net(x)
-            right.append(_correct(out, y))
-            fis.append((-neg_fisher_per_trial(out, y)).numpy())
-    per_point = np.mean(right, axis=0)
-    return per_point.mean(axis=-1), np.mean(fis, axis=0), per_point
+        fit = [net(x_tr).double() for _ in range(passes)]
+        sel = [net(x_s).double() for _ in range(passes)] if val else fit
+    fis = np.mean([(-neg_fisher_per_trial(o, y_tr)).numpy() for o in fit], axis=0)
+    ref, y_ref = torch.cat(fit, dim=1), y_tr.repeat(passes)[None]
+    t = ref.shape[0]
+    train = fitted_correct(ref, y_ref, ref, y_ref).reshape(t, passes, -1).numpy()
+    right = fitted_correct(ref, y_ref, torch.cat(sel, dim=1), y_s.repeat(passes)[None]).reshape(t, passes, -1).numpy()
+    per_point = right.mean(axis=1)
+    return MeasuredScores(train.mean(axis=(1, 2)), per_point.mean(axis=-1), fis, per_point)
 
 
 def paired_gain(per_point_new: np.ndarray, per_point_old: np.ndarray) -> tuple[float, float]:
@@ -193,20 +206,25 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo, candidates: li
     try:
         if outcome.error is not None:
             raise ExperimentError(outcome.error)
-        acc1, fis1, _ = _measured_scores(contenders, loop, x_tr, y_tr, cfg.select_passes)
-        c = max(range(3 * n), key=lambda i: (acc1[i], fis1[i]))
+        r1 = _measured_scores(contenders, loop, data, cfg.select_passes)
+        c = max(range(3 * n), key=lambda i: (r1.selection[i], r1.fisher[i]))
         pair = DNPUNet.concat_trials([_one(contenders, c), _one(start_net, 0)])
-        acc2, fis2, pts = _measured_scores(pair, loop, x_tr, y_tr, cfg.select_passes)
-        gain, se = paired_gain(pts[0], pts[1])
+        r2 = _measured_scores(pair, loop, data, cfg.select_passes)
+        gain, se = paired_gain(r2.per_point[0], r2.per_point[1])
         # the winner must beat the off-chip network on fresh passes by more than the points' draw
-        # explains (a network that fits 200 training points better by chance does not generalise)
+        # explains (a network that fits 200 points better by chance does not generalise)
         take = c != 0 and gain > cfg.significance * se and gain > 0
+        split = "validation" if "x_val" in data else "training"
         outcome.selection = {
-            "passes": cfg.select_passes, "round1_train_accuracy": acc1.tolist(), "round1_fisher": fis1.tolist(),
+            "passes": cfg.select_passes, "split": split, "round1_selection_accuracy": r1.selection.tolist(),
+            "round1_train_accuracy": r1.train_accuracy.tolist(), "round1_fisher": r1.fisher.tolist(),
             "contenders": [f"{kinds[i // n]} of candidate {i % n}" for i in range(3 * n)],
             "round2": {"winner": f"{kinds[c // n]} of candidate {c % n}",
-                       "winner_train_accuracy": float(acc2[0]), "off_chip_train_accuracy": float(acc2[1]),
-                       "winner_fisher": float(fis2[0]), "off_chip_fisher": float(fis2[1]),
+                       "winner_selection_accuracy": float(r2.selection[0]),
+                       "off_chip_selection_accuracy": float(r2.selection[1]),
+                       "winner_train_accuracy": float(r2.train_accuracy[0]),
+                       "off_chip_train_accuracy": float(r2.train_accuracy[1]),
+                       "winner_fisher": float(r2.fisher[0]), "off_chip_fisher": float(r2.fisher[1]),
                        "gain": gain, "gain_standard_error": se, "required_sigmas": cfg.significance,
                        "adopted": bool(take)}}
         c = c if take else 0
@@ -225,19 +243,19 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo, candidates: li
     net = chosen
     outcome.best = net
     if cfg.learn_twin and loop.record:
-        outcome.twin = _learn_twin(sur, loop)
+        outcome.twin_model, outcome.twin = _learn_twin(sur, loop)
     outcome.account = loop.account.to_json()
     return outcome
 
 
-def _learn_twin(sur: SurrogateInfo, loop: Any) -> dict[str, Any]:
-    """The surrogate fine-tuned on the states the loop measured: its error there before and after."""
+def _learn_twin(sur: SurrogateInfo, loop: Any) -> tuple[Any, dict[str, Any]]:
+    """The surrogate fine-tuned on the states the loop measured (None when there are too few), and
+    its error there before and after."""
     from host.networks.in_loop import fine_tune_twin
 
     volts, cur = loop.pairs()
     torch_model = getattr(sur.model, "torch_model", sur.model)
     try:
-        _, report = fine_tune_twin(torch_model, volts, cur)
+        return fine_tune_twin(torch_model, volts, cur)
     except ValueError as e:
-        return {"error": str(e)}
-    return report
+        return None, {"error": str(e)}

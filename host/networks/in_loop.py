@@ -202,6 +202,7 @@ class TwinTuning:
     lr: float = 2e-4
     batch: int = 256
     holdout: float = 0.2
+    max_states: int = 50_000     # a random subset of the measured states when the loop measured more
     seed: int = 0
 
 
@@ -216,9 +217,10 @@ def fine_tune_twin(torch_model: nn.Sequential, volts: np.ndarray, currents: np.n
     if len(v) < 10:
         raise ValueError(f"fine-tuning the twin needs at least 10 measured states, got {len(v)}")
     gen = torch.Generator().manual_seed(cfg.seed)
-    perm = torch.randperm(len(v), generator=gen)
-    n_hold = max(1, int(round(cfg.holdout * len(v))))
+    perm = torch.randperm(len(v), generator=gen)[:cfg.max_states]
+    n_hold = max(1, int(round(cfg.holdout * len(perm))))
     hold, fit = perm[:n_hold], perm[n_hold:]
+    total = len(v)
     model = copy.deepcopy(torch_model)
     for p in model.parameters():
         p.requires_grad_(True)
@@ -241,7 +243,7 @@ def fine_tune_twin(torch_model: nn.Sequential, volts: np.ndarray, currents: np.n
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    report = {"states": int(len(v)), "held_out": int(n_hold), "epochs": cfg.epochs, "lr": cfg.lr,
+    report = {"states": int(total), "used": int(len(perm)), "held_out": int(n_hold), "epochs": cfg.epochs, "lr": cfg.lr,
               "held_out_rmse_na_before": before, "held_out_rmse_na_after": rmse(model, hold),
               "fit_rmse_na_before": before_fit, "fit_rmse_na_after": rmse(model, fit)}
     return model, report

@@ -40,3 +40,13 @@ def logistic_logits(x: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, b: torc
     m = ref.mean(dim=1, keepdim=True)
     s = ref.std(dim=1, unbiased=False, keepdim=True) + 1e-9
     return w[:, None] * (x - m) / s + b[:, None]
+
+
+@torch.no_grad()
+def fitted_correct(fit: torch.Tensor, y_fit: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """1.0 where the neuron fitted on `fit` [T, B] (labels y_fit [T|1, B]) classifies x [T, B'] as
+    y [T|1, B'] says, else 0.0: [T, B'] in the dtype of x. Pass several measured passes side by side
+    (concatenated along B) to fit one neuron to all of them and score each."""
+    w, b = fit_logistic(fit, y_fit)
+    lg = logistic_logits(x, fit, w, b)
+    return ((lg > 0) == (y.expand_as(x) > 0.5)).to(x.dtype)

@@ -66,6 +66,33 @@ def test_ring_data_geometry():
         RingConfig(gap_mv=-1)
 
 
+def test_ring_validation_split_is_drawn_last_and_disjoint():
+    from host.experiments.ring import ring_splits
+
+    with_val = ring_splits(RingConfig(n_per_class=30, val_per_class=40, seed=3), 0.1)
+    without = ring_splits(RingConfig(n_per_class=30, val_per_class=0, seed=3), 0.1)
+    assert "x_val" not in without and with_val["x_val"].shape == (80, 2) and with_val["y_val"].sum() == 40
+    for k in ("x_train", "y_train", "x_test", "y_test"):       # a seed's train and test sets stay the same
+        np.testing.assert_array_equal(with_val[k], without[k])
+    rows = {tuple(r) for r in with_val["x_train"]} | {tuple(r) for r in with_val["x_test"]}
+    assert not rows & {tuple(r) for r in with_val["x_val"]}
+    with pytest.raises(ValueError, match="val_per_class"):
+        RingConfig(val_per_class=2)
+
+
+def test_one_logistic_neuron_fitted_on_pooled_passes_scores_each():
+    import torch
+
+    from host.networks.logistic import fitted_correct
+
+    y = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    clean = torch.tensor([[1.0, 2.0, 8.0, 9.0]])
+    noisy = torch.tensor([[1.0, 6.0, 4.0, 9.0]])        # the middle two swapped sides of the threshold
+    passes = torch.cat([clean, clean, clean, noisy], dim=1)
+    right = fitted_correct(passes, y.repeat(4)[None], passes, y.repeat(4)[None]).reshape(4, 4)
+    assert right[:3].sum() == 12 and right[3].tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
 def test_small_ring_run_validates_on_the_board_and_exports(tmp_path):
     out = tmp_path / "ring"
     rc = main(["ring", "--trials", "4", "--chunk", "2", "--epochs", "40", "--n-per-class", "12",
@@ -218,7 +245,8 @@ def test_disconnect_mid_ring_validation_keeps_the_runs_so_far(tmp_path, monkeypa
     monkeypatch.setattr(Board, "measure", flaky)
     out = tmp_path / "ring"
     rc = main(["ring", "--archs", "2-2-1", "--trials", "2", "--chunk", "2", "--epochs", "10", "--n-per-class", "8",
-               "--noise-draws", "2", "--board-runs", "5", "--out", str(out), "--quiet", "--threads", "1"])
+               "--noise-draws", "2", "--board-runs", "5", "--board-train-runs", "1", "--out", str(out), "--quiet",
+               "--threads", "1"])
     assert rc == 2
     assert "failed during validation" in capsys.readouterr().err
     res = _results(out)
@@ -247,20 +275,40 @@ def test_ring_trained_on_the_board_reports_the_loop_and_its_accounting(tmp_path,
     out = tmp_path / "ring"
     rc = main(["ring", "--archs", "2-2-1", "--trials", "4", "--chunk", "4", "--epochs", "20", "--n-per-class", "20",
                "--noise-draws", "2", "--board-runs", "3", "--nn-baselines", "", "--prune-at", "",
-               "--train-on", "board", "--loop-candidates", "2", "--loop-epochs", "4",
+               "--train-on", "board", "--loop-candidates", "2", "--loop-epochs", "4", "--learn-twin",
                "--out", str(out), "--quiet", "--threads", "1"])
     assert rc == 0
     res = _results(out)
     loop = res["in_loop"]["2-2-1"]
+    twin = loop["twin"]                  # the surrogate fine-tuned on the loop's states, as a file of its own
+    assert twin["states"] > 0 and load_surrogate(twin["path"]).metadata["fine_tuned_from"] == SURROGATE
     assert len(loop["history"]) == 5 and loop["candidates"] and len(loop["candidates"]) == 2
     a = loop["account"]
     assert a["points"] > 0 and a["board_s"] > 0 and a["host_s"] >= 0
     # every epoch measured the two candidates' five nodes on all 40 training points
     assert loop["history"][1]["points"] - loop["history"][0]["points"] == 2 * 40 * 5
     assert "accuracy_mean" in loop["board"] and loop["off_chip_board_accuracy"] == res["board"]["2-2-1"]["accuracy_mean"]
-    assert loop["selection"]["round2"]["required_sigmas"] > 0
+    assert loop["selection"]["round2"]["required_sigmas"] > 0 and loop["selection"]["split"] == "validation"
+    claim = loop["loop_claim"]            # what the loop measured for its network, and the validation's figure
+    assert 0 <= claim["train_accuracy_in_loop"] <= 1 and 0 <= claim["validation_accuracy_in_loop"] <= 1
+    assert claim["difference_points"] == pytest.approx(100 * (claim["train_accuracy_validated"]
+                                                              - claim["train_accuracy_in_loop"]))
+    assert res["board"]["2-2-1"]["train_runs"] == 10
     assert (out / "ring_board_time.png").is_file() and (out / "ring_2-2-1.onnx").is_file()
     assert "in the loop: board" in capsys.readouterr().out
+
+
+def test_a_twin_written_from_the_loop_keeps_the_amplified_currents(tmp_path):
+    from host.experiments.ring import write_twin
+    from host.surrogate.torch_model import predict
+
+    sur = load_surrogate("models/twins/seed7_wide.onnx", engine="torch")     # amplification 28.5
+    path = write_twin(tmp_path / "t.onnx", sur.model, sur, {"states": 0})
+    again = load_surrogate(path, engine="torch")
+    v = np.random.default_rng(0).uniform(sur.ranges_v[:, 0], sur.ranges_v[:, 1], (64, 7)).astype(np.float32)
+    np.testing.assert_allclose(predict(again.model, v), predict(sur.model, v), rtol=1e-5, atol=1e-3)
+    assert again.metadata["amplification"] == 1.0 and again.metadata["fine_tuned_from"].endswith("seed7_wide.onnx")
+    np.testing.assert_array_equal(again.ranges_v, sur.ranges_v)
 
 
 def test_ring_on_the_board_needs_a_board(tmp_path, capsys):
