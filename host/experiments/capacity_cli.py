@@ -26,7 +26,7 @@ from host.experiments.capacity_loop import CapacityLoopConfig, complement_repres
 from host.experiments.data_electrodes import (PAPER_DATA_ELECTRODES, Screening, choose_electrodes,
                                               parse_data_electrodes, place_paper_points, screen_pairs)
 from host.experiments.errors import ExperimentError, fail
-from host.experiments.options import add_common_arguments, run_info, set_threads
+from host.experiments.options import add_common_arguments, add_train_on, run_info, set_threads, trains_on_board
 from host.experiments.results import out_folder, progress_bar, timer, write_json
 from host.experiments.surrogates import load_surrogate
 
@@ -56,8 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the two electrodes the points go on, like 1,2 (the paper's), or auto: screen all pairs "
                         f"briefly by the labellings of the first {SCREEN_N} points found clear of the noise")
     lc = CapacityLoopConfig()
-    p.add_argument("--train-on", choices=("surrogate", "board"), default="surrogate",
-                   help="board: after the device check of each N, fine-tune the labellings that failed on the board "
+    add_train_on(p, "after the device check of each N, fine-tune the labellings that failed on the board "
                         "in the loop (forward on the board, backward through the surrogate), all at once, and check "
                         "them again on fresh measurements (implies the device system)")
     p.add_argument("--loop-epochs", type=int, default=lc.epochs, help="optimiser steps on the board per N")
@@ -242,12 +241,9 @@ def run(args: argparse.Namespace) -> int:
         systems = _systems(args.systems)
         loop_cfg = (CapacityLoopConfig(epochs=args.loop_epochs, lr=args.loop_lr, repeats=args.repeats,
                                        starts=args.loop_starts, seed=args.seed)
-                    if args.train_on == "board" else None)
-        if loop_cfg is not None:
-            if args.no_board:
-                raise ExperimentError("--train-on board needs the board: drop --no-board")
-            if "device" not in systems:
-                systems.append("device")         # the loop fine-tunes what failed the device check
+                    if trains_on_board(args) else None)
+        if loop_cfg is not None and "device" not in systems:
+            systems.append("device")             # the loop fine-tunes what failed the device check
         if args.no_board and "device" in systems:
             systems.remove("device")
         set_threads(args.threads, args.engine)

@@ -19,7 +19,7 @@ resumable with --resume), a JSON report, a confusion-matrix plot; plus summary.j
 
 ``--train-on board`` then fine-tunes a DNPU network in the loop on ``--board`` (the ``--init`` file,
 or each DNPU model just trained): host.experiments.mnist_loop; results.json, and <name>_board.onnx
-when the fine-tuned network measured better on the board's test images.
+when a fine-tuned state measured better on the board than the start on the validation images.
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from host.experiments.options import add_train_on
 
 DESCRIPTION = "MNIST with 10 DNPU nodes (3 or 7 data electrodes each), NN baselines, linear softmax; exports network ONNX"
 
@@ -101,11 +103,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     lc = MnistLoopConfig()
     g = p.add_argument_group("in the loop (--train-on board, host.experiments.mnist_loop)")
-    g.add_argument("--train-on", choices=("surrogate", "board"), default="surrogate",
-                   help="board: fine-tune a trained DNPU network with mini-batches measured on --board (forward on "
+    add_train_on(g, "fine-tune a trained DNPU network with mini-batches measured on --board (forward on "
                         "the board, backward through the surrogate): the --init file, or else each DNPU model of "
                         "--models just trained off-chip; writes results.json and <name>_board.onnx when it measured "
-                        "better on the test images")
+                        "better than the start on the validation images (the test images are only reported)")
     g.add_argument("--init", default=None, metavar="FILE",
                    help="with --train-on board: the network file to start from (e.g. models/mnist.onnx); no "
                         "off-chip training, --models and the recipe are not used")

@@ -13,8 +13,9 @@ or the board's limits is clipped (``clip_to_limits``) and counted, with a warnin
 Selection never sees the test set. Every ``report_every`` steps the network is measured on the
 first ``val_images`` validation images, and the state with the best measured validation accuracy
 is kept. At the end the start network and that best state are measured on the same test images
-(the first ``test_images``); the fine-tuned network file is written only if it measured better
-there, and the report says which way it went. A board that fails mid-run, or Ctrl-C, keeps
+(the first ``test_images``) and the report says which way it went (with McNemar's p); the
+fine-tuned network file is written when a fine-tuned state beat the start network on the
+validation images: the test images decide nothing. A board that fails mid-run, or Ctrl-C, keeps
 everything measured so far in results.json and writes the best state measured so far (the start
 network if no fine-tuned state has beaten it on the validation images) as
 ``<name>_board_best_so_far.onnx``; the board ends at 0 V (BoardSession).
@@ -328,7 +329,7 @@ def run_on_board(starts: list[StartNetwork], sur: Any, data: Any, cfg: MnistLoop
                  limit_policy: str, out: Path, *, progress: bool = True,
                  log: Callable[[str], None] = print) -> int:
     """Fine-tune each start network on the board; out/results.json, out/<name>_board.onnx (when it
-    measured better). Returns the exit status (0; 2 for a board failure; 130 for Ctrl-C)."""
+    measured better on the validation images). Returns the exit status (0; 2 for a board failure; 130 for Ctrl-C)."""
     from host.experiments.board_session import BoardSession
 
     results: dict[str, Any] = {"board_url": board_url, "config": asdict(cfg), "surrogate": sur.path,
@@ -403,17 +404,20 @@ def _one_network(session: "BoardSession", st: StartNetwork, sur: Any, data: Any,
             f"{outcome.best_step}) {100 * f:.2f} % (predicted {100 * test['fine_tuned']['predicted_accuracy']:.2f} %); "
             f"{test['paired']['only_fine_tuned_right']} images right only after, {test['paired']['only_start_right']} "
             f"only before (McNemar p = {test['paired']['mcnemar_p']:.2g})")
-        if test["fine_tuned_measured_better"]:
+        if outcome.best_so_far()[0] == "fine-tuned":        # chosen on the validation images, not the test
             load_trainable_state(st.model, outcome.best_state)
             meta.update(board_test_accuracy=f, start_board_test_accuracy=s, board_test_images=test["test_images"],
                         board_val_accuracy=outcome.best_val_accuracy, test_accuracy=predicted_test_accuracy())
             write(f"{st.name}_board.onnx")
             pv = test["paired"]["mcnemar_p"]
-            caveat = "" if pv < 0.05 else f" (but by no more than the draw of the test images explains: p = {pv:.2g})"
-            log(f"[{st.name}] the fine-tuned network measured better{caveat}: written to {rec['written']}")
+            on_test = ("better" if f > s else "no better") + " on the test images"
+            caveat = "" if pv < 0.05 else f", by no more than the draw of the test images explains (p = {pv:.2g})"
+            log(f"[{st.name}] the fine-tuned network measured better on the validation images and {on_test}{caveat}: "
+                f"written to {rec['written']}")
         else:
             rec["written"] = None
-            log(f"[{st.name}] the fine-tuned network did not measure better than the start network: no file written")
+            log(f"[{st.name}] no fine-tuned state measured better than the start network on the validation images: "
+                "no file written")
     else:
         which, state, step, val = outcome.best_so_far()
         load_trainable_state(st.model, state)

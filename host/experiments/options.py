@@ -12,6 +12,7 @@ from host.experiments.errors import ExperimentError
 DEFAULT_BOARD = "sim://?seed=0"
 DEFAULT_SURROGATE = "models/surrogate.onnx"
 ENGINES = ("core", "torch")
+TRAIN_ON = ("surrogate", "board")
 
 
 def add_common_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
@@ -28,6 +29,20 @@ def add_common_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--limit-policy", choices=("refuse", "clip"), default="clip",
                    help="a trained control voltage outside the board's limits: refuse it, or clip it with a warning")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_train_on(p: Any, board_help: str) -> None:
+    """--train-on: surrogate (off-chip only, the default) or board (then in the loop: `board_help`)."""
+    p.add_argument("--train-on", choices=TRAIN_ON, default=TRAIN_ON[0],
+                   help="surrogate: train off-chip only; board: " + board_help)
+
+
+def trains_on_board(args: argparse.Namespace) -> bool:
+    """Whether --train-on board was asked for; it cannot go with --no-board."""
+    on_board = args.train_on == "board"
+    if on_board and getattr(args, "no_board", False):
+        raise ExperimentError("--train-on board needs the board: drop --no-board")
+    return on_board
 
 
 def set_threads(n: int, engine: str = "torch") -> None:

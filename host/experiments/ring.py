@@ -46,7 +46,7 @@ import numpy as np
 from host.experiments.board_session import BoardSession
 from host.experiments.errors import ExperimentError, fail
 from host.experiments.data_electrodes import AUTO, Screening, choose_electrodes, parse_data_electrodes, screen_pairs
-from host.experiments.options import add_common_arguments, run_info, set_threads
+from host.experiments.options import add_common_arguments, add_train_on, run_info, set_threads, trains_on_board
 from host.experiments.results import out_folder, progress_bar, timer, write_json
 from host.experiments.ring_loop import LoopConfig, fine_tune_on_board
 from host.experiments.surrogates import SurrogateInfo, load_surrogate
@@ -554,8 +554,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "('' for none)")
     p.add_argument("--no-export", action="store_true", help="do not write the best 2-2-1 network file")
     lc = LoopConfig()
-    p.add_argument("--train-on", choices=("surrogate", "board"), default="surrogate",
-                   help="board: after the off-chip search and its validation, fine-tune the best --loop-candidates "
+    add_train_on(p, "after the off-chip search and its validation, fine-tune the best --loop-candidates "
                         "trials in the loop (forward on the board, backward through the surrogate) and validate again")
     p.add_argument("--loop-candidates", type=int, default=lc.candidates, help="off-chip trials fine-tuned on the board")
     p.add_argument("--loop-epochs", type=int, default=lc.epochs, help="optimiser steps on the board")
@@ -618,9 +617,7 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, noise_std_na=sur.test_rmse_na, prune_keep=args.prune_keep,
                          prune_at=_prune_epochs(args.prune_at, args.epochs))
         loop_cfg = (LoopConfig(candidates=args.loop_candidates, epochs=args.loop_epochs, lr=args.loop_lr,
-                               learn_twin=args.learn_twin) if args.train_on == "board" else None)
-        if loop_cfg is not None and args.no_board:
-            raise ExperimentError("--train-on board needs the board: drop --no-board")
+                               learn_twin=args.learn_twin) if trains_on_board(args) else None)
         out = out_folder(args.out)
         chosen = choose_electrodes(choice, lambda: screen_ring(sur, cfg, "2-2-1" if "2-2-1" in archs else archs[0],
                                                                args.quiet))
