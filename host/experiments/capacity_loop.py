@@ -50,7 +50,7 @@ afresh. A board that fails mid-loop keeps the history and the best states so far
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -159,9 +159,12 @@ def check_bce(out: Any, labels: Any) -> tuple[Any, np.ndarray]:
 def fine_tune_labellings(session: BoardSession, sur: SurrogateInfo, points: np.ndarray, labels: np.ndarray,
                          solutions: np.ndarray, cfg: CapacityLoopConfig,
                          electrodes: tuple[int, ...] = PAPER_DATA_ELECTRODES, quiet: bool = True,
-                         desc: str = "in the loop") -> CapacityLoopOutcome:
+                         desc: str = "in the loop",
+                         on_epoch: Callable[[int, np.ndarray], None] | None = None) -> CapacityLoopOutcome:
     """Fine-tune labellings [T, n] of the first n `points` (volts on `electrodes`) on the board,
-    starting from their controls `solutions` [T, C]; see the module doc."""
+    starting from their controls `solutions` [T, C]; see the module doc. `on_epoch(epoch, currents)`,
+    if given, sees every training sweep's measured nA [copies * T, R n] (row copy * T + labelling,
+    column repeat * n + point), e.g. to follow a fitness of the caller's own."""
     import torch
 
     from host.experiments.capacity import margins
@@ -225,6 +228,8 @@ def fine_tune_labellings(session: BoardSession, sur: SurrogateInfo, points: np.n
                     "labelling_loss": best_copy.tolist(),
                     "separable": int(sep.sum()),
                     "passing_in_sample": int((acc >= threshold).reshape(k, t).any(axis=0).sum()), **account()})
+                if on_epoch is not None:
+                    on_epoch(ep, out.detach().numpy().copy())
                 bar.update(1)
                 if ep == cfg.epochs:
                     break

@@ -10,6 +10,18 @@ as one batched program. The start with the largest noise-free class margin is ke
 each gate's four input pairs are measured ``--repeats`` times; the decision threshold (logistic
 on the current) is re-fitted on a random 80 % of those currents and scored on the other 20 %,
 and the worst-case margin over all repeats is reported.
+
+``--train-on board`` then trains every gate on the board itself (host.experiments.gates_loop) with
+each of ``--optimisers``: ``gradient`` fine-tunes the off-chip controls in the loop (forward on the
+board, backward through the surrogate's Jacobian; all gates in one sweep, ``--loop-starts`` copies
+each, ``--loop-epochs`` steps), ``ga`` and ``spsa`` search from scratch with no surrogate
+(``--ga-generations``, ``--spsa-iterations``). Every method's final controls, the off-chip ones
+included, are checked the same way on fresh readings (worst margin, noise, their ratio; the
+held-out accuracy above), with the board points and seconds each spent training: results.json's
+``in_loop``, a table on stdout and gates_board_time.png (fitness against board seconds). A board
+that fails mid-run ends the run with exit status 2 (as in every experiment) and everything measured so far (the
+interrupted method's best controls included) in results.json, the board at 0 V; Ctrl-C keeps the
+results likewise.
 """
 from __future__ import annotations
 
@@ -26,7 +38,7 @@ from host.experiments.board_session import BoardSession
 from host.experiments.data_electrodes import (PAPER_DATA_ELECTRODES, PlacedPoints, Screening, choose_electrodes,
                                               parse_data_electrodes, place_paper_points, screen_pairs)
 from host.experiments.errors import ExperimentError, fail
-from host.experiments.options import add_common_arguments, run_info, set_threads
+from host.experiments.options import add_common_arguments, add_train_on, run_info, set_threads, trains_on_board
 from host.experiments.results import out_folder, timer, write_json
 from host.experiments.surrogates import load_surrogate
 
@@ -198,6 +210,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=d.trials, help="random starts per gate")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--repeats", type=int, default=d.repeats, help="board measurements of each input pair")
+    from host.experiments.gates_loop import OPTIMISERS, GatesLoopConfig   # it imports this module
+
+    lc = GatesLoopConfig()
+    add_train_on(p, "after the off-chip training and its validation, train every gate on the board with "
+                        "each of --optimisers (gradient: the off-chip controls fine-tuned in the loop, forward on "
+                        "the board and backward through the surrogate; ga, spsa: from scratch, no surrogate) and "
+                        "check every method's controls the same way on fresh measurements")
+    p.add_argument("--optimisers", default=",".join(lc.optimisers),
+                   help=f"with --train-on board: comma-separated subset of {','.join(OPTIMISERS)}")
+    p.add_argument("--loop-epochs", type=int, default=lc.loop_epochs, help="gradient: optimiser steps on the board")
+    p.add_argument("--loop-lr", type=float, default=lc.loop_lr, help="gradient: Adam learning rate in the loop (volts)")
+    p.add_argument("--loop-starts", type=int, default=lc.loop_starts,
+                   help="gradient: copies of each gate trained together: its off-chip controls and jittered ones")
+    p.add_argument("--ga-generations", type=int, default=lc.ga_generations,
+                   help="ga: generations on the board (population 25, 2 readings per input pair and candidate)")
+    p.add_argument("--spsa-iterations", type=int, default=lc.spsa_iterations,
+                   help="spsa: steps on the board (after the best of 300 random starts)")
+
+
+def _loop_config(args: argparse.Namespace) -> Any:
+    """--train-on board's GatesLoopConfig from the options; None when training on the surrogate."""
+    if not trains_on_board(args):
+        return None
+    from host.experiments.gates_loop import GatesLoopConfig, parse_optimisers
+
+    return GatesLoopConfig(optimisers=parse_optimisers(args.optimisers), loop_epochs=args.loop_epochs,
+                           loop_starts=args.loop_starts, loop_lr=args.loop_lr,
+                           ga_generations=args.ga_generations,
+                           spsa_iterations=args.spsa_iterations, seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -209,21 +250,26 @@ def run(args: argparse.Namespace) -> int:
             raise ExperimentError(f"--gates: choose from {', '.join(GATES)}, got {args.gates!r}")
         cfg = GatesConfig(low_v=args.low, high_v=args.high, trials=args.trials, epochs=args.epochs,
                           repeats=args.repeats, seed=args.seed)
+        loop_cfg = _loop_config(args)
         sur = load_surrogate(args.surrogate, engine=args.engine, threads=args.threads)
         choice = parse_data_electrodes(args.data_electrodes)
         out = out_folder(args.out)
         write_json(out / "config.json", {"run": run_info(args), "gates": dataclasses.asdict(cfg),
+                                         "in_loop": None if loop_cfg is None else loop_cfg.to_json(),
                                          "surrogate": {"path": sur.path, "test_rmse_na": sur.test_rmse_na}})
         chosen = choose_electrodes(choice, lambda: screen_gates(sur, cfg, gates, args.quiet))
         electrodes = chosen.electrodes
         placed = placed_points(sur, cfg, electrodes)
+        train_clock = timer()
         res = train_gates(sur, cfg, gates, electrodes)
+        off_chip_s = train_clock()
     except (ExperimentError, ValueError) as e:
         return fail(str(e))
     results: dict[str, Any] = {
         "gates": res, "data_electrodes": list(electrodes), "input_points_v": placed.volts,
         "input_levels": {"paper_v": [cfg.low_v, cfg.high_v], "mapping": placed.mapping, "note": placed.note()},
-        "data_electrodes_choice": chosen.to_json(), "noise_floor_na": sur.noise_floor_na}
+        "data_electrodes_choice": chosen.to_json(), "noise_floor_na": sur.noise_floor_na,
+        "off_chip_train_s": off_chip_s}
     notes = chosen.warnings()
     results["warnings"] = list(notes)
     if placed.scaled:
@@ -234,19 +280,40 @@ def run(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(cfg.seed)
         try:
             with BoardSession(args.board, args.limit_policy) as session:
+                def save() -> None:
+                    results["warnings"] = notes + session.warnings
+                    results["board_samples"] = session.samples
+                    write_json(out / "results.json", results)
+
                 results["board_url"] = args.board
                 for g in gates:
                     res[g].update(board_gate(session, placed.volts, GATES[g], np.asarray(res[g]["control_voltages"]),
                                              cfg.repeats, rng, electrodes))
-                    results["warnings"] = notes + session.warnings
-                    write_json(out / "results.json", results)
+                    save()
                 _board_noise(results, res, gates)
+                if loop_cfg is not None:
+                    from host.experiments.gates_loop import train_on_board
+
+                    results["in_loop"] = {}
+                    train_on_board(session, sur, placed.volts, gates, res, electrodes, loop_cfg, cfg.repeats,
+                                   off_chip_s, rng, results["in_loop"], save, args.quiet)
+                    save()
         except ExperimentError as e:
             results["error"] = str(e)
             status = fail(f"{e}; results so far are in {out / 'results.json'}")
+        except KeyboardInterrupt:
+            results["error"] = "interrupted (Ctrl-C)"
+            results["wall_s"] = clock()
+            write_json(out / "results.json", results)
+            raise
     results["wall_s"] = clock()
     write_json(out / "results.json", results)
     _plot(out / "gates.png", res)
+    if results.get("in_loop"):
+        from host.experiments.gates_loop import plot_board_time
+
+        plot_board_time(out / "gates_board_time.png", results["in_loop"],
+                        results.get("board_noise_floor_na", sur.noise_floor_na))
     for g in gates:
         r = res[g]
         line = f"{g:5s} surrogate margin {r['surrogate_margin_na']:7.2f} nA ({'ok' if r['surrogate_ok'] else 'FAIL'})"
@@ -255,5 +322,9 @@ def run(args: argparse.Namespace) -> int:
                      f"{r['board_worst_margin_na']:6.2f} nA = {r.get('board_margin_over_noise', float('nan')):.0f}x "
                      f"the noise ({'ok' if r['board_ok'] else 'FAIL'})")
         print(line)
+    if results.get("in_loop"):
+        from host.experiments.gates_loop import format_table
+
+        print(format_table(results["in_loop"]), end="")
     print(f"results in {out}")
     return status

@@ -14,9 +14,7 @@ from host.experiments.board_session import BoardSession
 from host.experiments.capacity import CAPACITY_POINTS_V, labellings
 from host.experiments.capacity_loop import (CapacityLoopConfig, check_bce, complement_representatives,
                                             fine_tune_labellings)
-from host.experiments.surrogates import load_surrogate
 
-SURROGATE = "models/surrogate.onnx"
 BOARD = "sim://?seed=0"
 #: deliberately weak off-chip training (one short attempt, one short second search): about half
 #: the labellings of 5 points fail the device check, so the loop has work to do
@@ -25,15 +23,8 @@ WEAK = ["capacity", "--n-min", "5", "--n-max", "5", "--attempts", "1", "--epochs
 
 
 @pytest.fixture(autouse=True)
-def _keep_threads():
-    n = torch.get_num_threads()
+def _keep_threads(keep_threads):
     yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def sur():
-    return load_surrogate(SURROGATE, engine="core", threads=1)
 
 
 def _results(out: Path) -> dict:

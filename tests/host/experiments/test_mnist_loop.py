@@ -33,11 +33,6 @@ def data():
     return load_mnist()
 
 
-@pytest.fixture(scope="module")
-def sur():
-    return load_surrogate(SURROGATE, engine="core", threads=1)
-
-
 def _loop(session: BoardSession, sur) -> BoardLoop:
     return session.in_loop(sur.model)
 
