@@ -147,7 +147,8 @@ def board_gate(session: BoardSession, pts: np.ndarray, truth: tuple[int, ...], c
     """Measure one gate on the board; threshold re-fitted on 80 % of the currents, scored on 20 %."""
     import torch
 
-    from host.networks.logistic import fit_logistic, logistic_logits
+    from host.experiments.gates_on_board import worst_margin
+    from host.networks.logistic import fitted_correct
 
     v = place_volts(np.broadcast_to(pts[None], (repeats,) + pts.shape), np.asarray(controls)[None, None, :],
                     electrodes)
@@ -156,12 +157,9 @@ def board_gate(session: BoardSession, pts: np.ndarray, truth: tuple[int, ...], c
     c = cur.reshape(-1)
     perm = rng.permutation(c.size)
     hold, fit = perm[: max(1, c.size // 5)], perm[max(1, c.size // 5):]
-    xf = torch.as_tensor(c[fit])[None]
-    w, b = fit_logistic(xf, torch.as_tensor(y[fit])[None])
-    lg = logistic_logits(torch.as_tensor(c[hold])[None], xf, w, b)[0].numpy()
-    acc = float(np.mean((lg > 0) == (y[hold] > 0.5)))
-    ones, zeros = cur[:, np.asarray(truth) == 1], cur[:, np.asarray(truth) == 0]
-    margin = max(ones.min() - zeros.max(), zeros.min() - ones.max())
+    acc = float(fitted_correct(torch.as_tensor(c[fit])[None], torch.as_tensor(y[fit])[None],
+                               torch.as_tensor(c[hold])[None], torch.as_tensor(y[hold])[None]).mean())
+    margin = worst_margin(cur, truth)
     return {"board_currents_mean_na": cur.mean(axis=0).tolist(), "board_currents_std_na": cur.std(axis=0).tolist(),
             "board_heldout_accuracy": acc, "board_worst_margin_na": float(margin), "board_ok": bool(acc == 1.0)}
 

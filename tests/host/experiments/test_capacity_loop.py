@@ -22,9 +22,7 @@ WEAK = ["capacity", "--n-min", "5", "--n-max", "5", "--attempts", "1", "--epochs
         "--systems", "device", "--repeats", "5", "--threads", "1", "--quiet", "--board", BOARD]
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads(keep_threads):
-    yield
+pytestmark = pytest.mark.usefixtures("keep_threads")     # the CLI runs set torch's threads
 
 
 def _results(out: Path) -> dict:

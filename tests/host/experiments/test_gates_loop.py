@@ -24,9 +24,7 @@ SMALL = ["gates", "--train-on", "board", "--gates", "XOR,AND", "--trials", "4", 
          "--threads", "1", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads(keep_threads):
-    yield
+pytestmark = pytest.mark.usefixtures("keep_threads")     # the CLI runs set torch's threads
 
 
 def _results(out: Path) -> dict:
