@@ -63,9 +63,20 @@ def adc_span_for(tia_range_na: tuple[float, float]) -> tuple[float, float]:
     return (-step * ADC_SCALE_CODES, step * ADC_SCALE_CODES)
 
 
+def n_devices_of(device: AnalogDevice) -> int:
+    """How many devices sit on the analog side (a `DeviceArray` carries several)."""
+    return len(getattr(device, "members", (device,)))
+
+
 def device_fit(device: AnalogDevice) -> tuple[tuple[tuple[float, float], ...], tuple[float, float]]:
     """(working ranges V, TIA range nA) that `device` declares (`working_ranges_v`, `tia_range_na`,
-    as a twin does), else the virtual device's (DEFAULT_LIMITS_V, TIA_RANGE_NA)."""
+    as a twin does), else the virtual device's (DEFAULT_LIMITS_V, TIA_RANGE_NA). For several
+    devices: every device's ranges in turn (K x 7 pairs) and a TIA range covering all of theirs."""
+    members = getattr(device, "members", None)
+    if members is not None:
+        fits = [device_fit(m) for m in members]
+        return (tuple(p for r, _ in fits for p in r),
+                (min(t[0] for _, t in fits), max(t[1] for _, t in fits)))
     ranges = getattr(device, "working_ranges_v", None) or DEFAULT_LIMITS_V
     tia = getattr(device, "tia_range_na", None) or TIA_RANGE_NA
     return (tuple((float(lo), float(hi)) for lo, hi in ranges), (float(tia[0]), float(tia[1])))
@@ -123,8 +134,9 @@ class BoardConfig:
             raise ValueError(f"dac_bits must be 8..16, got {self.dac_bits}")
         if not 8 <= self.adc_bits <= 24:
             raise ValueError(f"adc_bits must be 8..24, got {self.adc_bits}")
-        if self.limits_v is not None:
-            check_limits(self.limits_v, self.dac_span_v)
+        if self.limits_v is not None:      # 7 pairs, or K x 7 once completed for K devices
+            n = len(self.limits_v)
+            check_limits(self.limits_v, self.dac_span_v, n if n and n % N_ELECTRODES == 0 else N_ELECTRODES)
         if self.adc_span_na is not None and not self.adc_span_na[0] < 0 < self.adc_span_na[1]:
             raise ValueError(f"adc_span_na must be (lo, hi) with lo < 0 < hi, got {self.adc_span_na!r}")
         if self.max_slew_v_per_s <= 0 or self.watchdog_s <= 0 or self.sample_period_s <= 0:
@@ -137,8 +149,10 @@ class BoardConfig:
         are the device's working ranges, the ADC's full scale (unless given) follows its TIA
         range. ValueError if the device's ranges cannot be the board's limits."""
         ranges, tia = device_fit(device)
+        k = n_devices_of(device)
+        given = None if self.limits_v is None else tuple(self.limits_v[:N_ELECTRODES]) * k
         try:
-            limits = self.limits_v if self.limits_v is not None else check_limits(ranges, self.dac_span_v)
+            limits = given if given is not None else check_limits(ranges, self.dac_span_v, k * N_ELECTRODES)
         except ValueError as e:
             raise ValueError(f"the device's working ranges cannot be the board's limits ({e}); give limits=") from None
         span = self.adc_span_na if self.adc_span_na is not None else adc_span_for(tia)
@@ -155,11 +169,11 @@ class BoardConfig:
         return (self.adc_span_na[1] - self.adc_span_na[0]) / (1 << self.adc_bits)
 
 
-def check_limits(limits_v: tuple[tuple[float, float], ...],
-                 dac_span_v: tuple[float, float]) -> tuple[tuple[float, float], ...]:
-    """`limits_v` if it is N_ELECTRODES (lo, hi) pairs within the DAC span around 0 V, else ValueError."""
-    if len(limits_v) != N_ELECTRODES:
-        raise ValueError(f"limits_v needs {N_ELECTRODES} (lo, hi) pairs, got {len(limits_v)}")
+def check_limits(limits_v: tuple[tuple[float, float], ...], dac_span_v: tuple[float, float],
+                 channels: int = N_ELECTRODES) -> tuple[tuple[float, float], ...]:
+    """`limits_v` if it is `channels` (lo, hi) pairs within the DAC span around 0 V, else ValueError."""
+    if len(limits_v) != channels:
+        raise ValueError(f"limits_v needs {channels} (lo, hi) pairs, got {len(limits_v)}")
     lo_s, hi_s = dac_span_v
     for c, (lo, hi) in enumerate(limits_v):
         if not (lo_s <= lo <= 0.0 <= hi <= hi_s) or lo >= hi:
@@ -228,21 +242,28 @@ class Firmware:
         self.protocol = protocol
         self.device = device
         self.clock = clock
+        #: devices on the analog side, each behind N_ELECTRODES DAC channels and one readout
+        self.n_devices = n_devices_of(device)
+        self.channels = N_ELECTRODES * self.n_devices
+        # RESULT frames carry one code per device per sample; the sweep buffer holds as many
+        # DAC codes as for one device
+        self.max_block_samples = min(config.max_block_samples, (P.MAX_PAYLOAD - 11) // (4 * self.n_devices))
+        self.max_sweep_samples = max(1, config.max_sweep_samples // self.n_devices)
         self.lock = threading.Condition()
         self.decoder = P.FrameDecoder(self.protocol)
         self.counters = dict.fromkeys(COUNTER_NAMES, 0)
         self.errors: deque[tuple[int, int, int]] = deque()
         self.cache: OrderedDict[int, tuple[int, list[bytes]]] = OrderedDict()
         rng = np.random.default_rng([config.seed, 0xDAC])
-        self.dac_gain = 1.0 + config.dac_gain_error * rng.standard_normal(N_ELECTRODES)
-        self.dac_offset = config.dac_offset_error_v * rng.standard_normal(N_ELECTRODES)
+        self.dac_gain = 1.0 + config.dac_gain_error * rng.standard_normal(self.channels)
+        self.dac_offset = config.dac_offset_error_v * rng.standard_normal(self.channels)
         lsb, v0 = config.dac_lsb_v, config.dac_span_v[0]
         self.limit_codes = np.array(
             [[math.ceil((lo - v0) / lsb - 1e-9), math.floor((hi - v0) / lsb + 1e-9)]
              for lo, hi in config.limits_v], dtype=np.int64)
         self.zero_code = int(round(-v0 / lsb))
         self.t_boot = clock()
-        zero = np.zeros(N_ELECTRODES)
+        zero = np.zeros(self.channels)
         self.ramp = _Ramp(zero.copy(), zero.copy(), self.t_boot, config.max_slew_v_per_s)
         self.armed = False          # power-up: safe state latched, outputs at 0 V
         self.connected = False
@@ -280,10 +301,10 @@ class Firmware:
             "firmware": f"dnpu-bench-sim {FIRMWARE_VERSION}",
             "model": "DNPU-BENCH-SIM",
             "serial": f"SIM-{c.seed:08d}",
-            "channels": N_ELECTRODES,
+            "channels": self.channels,
             "dac_bits": c.dac_bits,
             "adc_bits": c.adc_bits,
-            "dac": [{"volts_per_code": lsb, "volts_at_code0": v0} for _ in range(N_ELECTRODES)],
+            "dac": [{"volts_per_code": lsb, "volts_at_code0": v0} for _ in range(self.channels)],
             "adc": {"na_per_code": c.adc_lsb_na, "na_at_code0": 0.0,
                     "full_scale_na": list(c.adc_span_na)},
             "limits_v": [list(p) for p in c.limits_v],
@@ -294,17 +315,27 @@ class Firmware:
             "sample_period_ns": {"default": int(round(c.sample_period_s * 1e9)),
                                  "min": c.min_period_ns, "max": c.max_period_ns},
             "max_oversample": c.max_oversample,
-            "max_sweep_samples": c.max_sweep_samples,
-            "max_block_samples": c.max_block_samples,
+            "max_sweep_samples": self.max_sweep_samples,
+            "max_block_samples": self.max_block_samples,
             "max_payload": P.MAX_PAYLOAD,
             "link_bytes_per_s": 0,                 # a pty or socket: not limited by a baud rate
             "fifo_blocks": c.fifo_blocks,
             "realtime": c.realtime,
             "commands": [m.name for m in self.protocol.messages if m.kind == "cmd"],
             "counters": list(COUNTER_NAMES),
-            "device": self.device.describe,
+            "device": self._member(0).describe,
         }
+        if self.n_devices > 1:        # a one-device board declares no n_devices (read as 1), as before 1.2
+            ident["n_devices"] = self.n_devices
+            ident["devices"] = [
+                {"index": k, "channels": [k * N_ELECTRODES, (k + 1) * N_ELECTRODES],
+                 "limits_v": [list(p) for p in c.limits_v[k * N_ELECTRODES:(k + 1) * N_ELECTRODES]],
+                 "device": self._member(k).describe}
+                for k in range(self.n_devices)]
         return json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
+
+    def _member(self, k: int) -> AnalogDevice:
+        return getattr(self.device, "members", (self.device,))[k]
 
     # ---- helpers ----------------------------------------------------------------------
     def _push_error(self, code: int, seq: int, arg: int) -> None:
@@ -334,7 +365,7 @@ class Firmware:
     def _trip(self, t: float, reason: int) -> None:
         """Watchdog / port closed / SAFE: ramp to 0 V at max slew and latch the safe state."""
         self._abort_sweep(t)
-        self._ramp_to(np.zeros(N_ELECTRODES), self.cfg.max_slew_v_per_s, t)
+        self._ramp_to(np.zeros(self.channels), self.cfg.max_slew_v_per_s, t)
         if self.armed and reason != 0:
             self.counters["watchdog_trips"] += 1
             self._push_error(P.ERR_WATCHDOG, 0, reason)
@@ -437,7 +468,7 @@ class Firmware:
         last = min(first + s.block, s.n)
         flags = P.RESULT_LAST if b == s.n_blocks - 1 else 0
         self.counters["blocks_sent"] += 1
-        return self._frame("RESULT", b, s.id, b, first, flags, tail=s.results[first:last],
+        return self._frame("RESULT", b, s.id, b, first, flags, tail=s.results[first:last].reshape(-1),
                            flags=P.FLAG_STREAM)
 
     # ---- compute worker interface -----------------------------------------------------
@@ -460,8 +491,9 @@ class Firmware:
         return self.convert(job.volts, job.sweep.period_s, job.sweep.oversample)
 
     def convert(self, volts: np.ndarray, period_s: float, oversample: int) -> np.ndarray:
-        """ADC codes for the DAC pins' volts [n, 7]: the device, then the ADC (the only caller of
-        device.convert; the qemu port's analog emulator converts through it too)."""
+        """ADC codes for the DAC pins' volts [n, channels]: the device, then the ADC (the only
+        caller of device.convert; the qemu port's analog emulator converts through it too);
+        [n] for one device, [n, K] for K."""
         na = self.device.convert(volts, period_s, oversample)
         return self.adc(np.asarray(na, dtype=np.float64))
 
@@ -493,7 +525,7 @@ class Firmware:
                 s.n_blocks = s.produced  # nothing after the loss is valid
                 return
             first = job.block * s.block
-            s.results[first:first + len(codes)] = codes
+            s.results[first:first + len(codes)] = codes.reshape(len(codes), self.n_devices)
             s.produced += 1
 
     # ---- command handling -------------------------------------------------------------
@@ -579,17 +611,19 @@ class Firmware:
         self.counters["limit_rejects"] += 1
         v = float(self.codes_to_nominal(codes[row, ch]))
         lo_v, hi_v = self.cfg.limits_v[ch]
-        return self._error(seq, P.ERR_LIMIT, ((offset + row) << 3) | ch,
-                           f"{ELECTRODE_NAMES[ch]} sample {offset + row}: {v:.6f} V outside [{lo_v}, {hi_v}] V")
+        dev, e = divmod(ch, N_ELECTRODES)
+        name = ELECTRODE_NAMES[e] if self.n_devices == 1 else f"device {dev} {ELECTRODE_NAMES[e]}"
+        return self._error(seq, P.ERR_LIMIT, ((offset + row) << 3) | e,
+                           f"{name} sample {offset + row}: {v:.6f} V outside [{lo_v}, {hi_v}] V")
 
     def _cmd_set(self, seq: int, v: tuple, tail, t: float) -> list[bytes]:
         (rate_mv,) = v
-        if len(tail) != N_ELECTRODES:
+        if len(tail) != self.channels:
             self.counters["malformed"] += 1
-            return self._error(seq, P.ERR_MALFORMED, len(tail), f"SET needs {N_ELECTRODES} codes")
+            return self._error(seq, P.ERR_MALFORMED, len(tail), f"SET needs {self.channels} codes")
         if self.sweep is not None and self.sweep.running:
             return self._error(seq, P.ERR_BUSY, 0, "a sweep is running")
-        codes = np.asarray(tail, dtype=np.int64).reshape(1, N_ELECTRODES)
+        codes = np.asarray(tail, dtype=np.int64).reshape(1, self.channels)
         err = self._check_limits(seq, codes, 0)
         if err:
             return err
@@ -623,21 +657,21 @@ class Firmware:
         if self.sweep is not None and self.sweep.running:
             return self._error(seq, P.ERR_BUSY, self.sweep.id, "a sweep is running; abort it first")
         problems = []
-        if not 1 <= n <= c.max_sweep_samples:
-            problems.append(f"n_samples {n} not in 1..{c.max_sweep_samples}")
+        if not 1 <= n <= self.max_sweep_samples:
+            problems.append(f"n_samples {n} not in 1..{self.max_sweep_samples}")
         if not 1 <= os_ <= c.max_oversample:
             problems.append(f"oversample {os_} not in 1..{c.max_oversample}")
         if not c.min_period_ns <= period_ns <= c.max_period_ns:
             problems.append(f"period_ns {period_ns} not in {c.min_period_ns}..{c.max_period_ns}")
-        if not 1 <= block <= c.max_block_samples:
-            problems.append(f"block_samples {block} not in 1..{c.max_block_samples}")
+        if not 1 <= block <= self.max_block_samples:
+            problems.append(f"block_samples {block} not in 1..{self.max_block_samples}")
         if problems:
             return self._error(seq, P.ERR_BAD_ARGUMENT, 0, "; ".join(problems))
         n_blocks = -(-n // block)
         self.overflowed = False
         self.sweep = _Sweep(sid, n, os_, period_ns * 1e-9, block,
-                            np.zeros((n, N_ELECTRODES), np.uint16), np.zeros(n, bool),
-                            np.zeros(n, np.int32), n_blocks)
+                            np.zeros((n, self.channels), np.uint16), np.zeros(n, bool),
+                            np.zeros((n, self.n_devices), np.int32), n_blocks)
         return [self._frame("ACK", seq)]
 
     def _sweep_for(self, seq: int, sid: int) -> tuple[_Sweep | None, list[bytes]]:
@@ -653,13 +687,13 @@ class Firmware:
             return err
         if s.running or s.finished:
             return self._error(seq, P.ERR_BUSY, sid, "sweep already started")
-        if len(tail) % N_ELECTRODES:
+        if len(tail) % self.channels:
             self.counters["malformed"] += 1
-            return self._error(seq, P.ERR_MALFORMED, len(tail), f"codes not a multiple of {N_ELECTRODES}")
-        k = len(tail) // N_ELECTRODES
+            return self._error(seq, P.ERR_MALFORMED, len(tail), f"codes not a multiple of {self.channels}")
+        k = len(tail) // self.channels
         if offset + k > s.n:
             return self._error(seq, P.ERR_BAD_SWEEP, offset, f"offset {offset}+{k} beyond {s.n} samples")
-        codes = np.asarray(tail).reshape(k, N_ELECTRODES)
+        codes = np.asarray(tail).reshape(k, self.channels)
         err = self._check_limits(seq, codes.astype(np.int64), offset)
         if err:
             return err

@@ -4,6 +4,10 @@ surrogate file in `twin.py`).
 
 `LinearDevice` is deterministic and noise-free, so a test can compute exactly what the host
 must receive and detect any corrupted, duplicated or reordered sample.
+
+A board may carry several devices (`devices=K`, or `chips=S0,S1,...`): `DeviceArray` puts K
+analog devices side by side, each behind its own 7 DAC channels and its own readout, so that
+one hardware-timed row drives all of them at once.
 """
 from __future__ import annotations
 
@@ -19,6 +23,22 @@ from firmware_sim.physics import DeviceParams, NullDevice, VirtualDNPU
 from firmware_sim.twin import DRIFT_TAU_S, SurrogateDevice, TwinFile
 
 DEVICE_KINDS = ("dnpu", "null", "linear", "surrogate")
+#: the most devices one simulated board carries (K x 7 DAC channels, K readouts)
+MAX_DEVICES = 16
+#: noise seeds of a repeated chip's later copies start here (device index added): chips=0,0,0
+#: gives three copies of chip 0, each with its own noise
+_COPY_NOISE_BASE = 1 << 40
+
+
+def parse_chips(text: str) -> tuple[int, ...]:
+    """'0,0,3' -> (0, 0, 3): each device's chip seed."""
+    try:
+        chips = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"cannot parse {text!r}; use seed[,seed...], e.g. 0,0,0") from None
+    if any(c < 0 for c in chips):
+        raise ValueError(f"chip seeds must be >= 0, got {text!r}")
+    return chips
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,11 @@ class DeviceOptions:
                                   f"(time constant {DRIFT_TAU_S:g} s of sample time), x noise",
                              unit="nA", name="drift")
     n_sites: int = option(DeviceParams.n_sites, "dopant sites of the virtual DNPU")
+    devices: int = option(1, f"devices on the board (1..{MAX_DEVICES}): K x {N_ELECTRODES} DAC channels and K "
+                             "readouts; device k is the chip of seed+k")
+    chips: tuple[int, ...] | None = option(None, "each device's chip seed, comma-separated (sets devices=; "
+                                                 "0,0,0: three copies of chip 0 with independent noise)",
+                                           parse=parse_chips, default_text="seed, seed+1, ...")
     fail_after_rows: int | None = option(None, "fault injection (linear device): the analog side "
                                                "raises once this many rows ran", parse=int)
 
@@ -60,10 +85,35 @@ class DeviceOptions:
         for name, v in (("noise", self.noise), ("noise_na", self.noise_na), ("drift", self.drift_na)):
             if v is not None and not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {v!r}")
+        if self.chips is not None and self.devices not in (1, len(self.chips)):
+            raise ValueError(f"devices={self.devices} but chips= names {len(self.chips)} chips")
+        k = len(self.chips) if self.chips is not None else self.devices
+        if not 1 <= k <= MAX_DEVICES:
+            raise ValueError(f"devices must be 1..{MAX_DEVICES}, got {k}")
+        if k > 1 and self.fail_after_rows is not None:
+            raise ValueError("fail_after_rows needs a single device")
+
+    def chip_seeds(self, seed: int) -> tuple[int, ...]:
+        """Each device's chip seed on a board of `seed`: chips= if given, else seed, seed+1, ..."""
+        if self.chips is not None:
+            return self.chips
+        return tuple(seed + k for k in range(self.devices))
 
 
 def make_device(opts: DeviceOptions, seed: int) -> AnalogDevice:
-    """The device `opts` describe, drawn from `seed` (ValueError for bad parameters)."""
+    """What sits on the analog side of a board of `seed`: the device `opts` describe, or, for
+    several devices, a `DeviceArray` of them (ValueError for bad parameters). A device is the
+    chip of its seed with that chip's own noise; a later copy of a chip repeated in chips=
+    draws its noise from a seed of its own."""
+    chips = opts.chip_seeds(seed)
+    if len(chips) == 1:
+        return _one_device(opts, chips[0], None)
+    members = [_one_device(opts, c, None if c not in chips[:k] else _COPY_NOISE_BASE + k)
+               for k, c in enumerate(chips)]
+    return DeviceArray(tuple(members))
+
+
+def _one_device(opts: DeviceOptions, seed: int, noise_seed: int | None) -> AnalogDevice:
     if opts.device == "linear":
         return LinearDevice(seed, opts.fail_after_rows)
     if opts.device == "null":
@@ -73,9 +123,43 @@ def make_device(opts: DeviceOptions, seed: int) -> AnalogDevice:
         file = TwinFile.load(opts.model)
         level = 1.0 if opts.noise is None else opts.noise
         noise_na = level * file.noise_floor_na if opts.noise_na is None else opts.noise_na
-        return SurrogateDevice(file, seed, noise_na, level * opts.drift_na)
-    kwargs = {} if opts.noise is None else {"noise_level": opts.noise}
+        return SurrogateDevice(file, seed if noise_seed is None else noise_seed, noise_na, level * opts.drift_na)
+    kwargs: dict = {} if opts.noise is None else {"noise_level": opts.noise}
+    if noise_seed is not None:
+        kwargs["noise_seed"] = noise_seed
     return VirtualDNPU.from_seed(seed, opts.n_sites, **kwargs)
+
+
+@dataclass(frozen=True)
+class DeviceArray:
+    """K analog devices side by side: row r of the volts [n, K x 7] drives device k with columns
+    7k..7k+6, and the readout is [n, K]. The devices sit on one board, so they share its sample
+    clock; each keeps its own state, drift and noise."""
+
+    members: tuple[AnalogDevice, ...]
+
+    @property
+    def n_devices(self) -> int:
+        return len(self.members)
+
+    @property
+    def describe(self) -> dict:
+        return {"model": "device-array", "devices": [m.describe for m in self.members]}
+
+    def convert(self, volts: np.ndarray, sample_period_s: float, oversample: int = 1) -> np.ndarray:
+        v = np.asarray(volts)
+        k = self.n_devices
+        if v.ndim != 2 or v.shape[1] != k * N_ELECTRODES:
+            raise ValueError(f"volts must be [n, {k * N_ELECTRODES}], got shape {v.shape}")
+        out = np.empty((len(v), k))
+        for i, m in enumerate(self.members):
+            part = np.ascontiguousarray(v[:, i * N_ELECTRODES:(i + 1) * N_ELECTRODES])
+            out[:, i] = m.convert(part, sample_period_s, oversample)
+        return out
+
+    def reset(self) -> None:
+        for m in self.members:
+            m.reset()
 
 
 class LinearDevice:

@@ -121,6 +121,9 @@ def native_argv(cfg: BoardConfig, dev: DeviceOptions, exit_on_stdin_eof: bool) -
                          "evaluator): use firmware=python or firmware=qemu for a digital twin")
     if dev.device not in NATIVE_DEVICES:
         raise ValueError(f"firmware=native serves device={'|'.join(NATIVE_DEVICES)}, not {dev.device!r}")
+    if len(dev.chip_seeds(cfg.seed)) > 1:
+        raise ValueError("firmware=native carries one device; a board of several (devices=, chips=) "
+                         "needs firmware=python")
     if not 1 <= cfg.fifo_blocks <= NATIVE_MAX_FIFO_BLOCKS:
         raise ValueError(f"firmware=native needs fifo_blocks in 1..{NATIVE_MAX_FIFO_BLOCKS}, got {cfg.fifo_blocks}")
     if not NATIVE_BINARY.exists():

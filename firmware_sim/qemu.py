@@ -66,6 +66,9 @@ def qemu_board(cfg: BoardConfig, dev: DeviceOptions) -> Firmware:
     the identity (serial) the qemu board reports."""
     if cfg.fifo_blocks < 1:
         raise ValueError(f"firmware=qemu needs fifo_blocks >= 1, got {cfg.fifo_blocks}")
+    if len(dev.chip_seeds(cfg.seed)) > 1:
+        raise ValueError("firmware=qemu carries one device; a board of several (devices=, chips=) "
+                         "needs firmware=python")
     return Firmware(cfg, make_device(dev, cfg.seed))
 
 

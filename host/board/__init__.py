@@ -8,13 +8,13 @@ import serial
 from host.board.errors import (BoardDisconnected, BoardError, BoardOverflow, BoardTimeout,
                                IncompatibleBoard, LimitError, ProtocolError, RemoteError,
                                RemoteLimitError, RemoteSafeState, SafeStateError)
-from host.board.instrument import Board, BoardOptions
+from host.board.instrument import Board, BoardOptions, DeviceView
 from host.board.limits import FLOAT32_SLACK_V, check_volts
 
 URL_HANDLERS = "host.board.urlhandler"
 if URL_HANDLERS not in serial.protocol_handler_packages:
     serial.protocol_handler_packages.append(URL_HANDLERS)
 
-__all__ = ["Board", "BoardOptions", "FLOAT32_SLACK_V", "check_volts", "BoardError", "ProtocolError",
+__all__ = ["Board", "BoardOptions", "DeviceView", "FLOAT32_SLACK_V", "check_volts", "BoardError", "ProtocolError",
            "IncompatibleBoard", "LimitError", "BoardTimeout", "BoardDisconnected", "SafeStateError",
            "BoardOverflow", "RemoteError", "RemoteLimitError", "RemoteSafeState"]

@@ -4,6 +4,11 @@ Opening shakes hands (HELLO), reads the identity, takes the calibration and the 
 from it and re-arms the board; `set`, `measure`, `zero`, `status`, `errors` and `counters` are
 the instrument's operations. Volts become DAC codes here (after `check_volts`), travel as
 codes through the sweep streamer and the link, and come back as ADC codes that become nA here.
+
+A board may carry several devices (identity `n_devices`, protocol 1.2): K x 7 DAC channels and K
+readouts. `set` and `measure` address device 0 unless given `device=`, and leave the other
+devices where they are; `set_devices` and `measure_devices` drive several devices at once, one
+hardware-timed row setting all of them, so they compute in parallel.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import json
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -196,18 +201,27 @@ class Board:
         missing = [k for k in _IDENTITY_KEYS if k not in ident]
         if missing:
             raise ProtocolError(f"identity lacks {missing}")
-        if ident["channels"] != N_ELECTRODES:
-            raise ProtocolError(f"board has {ident['channels']} channels, driver expects {N_ELECTRODES}")
+        k = ident.get("n_devices", 1)          # protocol < 1.2: one device
+        if not (isinstance(k, int) and k >= 1) or ident["channels"] != N_ELECTRODES * k:
+            raise ProtocolError(f"board has {ident['channels']} channels for {k!r} devices; the driver "
+                                f"expects {N_ELECTRODES} per device")
         return ident
 
     def _setup_calibration(self) -> None:
         ident = self.identity
         dac = ident["dac"]
+        #: devices on the board, and DAC channels (N_ELECTRODES per device)
+        self.n_devices = int(ident.get("n_devices", 1))
+        self.channels = c = N_ELECTRODES * self.n_devices
+        if len(dac) != c:
+            raise ProtocolError(f"identity calibrates {len(dac)} DAC channels of {c}")
         self._v_per_code = np.array([d["volts_per_code"] for d in dac], dtype=np.float64)
         self._v_at_0 = np.array([d["volts_at_code0"] for d in dac], dtype=np.float64)
         # The electrode limits, declared by the board: every voltage is checked against these.
-        self.limits_v = np.array(ident["limits_v"], dtype=np.float64).reshape(N_ELECTRODES, 2)
-        self._limit_codes = np.array(ident["limit_codes"], dtype=np.int64).reshape(N_ELECTRODES, 2)
+        #: [K, 7, 2]: each device's electrode limits; `limits_v` is device 0's
+        self.device_limits_v = np.array(ident["limits_v"], dtype=np.float64).reshape(self.n_devices, N_ELECTRODES, 2)
+        self.limits_v = self.device_limits_v[0]
+        self._limit_codes = np.array(ident["limit_codes"], dtype=np.int64).reshape(c, 2)
         self._na_per_code = float(ident["adc"]["na_per_code"])
         self._na_at_0 = float(ident["adc"]["na_at_code0"])
         self.max_slew_v_per_s = float(ident["max_slew_v_per_s"])
@@ -224,20 +238,67 @@ class Board:
                                          o.adapt_grow_after, enabled=o.adapt)
         self.sweeps = SweepStream(self.link, sizes, o.stall_timeout_s, adapt)
 
-    # ---- volts <-> codes ----------------------------------------------------------------
-    def validate(self, volts: Any) -> np.ndarray:
-        """float64 [n, 7] within the board's limits, or LimitError naming the electrode."""
-        return check_volts(volts, self.limits_v)
+    # ---- devices --------------------------------------------------------------------------
+    def device_index(self, device: int) -> int:
+        """`device` if the board has it, else ValueError."""
+        if isinstance(device, bool) or not isinstance(device, (int, np.integer)) or not 0 <= device < self.n_devices:
+            raise ValueError(f"device {device!r}: the board carries devices 0..{self.n_devices - 1}")
+        return int(device)
 
-    def volts_to_codes(self, volts: Any) -> np.ndarray:
-        v = np.ascontiguousarray(self.validate(volts))
+    def _columns(self, device: int) -> slice:
+        d = self.device_index(device)
+        return slice(d * N_ELECTRODES, (d + 1) * N_ELECTRODES)
+
+    def _device_list(self, devices: Sequence[int] | None) -> list[int]:
+        ds = list(range(self.n_devices)) if devices is None else [self.device_index(d) for d in devices]
+        if len(set(ds)) != len(ds) or not ds:
+            raise ValueError(f"devices {devices!r} must be distinct and not empty")
+        return ds
+
+    def device_view(self, device: int) -> "DeviceView":
+        """One device of this board as a board of its own (identity, limits_v, measure, set,
+        zero): what sampling and the experiments take; the other devices hold their targets."""
+        return DeviceView(self, self.device_index(device))
+
+    # ---- volts <-> codes ----------------------------------------------------------------
+    def validate(self, volts: Any, device: int = 0) -> np.ndarray:
+        """float64 [n, 7] within the limits of `device`, or LimitError naming the electrode."""
+        what = "volts" if self.n_devices == 1 else f"device {device} volts"
+        return check_volts(volts, self.device_limits_v[self.device_index(device)], what)
+
+    def volts_to_codes(self, volts: Any, device: int = 0) -> np.ndarray:
+        """DAC codes uint16 [n, 7] of `device` for volts [n, 7] (checked against its limits)."""
+        cols = self._columns(device)
+        return self._to_codes(self.validate(volts, device), self._v_at_0[cols], self._v_per_code[cols],
+                              self._limit_codes[cols])
+
+    def _full_codes(self, volts: dict[int, np.ndarray], hold: np.ndarray) -> np.ndarray:
+        """Codes [n, channels]: each device of `volts` ({device: [n, 7]}) at its volts, the others
+        at the codes `hold` [channels] (every device's volts checked first)."""
+        checked = {d: self.validate(v, d) for d, v in volts.items()}
+        n = len(next(iter(checked.values())))
+        if any(len(v) != n for v in checked.values()):
+            raise LimitError("every device needs the same number of rows")
+        if len(checked) == self.n_devices:
+            out = np.empty((n, self.channels), np.uint16)
+        else:
+            out = np.tile(np.asarray(hold, np.uint16), (n, 1))
+        for d, v in checked.items():
+            cols = self._columns(d)
+            out[:, cols] = self._to_codes(v, self._v_at_0[cols], self._v_per_code[cols], self._limit_codes[cols])
+        return out
+
+    @staticmethod
+    def _to_codes(v: np.ndarray, v_at_0: np.ndarray, v_per_code: np.ndarray, limit_codes: np.ndarray) -> np.ndarray:
+        v = np.ascontiguousarray(v)
+        width = v.shape[1]
         out = np.empty(v.shape, dtype=np.uint16)
         rows = min(1 << 14, len(v))     # per chunk: flat loops against tiled constants, in cache
         if rows == 0:
             return out
-        v0, per_code = np.tile(self._v_at_0, rows), np.tile(self._v_per_code, rows)
-        lo, hi = (np.tile(self._limit_codes[:, k].astype(np.float64), rows) for k in (0, 1))
-        flat_v, flat_out, m = v.reshape(-1), out.reshape(-1), rows * N_ELECTRODES
+        v0, per_code = np.tile(v_at_0, rows), np.tile(v_per_code, rows)
+        lo, hi = (np.tile(limit_codes[:, k].astype(np.float64), rows) for k in (0, 1))
+        flat_v, flat_out, m = v.reshape(-1), out.reshape(-1), rows * width
         tmp = np.empty(m)
         for i in range(0, len(flat_v), m):
             c = flat_v[i:i + m]
@@ -252,8 +313,11 @@ class Board:
             flat_out[i:i + n] = x
         return out
 
-    def codes_to_volts(self, codes: np.ndarray) -> np.ndarray:
-        return self._v_at_0 + codes.astype(np.float64) * self._v_per_code
+    def codes_to_volts(self, codes: np.ndarray, device: int = 0) -> np.ndarray:
+        """Nominal volts of DAC codes [..., 7] of `device`, or of all channels [..., channels]."""
+        c = np.asarray(codes)
+        cols = slice(None) if c.shape[-1] == self.channels else self._columns(device)
+        return self._v_at_0[cols] + c.astype(np.float64) * self._v_per_code[cols]
 
     # ---- commands -----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -268,29 +332,54 @@ class Board:
         """Ask the board to ramp to 0 V and latch its safe state."""
         self.link.request("SAFE")
 
-    def outputs(self) -> dict[str, np.ndarray]:
-        """The DAC outputs now (slew-limited) and their targets, in volts (nominal calibration)."""
+    def _output_codes(self) -> np.ndarray:
+        """[2, channels]: the DAC output codes now, and their targets."""
         f = self.link.expect("OUTPUTS", "GET_OUTPUTS")
         codes = f["tail"].astype(np.int64)
-        if codes.size != 2 * N_ELECTRODES:
-            raise ProtocolError(f"OUTPUTS carries {codes.size} codes")
-        return {"volts": self.codes_to_volts(codes[:N_ELECTRODES]),
-                "target": self.codes_to_volts(codes[N_ELECTRODES:])}
+        if codes.size != 2 * self.channels:
+            raise ProtocolError(f"OUTPUTS carries {codes.size} codes for {self.channels} channels")
+        return codes.reshape(2, self.channels)
 
-    def set(self, volts7: Any, ramp: bool = True, wait: bool = True) -> float:
-        """Set the 7 electrodes. The board slews (never jumps); `ramp` picks the gentle host rate
-        (`options.ramp_v_per_s`) instead of the board's max slew. Returns the ramp time in s."""
+    def outputs(self, device: int | None = None) -> dict[str, np.ndarray]:
+        """The DAC outputs now (slew-limited) and their targets, in volts (nominal calibration):
+        of every channel ([7] on a one-device board, [K x 7] on K), or of `device` only ([7])."""
+        codes = self._output_codes()
+        cols = slice(None) if device is None else self._columns(device)
+        return {"volts": self.codes_to_volts(codes[0])[cols], "target": self.codes_to_volts(codes[1])[cols]}
+
+    def set(self, volts7: Any, ramp: bool = True, wait: bool = True, device: int = 0) -> float:
+        """Set the 7 electrodes of `device` (the others keep their targets). The board slews
+        (never jumps); `ramp` picks the gentle host rate (`options.ramp_v_per_s`) instead of the
+        board's max slew. Returns the ramp time in s."""
         v = np.asarray(volts7, dtype=np.float64)
         if v.shape != (N_ELECTRODES,):
             raise LimitError(f"set() takes {N_ELECTRODES} volts (e0..e6), got shape {v.shape}")
-        codes = self.volts_to_codes(v.reshape(1, N_ELECTRODES))[0]
+        return self.set_devices(v.reshape(1, N_ELECTRODES), [device], ramp=ramp, wait=wait)
+
+    def set_devices(self, volts: Any, devices: Sequence[int] | None = None, ramp: bool = True,
+                    wait: bool = True) -> float:
+        """Set several devices in one ramp: volts [m, 7] for `devices` (default: all, m = K); the
+        devices not named keep their targets. Returns the ramp time in s."""
+        ds = self._device_list(devices)
+        v = np.asarray(volts, dtype=np.float64)
+        if v.shape != (len(ds), N_ELECTRODES):
+            raise LimitError(f"set_devices() takes [{len(ds)}, {N_ELECTRODES}] volts, got shape {v.shape}")
         rate_mv = int(round(self.options.ramp_v_per_s * 1000)) if ramp else 0
         with self.link.lock:
+            hold = self._hold_codes(ds)
+            codes = self._full_codes({d: v[i:i + 1] for i, d in enumerate(ds)}, hold)[0]
             r = self.link.expect("SET_REPLY", "SET", tail=codes, rate_mv_per_s=rate_mv)
             ramp_s = r["ramp_ms"] / 1000.0
             if wait:
                 self._wait_settled(ramp_s)
         return ramp_s
+
+    def _hold_codes(self, devices: list[int]) -> np.ndarray:
+        """Codes [channels] that keep the devices not in `devices` at their targets (asked of
+        the board only when some device is not addressed)."""
+        if len(devices) == self.n_devices:
+            return np.full(self.channels, int(self.identity.get("zero_code", 0)), np.uint16)
+        return self._output_codes()[1].astype(np.uint16)
 
     def _wait_settled(self, ramp_s: float) -> None:
         deadline = time.monotonic() + ramp_s * 1.5 + 2.0
@@ -311,7 +400,7 @@ class Board:
             st = self.status()
             if st["state_name"] == "safe":
                 return           # the board is already ramping/at 0 V by itself
-            self.set(np.zeros(N_ELECTRODES), ramp=False, wait=True)
+            self.set_devices(np.zeros((self.n_devices, N_ELECTRODES)), ramp=False, wait=True)
 
     def errors(self, max_items: int = 32) -> list[dict[str, Any]]:
         """Pop the board's error queue."""
@@ -333,13 +422,37 @@ class Board:
 
     # ---- sweeps ---------------------------------------------------------------------------
     def measure(self, volts: Any, oversample: int = 1, sample_period_s: float | None = None,
-                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Apply each row of `volts` [n, 7] in a hardware-timed sweep; return the readout in nA [n].
+                progress: Callable[[int, int], None] | None = None, device: int = 0) -> np.ndarray:
+        """Apply each row of `volts` [n, 7] to `device` in a hardware-timed sweep; return its
+        readout in nA [n]. The other devices of the board hold their targets.
 
         Every value is checked before anything is sent. Sweeps are split to fit the board's
         buffer; results stream back in CRC-checked, numbered blocks, so a lost or corrupted
         block is fetched again and never delivered twice."""
-        codes = self.volts_to_codes(volts)
+        v = np.asarray(volts)
+        if v.ndim != 2 or v.shape[1] != N_ELECTRODES:
+            v = self.validate(v, device)          # one row as [1, 7], or says what shape it needs
+        return self.measure_devices(v[:, None, :], [device], oversample, sample_period_s, progress)[:, 0]
+
+    def measure_devices(self, volts: Any, devices: Sequence[int] | None = None, oversample: int = 1,
+                        sample_period_s: float | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Row r of `volts` [n, m, 7] drives device devices[j] with volts[r, j] (default: every
+        device, m = K), all in the same sample period; returns nA [n, m]. Devices not named hold
+        their targets. One sweep serves all of them: they compute in parallel."""
+        ds = self._device_list(devices)
+        v = np.asarray(volts, dtype=np.float64)
+        if v.ndim != 3 or v.shape[1:] != (len(ds), N_ELECTRODES):
+            raise LimitError(f"measure_devices() takes [n, {len(ds)}, {N_ELECTRODES}] volts, got shape {v.shape}")
+        with self.link.lock:
+            hold = self._hold_codes(ds)
+            codes = self._full_codes({d: v[:, j] for j, d in enumerate(ds)}, hold)
+            na = self._sweep_codes(codes, oversample, sample_period_s, progress)
+        return na[:, ds]
+
+    def _sweep_codes(self, codes: np.ndarray, oversample: int, sample_period_s: float | None,
+                     progress: Callable[[int, int], None] | None) -> np.ndarray:
+        """Codes [n, channels] swept; nA [n, K]."""
         ident = self.identity
         if not 1 <= oversample <= int(ident["max_oversample"]):
             raise ValueError(f"oversample must be in 1..{ident['max_oversample']}, got {oversample}")
@@ -348,7 +461,7 @@ class Board:
         lo, hi = ident["sample_period_ns"]["min"], ident["sample_period_ns"]["max"]
         if not lo <= period_ns <= hi:
             raise ValueError(f"sample_period_s must be within [{lo * 1e-9}, {hi * 1e-9}] s")
-        out = np.empty(len(codes), dtype=np.float64)
+        out = np.empty((len(codes), self.n_devices), dtype=np.float64)
         step = self.sweeps.sizes.max_samples
         with self.link.lock:
             for start in range(0, len(codes), step):
@@ -359,3 +472,42 @@ class Board:
                 if progress is not None:
                     progress(start + len(part), len(codes))
         return out
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """Device `device` of `board`, seen as a one-device board: `identity` is the board's with
+    `device` and `limits_v` of this device (and `device_index`), so what is measured through a
+    view records the chip it was measured on. `zero` ramps every device of the board to 0 V."""
+
+    board: Board
+    device: int
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        ident = dict(self.board.identity)
+        if self.board.n_devices > 1:
+            d = ident["devices"][self.device]
+            ident.update(device=d["device"], limits_v=d["limits_v"], device_index=self.device)
+        return ident
+
+    @property
+    def limits_v(self) -> np.ndarray:
+        return self.board.device_limits_v[self.device]
+
+    @property
+    def url(self) -> str:
+        return self.board.url
+
+    def measure(self, volts: Any, oversample: int = 1, sample_period_s: float | None = None,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        return self.board.measure(volts, oversample, sample_period_s, progress, device=self.device)
+
+    def set(self, volts7: Any, ramp: bool = True, wait: bool = True) -> float:
+        return self.board.set(volts7, ramp=ramp, wait=wait, device=self.device)
+
+    def zero(self) -> None:
+        self.board.zero()
+
+    def status(self) -> dict[str, Any]:
+        return self.board.status()

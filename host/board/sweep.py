@@ -37,6 +37,8 @@ class SweepSizes:
     window: int             # RESULT blocks in flight (credits)
     max_samples: int        # samples per sweep (the board's buffer)
     upload_window: int = 1  # SWEEP_DATA frames in flight (each has its own SEQ and reply)
+    channels: int = N_ELECTRODES   # DAC codes per sample (7 per device)
+    readouts: int = 1              # ADC codes per sample (one per device)
 
     @classmethod
     def negotiate(cls, identity: dict, block_samples: int, upload_samples: int, window: int,
@@ -45,16 +47,18 @@ class SweepSizes:
         SWEEP_DATA in flight than its link delivers in half a reply timeout: every frame in
         flight must be answered before its own timeout."""
         head = P.SCHEMA["SWEEP_DATA"].head.size
-        per_frame = (int(identity["max_payload"]) - head) // (2 * N_ELECTRODES)
-        upload = min(upload_samples, per_frame, (P.MAX_PAYLOAD - head) // (2 * N_ELECTRODES))
+        channels = int(identity.get("channels", N_ELECTRODES))
+        per_frame = (int(identity["max_payload"]) - head) // (2 * channels)
+        upload = max(1, min(upload_samples, per_frame, (P.MAX_PAYLOAD - head) // (2 * channels)))
         rate = float(identity.get("link_bytes_per_s", 0) or 0)
         if rate > 0:
-            frame = P.FRAME_OVERHEAD + head + upload * 2 * N_ELECTRODES
+            frame = P.FRAME_OVERHEAD + head + upload * 2 * channels
             upload_window = min(upload_window, int(rate * timeout_s / 2 // frame))
         return cls(block_samples=min(block_samples, int(identity["max_block_samples"])),
                    upload_samples=upload, window=max(1, min(window, int(identity["fifo_blocks"]))),
                    max_samples=min(sweep_samples, int(identity["max_sweep_samples"])),
-                   upload_window=max(1, upload_window))
+                   upload_window=max(1, upload_window), channels=channels,
+                   readouts=int(identity.get("n_devices", 1)))
 
 
 @dataclass
@@ -157,12 +161,12 @@ class SweepStream:
     RESIZE_AFTER_REWINDS = 4
 
     def run(self, codes: np.ndarray, oversample: int, period_ns: int) -> np.ndarray:
-        """DAC codes uint16 [n, 7] (n <= sizes.max_samples) -> ADC codes int32 [n].
+        """DAC codes uint16 [n, channels] (n <= sizes.max_samples) -> ADC codes int32 [n, readouts].
 
         Normally one sweep. When its RESULT blocks keep getting lost (a link too noisy for their
         size: the block size is fixed per sweep), the sweep is aborted after the blocks received
         in order, and the remaining rows run as a new sweep with smaller blocks."""
-        out = np.empty(len(codes), dtype=np.int32)
+        out = np.empty((len(codes), self.sizes.readouts), dtype=np.int32)
         done = 0
         while done < len(codes):
             done += self._sweep(codes[done:], oversample, period_ns, out[done:])
@@ -307,10 +311,11 @@ class SweepStream:
         first = b * rx.block
         count = min(rx.block, rx.n - first)
         data = r["tail"]
-        if r["first"] != first or len(data) != count:
-            raise ProtocolError(f"RESULT block {b}: first {r['first']} / {len(data)} samples, "
+        k = self.sizes.readouts
+        if r["first"] != first or len(data) != count * k:
+            raise ProtocolError(f"RESULT block {b}: first {r['first']} / {len(data) / k:g} samples, "
                                 f"expected {first} / {count}")
-        rx.codes[first:first + count] = data
+        rx.codes[first:first + count] = data.reshape(count, k)
         rx.expected += 1
         rx.stuck = 0
         rx.progress_t = now

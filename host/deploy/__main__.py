@@ -7,10 +7,13 @@ at --batch. --data test (the default) is the test split of the data set the mode
 names (the MNIST test set for the shipped models); a PATH is an .npz with `x` float32
 [n, n_inputs] (or `images` uint8 [n, 28, 28]) and `labels` int [n].
 
-The board backend runs the host layers in numpy and each DNPU node on the board, one node at a
-time for all samples; it reports its accuracy beside the simulated (core) one and, per node, the
-error between the surrogate's predicted currents and the measured ones. Its latency is that of
-single images (each through every node) over --latency-samples images.
+The board backend runs the host layers in numpy and each DNPU node on the board, for all samples
+at once: each node on a device carrying the chip its surrogate was measured on, and the nodes of
+a layer on distinct devices of a board of several together (one ramp, one sweep); a one-device
+board runs them one after another. It reports its accuracy beside the simulated (core) one,
+which device ran which node and, per node, the error between the surrogate's predicted currents
+and the measured ones. Its latency is that of single images (each through every node) over
+--latency-samples images.
 
 A network with one output is a binary classifier: class 1 where the output (a logit) is > 0;
 otherwise the class is the argmax of the outputs.
@@ -34,6 +37,7 @@ from host.deploy.data import load_data
 from host.deploy.engines import (BACKENDS, make_backend, measure_latency, measure_throughput,
                                  surrogate_logits)
 from host.deploy.errors import DeployError
+from host.deploy.placement import parse_device_map
 from host.metrics import format_confusion, n_classes, summarise
 
 
@@ -50,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-samples", type=int, default=None,
                    help="images timed one by one (default 1000; board: 3)")
     p.add_argument("--ramp", type=float, default=1.0, help="board: ramp rate between nodes, V/s")
+    p.add_argument("--device-map", default="auto",
+                   help="board: 'auto' (each node on a device of its own chip) or one device index per "
+                        "node in the network's order, e.g. 0,1,2 (runs nodes on the chips named, whatever "
+                        "they were trained for)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -95,8 +103,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         sim_logits = surrogate_logits(nf, x)
         n_lat = args.latency_samples if args.latency_samples is not None else 3
         br = evaluate_board(nf, x, args.board, progress=not (args.no_progress or args.json),
-                            board_options={"ramp_v_per_s": args.ramp}, latency_samples=n_lat)
+                            board_options={"ramp_v_per_s": args.ramp}, latency_samples=n_lat,
+                            device_map=parse_device_map(args.device_map))
         rep.update({"board": br.board, "nodes_done": br.nodes_done, "nodes_total": br.nodes_total,
+                    "placement": [p.as_dict() for p in br.placements], "rounds_per_pass": br.rounds,
                     "node_errors": br.node_errors, "simulated": summarise(sim_logits, labels)})
         lat_a = np.asarray(br.latency_us)
         rep.update({"latency_p50_us": _pct(lat_a, 50) if len(lat_a) else None,
@@ -131,6 +141,16 @@ def print_text(rep: dict[str, Any]) -> None:
     if rep.get("throughput_sps") is not None:
         print(f"throughput      {rep['throughput_sps']:,.0f} samples/s at batch {rep['batch']} "
               f"({rep['wall_s']:.3f} s)")
+    if rep.get("placement"):
+        print(f"nodes on devices ({rep['board'].get('n_devices', 1)} on the board, {rep['rounds_per_pass']} "
+              f"ramp+sweep rounds per pass):")
+        for li in sorted({p["layer"] for p in rep["placement"]}):
+            ps = [p for p in rep["placement"] if p["layer"] == li]
+            print(f"  layer {li}: " + "  ".join(f"n{p['node']}->d{p['device']}" for p in ps))
+        for p in rep["placement"]:
+            if p["how"] != "own chip":
+                print(f"  layer {p['layer']} node {p['node']}: {p['how']}: trained for {p['chip']}, "
+                      f"runs on {p['device_chip']}")
     if rep.get("node_errors"):
         print(f"surrogate vs measured, per node ({rep['nodes_done']}/{rep['nodes_total']} nodes):")
         print("  layer node  rmse_nA  mean_nA  max|err|  rmse_near_edge  near_edge")

@@ -73,16 +73,35 @@ class BoardSession:
         """nA [n] for volts [n, 7]; out-of-range values are refused or clipped, never sent."""
         v = check_controls(np.asarray(volts, dtype=np.float64).reshape(-1, N_ELECTRODES), self.limits_v,
                            self.limit_policy, what, self.warnings)
+        return self._timed(lambda: self.board.measure(v, oversample=oversample), len(v))
+
+    def measure_devices(self, volts: np.ndarray, devices: list[int], what: str = "volts",
+                        oversample: int = 1) -> np.ndarray:
+        """nA [n, m] for volts [n, m, 7], row r of node j on device devices[j], all in one sweep
+        (the devices compute in parallel); each device's values are checked against its limits."""
+        v = np.asarray(volts, dtype=np.float64)
+        try:
+            lims = [self.board.device_limits_v[self.board.device_index(d)] for d in devices]
+        except ValueError as e:
+            raise ExperimentError(f"board {self.url!r}: {e}") from None
+        v = np.stack([check_controls(v[:, j], lim, self.limit_policy, f"{what} (device {d})", self.warnings)
+                      for j, (d, lim) in enumerate(zip(devices, lims))], axis=1)
+        return self._timed(lambda: self.board.measure_devices(v, devices, oversample=oversample),
+                           v.shape[0] * v.shape[1])
+
+    def _timed(self, measure: Any, points: int) -> np.ndarray:
+        """`measure()`, its seconds and `points` counted; a board error zeroes the board and
+        becomes an ExperimentError."""
         t0 = time.perf_counter()
         try:
-            out = self.board.measure(v, oversample=oversample)
+            out = measure()
         except BoardError as e:
             self.board_s += time.perf_counter() - t0
             self._zero_quietly()
             raise ExperimentError(f"board {self.url!r} failed during validation after {self.samples} samples: "
                                   f"{type(e).__name__}: {e}") from None
         self.board_s += time.perf_counter() - t0
-        self.samples += len(v)
+        self.samples += points
         return out
 
     def applied_volts(self, volts: np.ndarray) -> np.ndarray:

@@ -19,7 +19,8 @@ def add_common_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--board", default=DEFAULT_BOARD,
                    help="board URL for validation (sim://?seed=N, /dev/ttyACM0, socket://host:port)")
     p.add_argument("--no-board", action="store_true", help="skip the validation on the board")
-    p.add_argument("--surrogate", default=DEFAULT_SURROGATE, help="surrogate ONNX file to train through")
+    p.add_argument("--surrogate", default=DEFAULT_SURROGATE, help="surrogate ONNX file to train through (ring: or one per device of a "
+                        "board of several chips, comma-separated in the board's device order)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and noise")
     p.add_argument("--out", default=out_default, help="output folder (results.json, config.json, plots)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for training")

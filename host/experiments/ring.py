@@ -49,7 +49,7 @@ from host.experiments.data_electrodes import AUTO, Screening, choose_electrodes,
 from host.experiments.options import add_common_arguments, add_train_on, run_info, set_threads, trains_on_board
 from host.experiments.results import out_folder, progress_bar, timer, write_json
 from host.experiments.ring_loop import LoopConfig, fine_tune_on_board
-from host.experiments.surrogates import SurrogateInfo, load_surrogate
+from host.experiments.surrogates import ChipSurrogates, SurrogateInfo, load_surrogates, node_models
 
 DESCRIPTION = "ring classification: 1,000 trials of a single DNPU and of a 2-2-1 DNPU network, validated on a board"
 
@@ -186,7 +186,7 @@ def train_chunk_parts(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfi
     from host.networks.classifiers import DNPUNet
     from host.networks.trials import TrialAdam
 
-    net = DNPUNet(sur.model, sur.ranges_v, trials, nodes=nodes, data_electrodes=cfg.data_electrodes,
+    net = DNPUNet(node_models(sur, nodes), sur.ranges_v, trials, nodes=nodes, data_electrodes=cfg.data_electrodes,
                   span_sigmas=cfg.span_sigmas, noise_std_na=float(cfg.noise_std_na or noise) * cfg.train_noise_factor,
                   generator=gen)
     opt = TrialAdam(net, cfg.lr)
@@ -344,10 +344,12 @@ def nn_baseline(hidden: int, cfg: RingConfig, data: dict[str, Any], trials: int)
 
 def board_validate(session: BoardSession, net: Any, data: dict[str, np.ndarray], runs: int,
                    record: dict[str, Any], quiet: bool = True, desc: str = "board", oversample: int = 1,
-                   train_runs: int = 10) -> None:
+                   train_runs: int = 10, devices: list[list[int]] | None = None) -> None:
     """Best network on the board: the logistic neuron re-trained on the currents of `train_runs`
     passes over the training set (all pooled, as the paper's ~80 samples per point), scored on each
-    of them (train accuracy) and on `runs` test passes.
+    of them (train accuracy) and on `runs` test passes. `devices`: the device of every node (per
+    layer) on a board of several chips, each layer's nodes measured together; None: every node
+    on the board's device 0, time-multiplexed.
 
     Fills `record` as it goes, so a board failure keeps the runs measured so far."""
     import torch
@@ -360,7 +362,15 @@ def board_validate(session: BoardSession, net: Any, data: dict[str, np.ndarray],
     def measure(v: np.ndarray) -> np.ndarray:
         return session.measure(v, what="ring network", oversample=oversample)
 
-    fit_out = torch.cat([net.measured(x_tr, measure).double() for _ in range(train_runs)], dim=1)   # [1, P B] nA
+    def measure_layer(i: int, v: np.ndarray) -> np.ndarray:
+        return session.measure_devices(v, devices[i], what=f"ring network layer {i}", oversample=oversample)
+
+    def on_board(x: Any) -> Any:
+        return net.measured(x, measure) if devices is None else net.measured(x, measure_layer, by_layer=True)
+
+    if devices is not None:
+        record["node_devices"] = devices
+    fit_out = torch.cat([on_board(x_tr).double() for _ in range(train_runs)], dim=1)   # [1, P B] nA
     y_fit = y_tr.repeat(train_runs)[None]
     w, b = fit_logistic(fit_out, y_fit)
     record["logistic"] = {"w": float(w[0]), "b": float(b[0])}
@@ -370,7 +380,7 @@ def board_validate(session: BoardSession, net: Any, data: dict[str, np.ndarray],
     outs = []
     with progress_bar(runs, desc, quiet) as bar:
         for _ in range(runs):
-            o = net.measured(x_te, measure).double()
+            o = on_board(x_te).double()
             lg = logistic_logits(o, fit_out, w, b)[0].numpy()
             record["runs"].append(float(np.mean((lg > 0) == (y_te > 0.5))))
             outs.append(lg)
@@ -574,6 +584,25 @@ def _prune_epochs(text: str, epochs: int) -> tuple[int, ...]:
     return tuple(sorted({e for e in (int(round(f * epochs)) for f in fr) if 0 < e < epochs}))
 
 
+def check_chips(session: BoardSession, sur: ChipSurrogates) -> list[dict[str, Any]]:
+    """Each surrogate's chip against the board's device of the same index (ExperimentError on a
+    mismatch: a node never runs on a chip other than its own); the pairs, for the results."""
+    from host.board.chips import board_chips, describe_chip, surrogate_chip
+
+    chips = board_chips(session.identity)
+    if len(chips) != len(sur.surrogates):
+        raise ExperimentError(f"{len(sur.surrogates)} surrogates (one per device) for a board of {len(chips)} devices")
+    out = []
+    for d, (s, c) in enumerate(zip(sur.surrogates, chips)):
+        want = surrogate_chip(s.metadata)
+        if want is not None and c is not None and want != c:
+            raise ExperimentError(f"surrogate {s.path!r} was measured on {describe_chip(want)}, but device {d} of "
+                                  f"the board carries {describe_chip(c)}: give the surrogates in the board's device order")
+        out.append({"device": d, "surrogate": s.path, "chip": describe_chip(c if c is not None else want),
+                    "checked": want is not None and c is not None})
+    return out
+
+
 def export_network(out: Path, net: Any, logistic: tuple[float, float], sur: SurrogateInfo,
                    meta: dict[str, Any]) -> dict[str, Any]:
     """The best 2-2-1 as a network ONNX file (core.io.write_network).
@@ -581,11 +610,17 @@ def export_network(out: Path, net: Any, logistic: tuple[float, float], sur: Surr
     The file ends in two class scores (-logit/2, +logit/2), so that argmax is the class and
     `python -m host.deploy --model FILE --data ring_test.npz` scores it like any classifier."""
     from core.io import write_network
-    from core.network import Linear
+    from core.network import DnpuLayer, Linear
 
     layers = net.to_core_layers(0, logistic) + [Linear(weight=np.array([[-0.5], [0.5]]), bias=np.zeros(2))]
     path = out / "ring_2-2-1.onnx"
-    write_network(path, 2, layers, sur.path, meta)
+    if isinstance(sur, ChipSurrogates):     # each node names its device's surrogate (and so its chip)
+        devices = iter(d for layer in sur.node_devices(net.nodes) for d in layer)
+        layers = [dataclasses.replace(l, nodes=[dataclasses.replace(n, surrogate=next(devices)) for n in l.nodes])
+                  if isinstance(l, DnpuLayer) else l for l in layers]
+        write_network(path, 2, layers, sur.paths, meta)
+    else:
+        write_network(path, 2, layers, sur.path, meta)
     return {"format": "network-onnx", "path": str(path)}
 
 
@@ -598,7 +633,7 @@ def run(args: argparse.Namespace) -> int:
         archs = [a.strip() for a in args.archs.split(",") if a.strip()]
         if not archs or any(a not in ARCHS for a in archs):
             raise ExperimentError(f"--archs: choose from {', '.join(ARCHS)}, got {args.archs!r}")
-        sur = load_surrogate(args.surrogate, engine=args.engine, threads=args.threads)
+        sur = load_surrogates(args.surrogate, engine=args.engine, threads=args.threads)
         choice = parse_data_electrodes(args.data_electrodes)
         try:
             nn_hidden = [int(h) for h in args.nn_baselines.split(",") if h.strip()]
@@ -618,6 +653,9 @@ def run(args: argparse.Namespace) -> int:
                          prune_at=_prune_epochs(args.prune_at, args.epochs))
         loop_cfg = (LoopConfig(candidates=args.loop_candidates, epochs=args.loop_epochs, lr=args.loop_lr,
                                learn_twin=args.learn_twin) if trains_on_board(args) else None)
+        if isinstance(sur, ChipSurrogates) and loop_cfg is not None:
+            raise ExperimentError("--train-on board trains through one surrogate; with one per device "
+                                  "(several --surrogate files) train off-chip")
         out = out_folder(args.out)
         chosen = choose_electrodes(choice, lambda: screen_ring(sur, cfg, "2-2-1" if "2-2-1" in archs else archs[0],
                                                                args.quiet))
@@ -684,11 +722,14 @@ def run(args: argparse.Namespace) -> int:
         try:
             with BoardSession(args.board, args.limit_policy) as session:
                 results["board_url"] = args.board
+                if isinstance(sur, ChipSurrogates):
+                    results["chips"] = check_chips(session, sur)
                 for name in archs:
                     board_records[name] = {}
                     samples, board_s = session.samples, session.board_s
                     board_validate(session, res[name].best, data, cfg.board_runs, board_records[name],
-                                   args.quiet, f"board {name}", cfg.oversample, cfg.board_train_runs)
+                                   args.quiet, f"board {name}", cfg.oversample, cfg.board_train_runs,
+                                   sur.node_devices(ARCHS[name]) if isinstance(sur, ChipSurrogates) else None)
                     pred = results["archs"][name]["best"]["predicted_board_accuracy"]
                     board_records[name]["predicted_accuracy"] = pred
                     board_records[name]["difference_points"] = 100 * (board_records[name]["accuracy_mean"] - pred)

@@ -1,10 +1,11 @@
-"""The surrogate an experiment trains through: a frozen torch module with its ranges and error figures."""
+"""The surrogate an experiment trains through: a frozen torch module with its ranges and error
+figures; or one per device of a board of several chips (`ChipSurrogates`)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -60,3 +61,85 @@ def load_surrogate(path: str | Path, engine: str = "core", threads: int | None =
     if not math.isfinite(floor) or floor <= 0:
         floor = rmse
     return SurrogateInfo(str(p), model, ranges, rmse, floor, meta)
+
+
+def node_devices(nodes: Sequence[int], n_devices: int) -> list[list[int]]:
+    """The device of every node of a network with layer sizes `nodes` on a board of `n_devices`:
+    the nodes in network order take the devices in turn, so the nodes of a layer sit on distinct
+    devices (they run together). ExperimentError if a layer is wider than the board."""
+    if n_devices < max(nodes):
+        raise ExperimentError(f"a layer of {max(nodes)} nodes needs {max(nodes)} devices (one surrogate each); "
+                              f"got {n_devices}")
+    out, c = [], 0
+    for k in nodes:
+        out.append([(c + j) % n_devices for j in range(k)])
+        c += k
+    return out
+
+
+@dataclass
+class ChipSurrogates:
+    """One surrogate per device of a board of several chips: surrogates[j] models device j's chip.
+    The nodes of a network are bound to devices by `node_devices` and each trains through its
+    device's surrogate. Ranges must agree; error figures are the worst of the chips'."""
+
+    surrogates: list[SurrogateInfo]
+
+    def __post_init__(self) -> None:
+        first = self.surrogates[0].ranges_v
+        for s in self.surrogates[1:]:
+            if not np.array_equal(s.ranges_v, first):
+                raise ExperimentError(f"surrogate {s.path!r} has electrode ranges {s.ranges_v.tolist()}, "
+                                      f"{self.surrogates[0].path!r} has {first.tolist()}: one network across "
+                                      f"chips needs the same ranges on every chip")
+
+    @property
+    def path(self) -> str:
+        return ",".join(s.path for s in self.surrogates)
+
+    @property
+    def paths(self) -> list[str]:
+        return [s.path for s in self.surrogates]
+
+    @property
+    def model(self) -> Any:
+        return self.surrogates[0].model
+
+    @property
+    def ranges_v(self) -> np.ndarray:
+        return self.surrogates[0].ranges_v
+
+    @property
+    def test_rmse_na(self) -> float:
+        return max(s.test_rmse_na for s in self.surrogates)
+
+    @property
+    def noise_floor_na(self) -> float:
+        return max(s.noise_floor_na for s in self.surrogates)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.surrogates[0].metadata
+
+    def node_devices(self, nodes: Sequence[int]) -> list[list[int]]:
+        return node_devices(nodes, len(self.surrogates))
+
+    def node_models(self, nodes: Sequence[int]) -> list[list[Any]]:
+        """The surrogate module of every node (per layer, per node)."""
+        return [[self.surrogates[d].model for d in layer] for layer in self.node_devices(nodes)]
+
+
+def load_surrogates(paths: str, engine: str = "core", threads: int | None = None) -> "SurrogateInfo | ChipSurrogates":
+    """One surrogate file, or a comma-separated list of them: one per device of the board, in the
+    board's device order (ChipSurrogates)."""
+    parts = [p.strip() for p in paths.split(",") if p.strip()]
+    if not parts:
+        raise ExperimentError("--surrogate: no file given")
+    if len(parts) == 1:
+        return load_surrogate(parts[0], engine, threads)
+    return ChipSurrogates([load_surrogate(p, engine, threads) for p in parts])
+
+
+def node_models(sur: "SurrogateInfo | ChipSurrogates", nodes: Sequence[int]) -> Any:
+    """What a DNPUNet of layer sizes `nodes` trains through: one shared module, or one per node."""
+    return sur.node_models(nodes) if isinstance(sur, ChipSurrogates) else sur.model

@@ -114,11 +114,12 @@ class DNPUNet(nn.Module):
     [-span, span] sigmas into the next layer's data-electrode ranges (clipped), and every node of
     the next layer sees all of them. ``forward`` returns the last layer's output in nA [T, B];
     ``standardised`` gives the input of the logistic output neuron. All nodes share one
-    surrogate (one device, time-multiplexed); Gaussian noise of ``noise_std_na`` is added to every
-    node output while training (and in eval when ``set_noise_in_eval(True)``).
+    surrogate (one device, time-multiplexed), or ``surrogate`` is one list per layer of one
+    surrogate per node (nodes on different chips); Gaussian noise of ``noise_std_na`` is added to
+    every node output while training (and in eval when ``set_noise_in_eval(True)``).
     """
 
-    def __init__(self, surrogate: nn.Module, ranges_v: np.ndarray, trials: int, nodes: Sequence[int] = (2, 1),
+    def __init__(self, surrogate: nn.Module | Sequence[Sequence[nn.Module]], ranges_v: np.ndarray, trials: int, nodes: Sequence[int] = (2, 1),
                  data_electrodes: Sequence[int] = (1, 2), n_inputs: int = 2, in_range: tuple[float, float] = (-1.0, 1.0),
                  span_sigmas: float = 2.0, noise_std_na: float = 0.0, generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -130,12 +131,15 @@ class DNPUNet(nn.Module):
             raise ValueError(f"nodes must be positive layer sizes, got {list(nodes)}")
         self.nodes, self.data_electrodes, self.span = tuple(int(k) for k in nodes), de, float(span_sigmas)
         self.in_range = (float(in_range[0]), float(in_range[1]))
+        if not isinstance(surrogate, nn.Module) and len(surrogate) != len(self.nodes):
+            raise ValueError(f"{len(surrogate)} lists of surrogates for {len(self.nodes)} layers")
         self.layers = nn.ModuleList()
         self.norms = nn.ModuleList()
         for i, k in enumerate(self.nodes):
             tr = (InputTransform(self.in_range[0], self.in_range[1], clip=True) if i == 0
                   else InputTransform(-self.span, self.span, clip=True))
-            self.layers.append(DNPUNodes(surrogate, ranges_v, k, de, trials=trials, transform=tr,
+            own = surrogate if isinstance(surrogate, nn.Module) else list(surrogate[i])
+            self.layers.append(DNPUNodes(own, ranges_v, k, de, trials=trials, transform=tr,
                                          noise_std_na=noise_std_na, generator=generator))
             self.norms.append(RunningStandardisation(trials, k))
 
@@ -221,8 +225,10 @@ class DNPUNet(nn.Module):
         return out
 
     @torch.no_grad()
-    def measured(self, x: torch.Tensor, measure: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
-        """Run trial 0 node by node on a device: measure(volts [n, 7]) -> nA [n]. Returns nA [1, B].
+    def measured(self, x: torch.Tensor, measure: Callable[..., np.ndarray], by_layer: bool = False) -> torch.Tensor:
+        """Run trial 0 on a device, layer by layer: measure(volts [n, 7]) -> nA [n] gets every
+        node's voltages of a layer as rows; with `by_layer`, measure(layer, volts [B, K, 7]) ->
+        nA [B, K] gets them per node (for nodes on devices of their own). Returns nA [1, B].
 
         The stored (eval) standardisation links the layers, exactly as in the exported network."""
         was = self.training
@@ -230,7 +236,10 @@ class DNPUNet(nn.Module):
 
         def node(i: int, h: torch.Tensor) -> torch.Tensor:
             v = self.layers[i].electrode_volts(h)[:1]                    # [1, B, K, 7]
-            cur = measure(v.reshape(-1, v.shape[-1]).double().numpy())
+            if by_layer:
+                cur = measure(i, v[0].double().numpy())
+            else:
+                cur = measure(v.reshape(-1, v.shape[-1]).double().numpy())
             return torch.as_tensor(np.asarray(cur, dtype=np.float32)).reshape(v.shape[:3])
 
         out = self._run(x, node)

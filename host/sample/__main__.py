@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                "Import brains-py data instead: python -m host.sample import-brainspy --help",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--board", default="sim://?seed=0", help="board URL: /dev/tty*, socket://HOST:PORT or sim://?seed=N (default %(default)s)")
+    p.add_argument("--device", type=int, default=0,
+                   help="which device of a board carrying several (0..K-1); the data records its chip")
     p.add_argument("--n", type=int, required=True, help="number of plan samples to measure")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create (or continue with --resume)")
     p.add_argument("--strategy", choices=STRATEGIES, default="uniform", help="sampling strategy (default %(default)s)")
@@ -77,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from host.board import Board  # the driver is the only way to the device
     t = time.monotonic()
     try:
-        with Board.open(args.board) as board:
+        with Board.open(args.board) as whole:
             try:
+                board = whole.device_view(args.device)
                 plan = plan_for(board.limits_v, args, ranges)
             except ValueError as e:  # settings that do not fit this board: nothing is measured
                 print(f"error: {e}", file=sys.stderr)

@@ -35,7 +35,7 @@ class ResumeMismatch(RuntimeError):
 
 def board_fingerprint(identity: dict[str, Any]) -> dict[str, Any]:
     """The part of a board's identity that must not change within one dataset."""
-    keys = ("serial", "firmware", "protocol", "device")
+    keys = ("serial", "firmware", "protocol", "device", "device_index")
     return {k: identity.get(k) for k in keys if k in identity}
 
 

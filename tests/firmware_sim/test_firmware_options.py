@@ -17,7 +17,7 @@ from firmware_sim.physics import NullDevice
 # the sim:// option names that hosts and docs use
 URL_OPTIONS = {"seed", "noise", "n_sites", "device", "dac_bits", "adc_bits", "limits", "max_slew",
                "watchdog_ms", "sample_period_us", "dac_gain_error", "dac_offset_error_mv", "fifo_blocks",
-               "realtime", "fail_after_rows", "firmware", "model", "noise_na", "drift"}
+               "realtime", "fail_after_rows", "firmware", "model", "noise_na", "drift", "devices", "chips"}
 
 
 def _configure(*argv: str) -> tuple[BoardConfig, DeviceOptions]:
@@ -52,7 +52,7 @@ def test_query_and_flags_mean_the_same() -> None:
 
 
 @pytest.mark.parametrize("query, message", [
-    ("seed=1&bogus=2", "unknown option 'bogus'; known options: adc_bits, dac_bits"),
+    ("seed=1&bogus=2", "unknown option 'bogus'; known options: adc_bits, chips, dac_bits"),
     ("seed=x", "seed='x' is not a valid int"),
     ("device=quantum", "device='quantum' is not one of dnpu, null, linear"),
     ("realtime=maybe", "realtime is a switch"),

@@ -45,7 +45,7 @@ def test_check_fails_when_the_schema_changes_without_regenerating(tmp_path: Path
 
 def test_minor_version_does_not_change_the_hash() -> None:
     raw = tomllib.loads(SCHEMA.read_text())
-    assert raw["protocol"]["minor"] == 1           # 1.1: IDENTIFY is answered before HELLO
+    assert raw["protocol"]["minor"] == 2           # 1.1: IDENTIFY before HELLO; 1.2: boards of several devices
     raw["protocol"]["minor"] = 0
     assert F.Schema.from_toml(raw).hash == F.SCHEMA_HASH == H.SCHEMA_HASH == 0x056EB0FB
 
@@ -163,7 +163,7 @@ def test_identity_serves_the_schema_and_identify_works_before_hello() -> None:
     port.close()
     with _open(Firmware(BoardConfig(), LinearDevice(0))) as board:
         assert board.identity["schema"] == H.SCHEMA_TEXT.split("\n")
-        assert board.identity["protocol"] == {"major": 1, "minor": 1, "schema_hash": H.SCHEMA_HASH}
+        assert board.identity["protocol"] == {"major": 1, "minor": H.PROTOCOL_MINOR, "schema_hash": H.SCHEMA_HASH}
 
 
 def test_a_board_with_another_schema_is_refused_naming_the_messages_that_differ() -> None:
