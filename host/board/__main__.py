@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", required=True, metavar="URL", help="board URL (see above)")
     p.add_argument("--timeout", type=float, default=0.3, help="per-attempt reply timeout, s")
+    p.add_argument("--device", type=int, default=0,
+                   help="which device of a board carrying several (0..K-1; identify shows them all); "
+                        "the others hold their voltages")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     sub.add_parser("identify", help="print the board's identity (JSON)")
@@ -93,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _survey(board: Board, a: argparse.Namespace) -> int:
+def _survey(board: Any, a: argparse.Namespace) -> int:
     from host.board import survey as sv
 
     try:
@@ -114,7 +118,7 @@ def _survey(board: Board, a: argparse.Namespace) -> int:
     return 0
 
 
-def _iv(board: Board, a: argparse.Namespace) -> int:
+def _iv(board: Any, a: argparse.Namespace) -> int:
     lo, hi = board.limits_v[a.electrode]
     start = lo if a.start is None else a.start
     stop = hi if a.stop is None else a.stop
@@ -149,12 +153,17 @@ def _iv(board: Board, a: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     try:
-        with Board.open(a.port, timeout_s=a.timeout) as board:
+        with Board.open(a.port, timeout_s=a.timeout) as whole:
+            try:
+                board = whole.device_view(a.device)
+            except ValueError as e:
+                print(f"error: --device: {e}", file=sys.stderr)
+                return 2
             if a.cmd == "identify":
-                print(json.dumps(board.identity, indent=2, sort_keys=True))
+                print(json.dumps(whole.identity, indent=2, sort_keys=True))
             elif a.cmd == "set":
                 board.set(a.volts, ramp=not a.fast)
-                print(json.dumps({"volts": board.outputs()["volts"].tolist()}))
+                print(json.dumps({"volts": whole.outputs(device=a.device)["volts"].tolist()}))
                 if a.hold > 0:
                     import time
                     time.sleep(a.hold)

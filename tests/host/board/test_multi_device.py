@@ -136,3 +136,17 @@ def test_bad_device_options_are_refused_in_words(query: str, words: str) -> None
     from host.board import BoardError
     with pytest.raises((ValueError, BoardError), match=words):
         Board.open(f"sim://?{query}")
+
+
+def test_the_board_cli_addresses_one_device(capsys, expected_linear) -> None:
+    import json
+
+    from host.board.__main__ import main
+    assert main(["--port", LINEAR3, "--device", "2", "iv", "--electrode", "0", "--points", "3", "--oversample", "1",
+                 "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    v = np.zeros((3, N_ELECTRODES))
+    v[:, 0] = rep["volts"]
+    np.testing.assert_allclose(rep["nA"], expected_linear(v, seed=SEED + 2), atol=0.02)
+    assert main(["--port", LINEAR3, "--device", "3", "identify"]) == 2
+    assert "devices 0..2" in capsys.readouterr().err
