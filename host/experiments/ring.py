@@ -49,7 +49,7 @@ from host.experiments.data_electrodes import AUTO, Screening, choose_electrodes,
 from host.experiments.options import add_common_arguments, add_train_on, run_info, set_threads, trains_on_board
 from host.experiments.results import out_folder, progress_bar, timer, write_json
 from host.experiments.ring_loop import LoopConfig, fine_tune_on_board
-from host.experiments.surrogates import ChipSurrogates, SurrogateInfo, load_surrogates, node_models
+from host.experiments.surrogates import ChipSurrogates, SurrogateInfo, load_surrogates, node_models, node_noise_scale
 
 DESCRIPTION = "ring classification: 1,000 trials of a single DNPU and of a 2-2-1 DNPU network, validated on a board"
 
@@ -188,7 +188,7 @@ def train_chunk_parts(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfi
 
     net = DNPUNet(node_models(sur, nodes), sur.ranges_v, trials, nodes=nodes, data_electrodes=cfg.data_electrodes,
                   span_sigmas=cfg.span_sigmas, noise_std_na=float(cfg.noise_std_na or noise) * cfg.train_noise_factor,
-                  generator=gen)
+                  generator=gen, noise_scale=node_noise_scale(sur, nodes))
     opt = TrialAdam(net, cfg.lr)
     net.train()
     idx = np.arange(trials)

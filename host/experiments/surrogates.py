@@ -124,6 +124,12 @@ class ChipSurrogates:
     def node_devices(self, nodes: Sequence[int]) -> list[list[int]]:
         return node_devices(nodes, len(self.surrogates))
 
+    def node_noise_scale(self, nodes: Sequence[int]) -> list[list[float]]:
+        """Per node, its chip's surrogate error relative to the worst chip's (`test_rmse_na`, the
+        noise the experiments train and predict with): each node is as noisy as its own chip."""
+        worst = self.test_rmse_na
+        return [[self.surrogates[d].test_rmse_na / worst for d in layer] for layer in self.node_devices(nodes)]
+
     def node_models(self, nodes: Sequence[int]) -> list[list[Any]]:
         """The surrogate module of every node (per layer, per node)."""
         return [[self.surrogates[d].model for d in layer] for layer in self.node_devices(nodes)]
@@ -143,3 +149,8 @@ def load_surrogates(paths: str, engine: str = "core", threads: int | None = None
 def node_models(sur: "SurrogateInfo | ChipSurrogates", nodes: Sequence[int]) -> Any:
     """What a DNPUNet of layer sizes `nodes` trains through: one shared module, or one per node."""
     return sur.node_models(nodes) if isinstance(sur, ChipSurrogates) else sur.model
+
+
+def node_noise_scale(sur: "SurrogateInfo | ChipSurrogates", nodes: Sequence[int]) -> list[list[float]] | None:
+    """Each node's share of the network's noise (None: all alike, one chip)."""
+    return sur.node_noise_scale(nodes) if isinstance(sur, ChipSurrogates) else None

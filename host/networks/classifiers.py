@@ -115,13 +115,15 @@ class DNPUNet(nn.Module):
     the next layer sees all of them. ``forward`` returns the last layer's output in nA [T, B];
     ``standardised`` gives the input of the logistic output neuron. All nodes share one
     surrogate (one device, time-multiplexed), or ``surrogate`` is one list per layer of one
-    surrogate per node (nodes on different chips); Gaussian noise of ``noise_std_na`` is added to
-    every node output while training (and in eval when ``set_noise_in_eval(True)``).
+    surrogate per node (nodes on different chips); Gaussian noise of ``noise_std_na`` (times the
+    node's ``noise_scale``, one list per layer, default 1) is added to every node output while
+    training (and in eval when ``set_noise_in_eval(True)``).
     """
 
     def __init__(self, surrogate: nn.Module | Sequence[Sequence[nn.Module]], ranges_v: np.ndarray, trials: int, nodes: Sequence[int] = (2, 1),
                  data_electrodes: Sequence[int] = (1, 2), n_inputs: int = 2, in_range: tuple[float, float] = (-1.0, 1.0),
-                 span_sigmas: float = 2.0, noise_std_na: float = 0.0, generator: torch.Generator | None = None) -> None:
+                 span_sigmas: float = 2.0, noise_std_na: float = 0.0, generator: torch.Generator | None = None,
+                 noise_scale: Sequence[Sequence[float]] | None = None) -> None:
         super().__init__()
         de = tuple(int(e) for e in data_electrodes)
         fan_in = [n_inputs] + list(nodes[:-1])
@@ -140,7 +142,8 @@ class DNPUNet(nn.Module):
                   else InputTransform(-self.span, self.span, clip=True))
             own = surrogate if isinstance(surrogate, nn.Module) else list(surrogate[i])
             self.layers.append(DNPUNodes(own, ranges_v, k, de, trials=trials, transform=tr,
-                                         noise_std_na=noise_std_na, generator=generator))
+                                         noise_std_na=noise_std_na, generator=generator,
+                                         noise_scale=None if noise_scale is None else noise_scale[i]))
             self.norms.append(RunningStandardisation(trials, k))
 
     @property

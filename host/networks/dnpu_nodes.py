@@ -50,12 +50,15 @@ class DNPUNodes(nn.Module):
     node and data electrode [K, D] (initialised to the transform), ``v = x * scale + offset``.
     control_init: controls start uniformly in lo + (a + b u) (hi - lo), u in [0, 1): inside
     the ranges, away from the edges.
+    noise_scale: per node, the factor on ``noise_std_na`` of its output noise (nodes on chips
+    whose surrogates differ in precision); default 1 for every node.
     """
 
     def __init__(self, surrogates: nn.Module | Sequence[nn.Module], ranges_v: np.ndarray, n_nodes: int,
                  data_electrodes: Sequence[int], trials: int = 1, transform: InputTransform = InputTransform(),
                  noise_std_na: float = 0.0, generator: torch.Generator | None = None,
-                 control_init: tuple[float, float] = (0.1, 0.8), learn_mapping: bool = False) -> None:
+                 control_init: tuple[float, float] = (0.1, 0.8), learn_mapping: bool = False,
+                 noise_scale: Sequence[float] | None = None) -> None:
         super().__init__()
         ranges = check_ranges(ranges_v)
         data = list(check_electrodes(data_electrodes))
@@ -74,6 +77,11 @@ class DNPUNodes(nn.Module):
         self.data_electrodes, self.control_electrodes = tuple(data), tuple(ctrl)
         self.transform = transform
         self.noise_std_na = float(noise_std_na)
+        # per node: its share of noise_std_na (nodes on chips of different precision; default 1)
+        scale = torch.ones(n_nodes) if noise_scale is None else torch.as_tensor(list(noise_scale), dtype=torch.float32)
+        if scale.shape != (n_nodes,) or not bool(torch.all(scale >= 0)):
+            raise ValueError(f"noise_scale must be {n_nodes} factors >= 0, got {noise_scale!r}")
+        self.register_buffer("noise_scale", scale, persistent=False)
         #: inject the output noise in eval mode too (accuracy under noise, robustness selection)
         self.noise_in_eval = False
         r = torch.as_tensor(ranges, dtype=torch.float32)
@@ -132,7 +140,7 @@ class DNPUNodes(nn.Module):
             out = torch.stack([s(v[:, :, i].reshape(-1, N_ELECTRODES)).reshape(t, b)
                                for i, s in enumerate(self.surrogates)], dim=-1)
         if (self.training or self.noise_in_eval) and self.noise_std_na > 0:
-            out = out + self.noise_std_na * torch.randn_like(out)
+            out = out + (self.noise_std_na * self.noise_scale) * torch.randn_like(out)
         return out
 
     @torch.no_grad()

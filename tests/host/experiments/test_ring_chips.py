@@ -53,3 +53,22 @@ def test_surrogates_in_the_wrong_device_order_are_refused(tmp_path: Path, capsys
                "--out", str(tmp_path / "r"), *SMALL])
     assert rc == 2
     assert "was measured on virtual-dnpu-meanfield seed 5" in capsys.readouterr().err
+
+
+def test_each_node_is_as_noisy_as_its_own_chip() -> None:
+    import torch
+
+    from host.networks.classifiers import DNPUNet
+    sur = load_surrogates(f"{SURROGATE},{SEED5}")
+    scale = sur.node_noise_scale((2, 1))
+    rmse = [s.test_rmse_na for s in sur.surrogates]
+    assert scale == [[rmse[0] / max(rmse), rmse[1] / max(rmse)], [rmse[0] / max(rmse)]]
+    net = DNPUNet(sur.node_models((2, 1)), sur.ranges_v, 1, nodes=(2, 1), noise_std_na=5.0,
+                  noise_scale=[[0.0, 1.0], [1.0]], generator=torch.Generator().manual_seed(0))
+    x = torch.zeros(400, 2)
+    layer = net.layers[0]
+    layer.train()
+    h = x[None, :, None, :].expand(1, 400, 2, 2)
+    with torch.no_grad():
+        noisy = layer(h) - layer.eval()(h)
+    assert float(noisy[..., 0].abs().max()) == 0.0 and 4.0 < float(noisy[..., 1].std()) < 6.0
