@@ -37,7 +37,7 @@ $(RUNTIME_STAMP): pyproject.toml requirements/mnist.txt | $(PY)
 
 $(STAMP): $(RUNTIME_STAMP)
 	$(PIP) install -q "torch==2.13.0"
-	$(LOCK) $(PIP) install -q --no-build-isolation -e ".[test,train]"
+	$(LOCK) $(PIP) install -q --no-build-isolation -e ".[test,train,farm]"
 	touch $(STAMP)
 
 venv install: $(STAMP)

@@ -166,7 +166,8 @@ def _worker(fw: Firmware, wake_w: int) -> None:
             continue
         if fw.cfg.realtime:
             s = job.sweep
-            t_end = s.t_start + (job.block + 1) * s.block * s.period_s * s.oversample
+            rows_done = min((job.block + 1) * s.block, s.n)      # a last, partial block ends early
+            t_end = s.t_start + rows_done * s.period_s * s.oversample
             delay = t_end - fw.clock()
             if delay > 0:
                 time.sleep(delay)

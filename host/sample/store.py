@@ -149,7 +149,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    _atomic_write_bytes(Path(folder) / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write_bytes(Path(folder) / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
 
 
 def write_chunk(folder: Path, k: int, arrays: dict[str, np.ndarray]) -> None:
@@ -238,7 +238,7 @@ def _validate_chunk(arrays: dict[str, np.ndarray], where: str) -> None:
             raise DatasetError(f"{where}: column {name!r} has NaN/inf at row {bad}")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)

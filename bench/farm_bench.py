@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""The farm on Ray, side by side in one run: sampling on four boards against one, and the ring
+search on two one-CPU Ray workers against one process.
+
+    .venv/bin/python bench/farm_bench.py                 # both targets, table
+    .venv/bin/python bench/farm_bench.py --json          # one JSON document on stdout
+    .venv/bin/python bench/farm_bench.py --only sampling --per-board 16256
+
+Sampling: realtime-paced simulated boards (sim://?seed=S&realtime&sample_period_us=P: the
+simulator paces every sweep by its sample clock, so each board is limited by its own clock, as
+real hardware is), all carrying the same chip (chips=0, so they split one plan). One board
+measures --per-board samples through the farm (one actor), then four boards measure four times
+as many, in the same local Ray cluster; rates count plan samples from the first chunk sent to
+the last chunk on disk (board opening excluded). Every sample is accounted for: the dataset
+holds each plan index exactly once, and the journal names each chunk once.
+Target: four boards >= 3.5x one board.
+
+Ring: the ring experiment's 1,000 trials of the 2-2-1 network (400 epochs, successive halving,
+chunks of 250, bfloat16 as the experiment trains) through host.farm.ring.search, first in this process on one thread, then as Ray
+tasks on a local cluster of two CPUs (two one-CPU workers, warmed up first: torch imported).
+With --rounds, the two sides alternate and the best round of each counts.
+Target: >= 1.7x, and the same best trial (index and scores).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGET_SAMPLING = 3.5
+TARGET_RING = 1.7
+
+
+def _warm(i: int) -> int:
+    """A task that imports what the ring's chunks import and holds its worker for a moment
+    (so that both workers start and warm up)."""
+    import os
+
+    import torch  # noqa: F401
+
+    import host.experiments.ring  # noqa: F401
+    time.sleep(1.0)
+    return os.getpid()
+
+
+def bench_sampling(a: argparse.Namespace) -> dict[str, Any]:
+    from host.farm.boards import BoardSpec
+    from host.farm.cluster import ClusterConfig, connect
+    from host.farm.sampling import FarmSamplingConfig, PlanRequest, read_journal, run_sampling
+    from host.sample import store
+    from host.sample.measure import SamplingConfig
+
+    urls = [f"sim://?seed={s}&realtime&chips=0&sample_period_us={a.period_us:g}" for s in range(1, 5)]
+    specs = [BoardSpec(f"bench{s}", u) for s, u in enumerate(urls, 1)]
+    cfg = FarmSamplingConfig(sampling=SamplingConfig(chunk=a.chunk), progress=False)
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp, \
+            connect(ClusterConfig("local", num_cpus=2, resources={s.resource: 1.0 for s in specs},
+                                  worker_niceness=os.nice(0))) as cluster:
+        for label, boards in (("one", specs[:1]), ("four", specs)):
+            n = a.per_board * len(boards)
+            out = Path(tmp) / label
+            rep = run_sampling(cluster, boards, PlanRequest(n=n, seed=0), out, cfg)
+            ds = store.load(out)
+            idx = np.sort(ds.samples.index)
+            chunks = [e["chunk"] for e in read_journal(out) if e.get("event") == "chunk"]
+            accounted = bool(len(idx) == n and np.array_equal(idx, np.arange(n))
+                             and sorted(chunks) == list(range((n + a.chunk - 1) // a.chunk)))
+            runs[label] = {"boards": len(boards), "samples": rep.samples, "wall_s": round(rep.wall_s, 3),
+                           "rate_sps": round(rep.samples / rep.wall_s, 1), "complete": rep.complete,
+                           "every_sample_accounted_for": accounted,
+                           "per_board": {b["name"]: b["samples"] for b in rep.devices[0]["boards"]}}
+    clock = 1e6 / a.period_us
+    ratio = runs["four"]["rate_sps"] / runs["one"]["rate_sps"]
+    return {"urls": urls, "sample_clock_sps": clock, "chunk": a.chunk, "runs": runs, "ratio": round(ratio, 3),
+            "target": TARGET_SAMPLING, "met": bool(ratio >= TARGET_SAMPLING and runs["one"]["every_sample_accounted_for"]
+                                                   and runs["four"]["every_sample_accounted_for"])}
+
+
+def bench_ring(a: argparse.Namespace) -> dict[str, Any]:
+    from host.experiments.options import set_threads
+    from host.farm.cluster import ClusterConfig, connect
+    from host.farm.ring import ring_job, search
+    from host.farm.tasks import TaskOptions, map_chunks
+
+    job = ring_job(a.surrogate, {"trials": a.trials, "epochs": a.epochs, "chunk": a.ring_chunk, "seed": a.seed,
+                                 "prune_at": tuple(int(round(f * a.epochs)) for f in (0.25, 0.5, 0.75)),
+                                 "bf16": not a.fp32},
+                   engine="core", threads=1)
+    set_threads(1, "core")
+    t_here_all: list[float] = []
+    t_farm_all: list[float] = []
+    # workers at the niceness of this process: on a shared machine, other load hits both sides alike
+    t = time.monotonic()
+    with connect(ClusterConfig("local", num_cpus=2, worker_niceness=os.nice(0))) as cluster:
+        t_start = time.monotonic() - t
+        t = time.monotonic()
+        pids = map_chunks(_warm, [0, 1], cluster)
+        t_warm = time.monotonic() - t
+        for _ in range(a.rounds):          # interleaved: one process, then the two workers
+            t = time.monotonic()
+            here = search(job, ["2-2-1"], None)["2-2-1"]
+            t_here_all.append(time.monotonic() - t)
+            t = time.monotonic()
+            farm = search(job, ["2-2-1"], cluster, options=TaskOptions(num_cpus=1))["2-2-1"]
+            t_farm_all.append(time.monotonic() - t)
+    t_here, t_farm = min(t_here_all), min(t_farm_all)
+    same = (here.best_index == farm.best_index and here.best() == farm.best())
+    identical = all(np.array_equal(here.scores[k], farm.scores[k]) for k in here.scores)
+    ratio = t_here / t_farm
+    return {"trials": a.trials, "epochs": a.epochs, "chunk": a.ring_chunk, "seed": a.seed,
+            "one_process_s": round(t_here, 2), "two_workers_s": round(t_farm, 2),
+            "rounds": {"one_process_s": [round(x, 2) for x in t_here_all],
+                       "two_workers_s": [round(x, 2) for x in t_farm_all]},
+            "cluster_start_s": round(t_start, 2), "worker_warmup_s": round(t_warm, 2),
+            "workers": len(set(pids)), "ratio": round(ratio, 3),
+            "ratio_with_warmup": round(t_here / (t_farm + t_warm), 3),
+            "best_trial": {"one_process": here.best_index, "two_workers": farm.best_index},
+            "best_predicted_accuracy": here.best()["predicted_board_accuracy"],
+            "same_best_trial": bool(same), "all_trials_identical": bool(identical),
+            "target": TARGET_RING, "met": bool(ratio >= TARGET_RING and same)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", choices=("sampling", "ring"), default=None)
+    p.add_argument("--per-board", type=int, default=4 * 2032, help="plan samples per board")
+    p.add_argument("--chunk", type=int, default=2032,
+                   help="plan samples per chunk (16 reference rows are added to each)")
+    p.add_argument("--period-us", type=float, default=1000.0, help="sample period of the simulated boards")
+    p.add_argument("--surrogate", default=str(ROOT / "models/surrogate.onnx"))
+    p.add_argument("--trials", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=400)
+    p.add_argument("--ring-chunk", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=1, help="ring: interleaved rounds; the best of each side counts")
+    p.add_argument("--fp32", action="store_true", help="ring: train in float32 (default: bfloat16, as the experiment)")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    out: dict[str, Any] = {"load_average_before": list(os.getloadavg())}
+    if a.only in (None, "sampling"):
+        out["sampling"] = bench_sampling(a)
+    if a.only in (None, "ring"):
+        out["ring"] = bench_ring(a)
+    out["load_average_after"] = list(os.getloadavg())
+    if a.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"load average (1, 5, 15 min) before {out['load_average_before']}, after {out['load_average_after']} "
+          f"on {os.cpu_count()} CPUs: other work on the machine slows both sides")
+    if "sampling" in out:
+        s = out["sampling"]
+        print(f"sampling: {len(s['urls'])} realtime simulated boards, clock {s['sample_clock_sps']:.0f} samples/s each, "
+              f"chunks of {s['chunk']}")
+        for label, r in s["runs"].items():
+            print(f"  {label:5s} {r['boards']} board(s): {r['samples']:7d} samples in {r['wall_s']:6.2f} s = "
+                  f"{r['rate_sps']:8.0f}/s  accounted for: {r['every_sample_accounted_for']}  {r['per_board']}")
+        print(f"  four / one = {s['ratio']:.2f}x (target >= {s['target']}x): {'met' if s['met'] else 'MISSED'}")
+    if "ring" in out:
+        r = out["ring"]
+        print(f"ring: {r['trials']} trials of 2-2-1, {r['epochs']} epochs, chunks of {r['chunk']}")
+        print(f"  one process, 1 thread : {r['one_process_s']:7.2f} s  (rounds {r['rounds']['one_process_s']})")
+        print(f"  2 one-CPU Ray workers : {r['two_workers_s']:7.2f} s  (rounds {r['rounds']['two_workers_s']}; cluster start {r['cluster_start_s']:.1f} s, "
+              f"worker warm-up {r['worker_warmup_s']:.1f} s, not counted)")
+        print(f"  speed-up {r['ratio']:.2f}x ({r['ratio_with_warmup']:.2f}x counting the warm-up; target >= "
+              f"{r['target']}x); best trial {r['best_trial']} same: {r['same_best_trial']}, every trial identical: "
+              f"{r['all_trials_identical']}: {'met' if r['met'] else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
