@@ -102,9 +102,12 @@ class References:
         """Boolean masks of consecutive runs of reference rows (one per visit)."""
         if self.time_s.size == 0:
             return []
-        # A visit is a block of reference rows measured back to back: split where time jumps.
+        # A visit is a block of reference rows measured back to back, its reference ids in
+        # ascending order: split where time jumps or goes back (chunks measured at the same time
+        # on several boards) and where the ids start again.
         gaps = np.diff(self.time_s)
-        cut = np.flatnonzero(gaps > 10 * max(np.median(gaps), 1e-9)) + 1
+        restart = np.diff(self.ref_id.astype(np.int64)) < 0
+        cut = np.flatnonzero((gaps > 10 * max(np.median(gaps), 1e-9)) | (gaps < 0) | restart) + 1
         bounds = np.concatenate([[0], cut, [self.time_s.size]])
         masks = []
         for a, b in zip(bounds[:-1], bounds[1:]):

@@ -49,3 +49,15 @@ def test_bad_datasets_give_clear_errors(tmp_path, fake_board, test_ranges):
     (tmp_path / "mv" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(store.DatasetError, match="format"):
         store.load(tmp_path / "mv")
+
+
+def test_reference_visits_of_chunks_measured_at_the_same_time_stay_apart() -> None:
+    # two boards measured chunks 0 and 1 at the same time: chunk 1's visit starts before chunk 0's
+    # ended; each visit holds the 2 reference points twice, with a steady offset between visits
+    rid = np.array([0, 0, 1, 1] * 2, np.int16)
+    t = np.array([0.000, 0.001, 0.002, 0.003, 0.0005, 0.0015, 0.0025, 0.0035])
+    cur = np.array([10.0, 10.2, 20.0, 20.2, 13.0, 13.2, 23.0, 23.2], np.float32)
+    refs = store.References(ref_id=rid, volts=np.zeros((8, 7), np.float32), current_na=cur, time_s=t)
+    assert len(refs._visits()) == 2
+    # within a visit the repeats differ by 0.2 nA; the 3 nA between visits is drift, not noise
+    assert refs.noise_floor_na() < 0.2 and refs.drift_na() == pytest.approx(3.0, abs=1e-5)
