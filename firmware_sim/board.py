@@ -35,6 +35,8 @@ DEFAULT_LIMITS_V: tuple[tuple[float, float], ...] = tuple(
 # 1-2-5 step of nA per code that covers the range's larger end (a 16-bit ADC then reads a round
 # nA per code: +-327.68 nA, 0.01 nA per code, for the virtual DNPU's -300..100 nA TIA).
 ADC_SCALE_CODES = 1 << 15
+#: payload bytes a RESULT frame has for its i32 ADC codes (after its head fields)
+RESULT_ROOM = P.MAX_PAYLOAD - P.PROTOCOL.by_name["RESULT"].head.size
 _STEPS_125 = (1, 2, 5)
 
 COUNTER_NAMES: tuple[str, ...] = (
@@ -63,17 +65,17 @@ def adc_span_for(tia_range_na: tuple[float, float]) -> tuple[float, float]:
     return (-step * ADC_SCALE_CODES, step * ADC_SCALE_CODES)
 
 
-def n_devices_of(device: AnalogDevice) -> int:
-    """How many devices sit on the analog side (a `DeviceArray` carries several)."""
-    return len(getattr(device, "members", (device,)))
+def members_of(device: AnalogDevice) -> tuple[AnalogDevice, ...]:
+    """The devices on the analog side: a `DeviceArray`'s members, else the device itself."""
+    return tuple(getattr(device, "members", (device,)))
 
 
 def device_fit(device: AnalogDevice) -> tuple[tuple[tuple[float, float], ...], tuple[float, float]]:
     """(working ranges V, TIA range nA) that `device` declares (`working_ranges_v`, `tia_range_na`,
     as a twin does), else the virtual device's (DEFAULT_LIMITS_V, TIA_RANGE_NA). For several
     devices: every device's ranges in turn (K x 7 pairs) and a TIA range covering all of theirs."""
-    members = getattr(device, "members", None)
-    if members is not None:
+    members = members_of(device)
+    if len(members) > 1:
         fits = [device_fit(m) for m in members]
         return (tuple(p for r, _ in fits for p in r),
                 (min(t[0] for _, t in fits), max(t[1] for _, t in fits)))
@@ -120,7 +122,7 @@ class BoardConfig:
     dac_offset_error_v: float = option(1e-3, "RMS DAC offset of each channel, seeded", unit="mV",
                                        name="dac_offset_error_mv", scale=1e-3)
     max_sweep_samples: int = 1 << 20
-    max_block_samples: int = (P.MAX_PAYLOAD - 11) // 4
+    max_block_samples: int = RESULT_ROOM // 4
     fifo_blocks: int = option(64, "depth of the result FIFO", unit="blocks")
     realtime: bool = option(False, "pace sweeps by the sample clock: a slow host overflows the FIFO")
     error_queue: int = 32
@@ -141,7 +143,7 @@ class BoardConfig:
             raise ValueError(f"adc_span_na must be (lo, hi) with lo < 0 < hi, got {self.adc_span_na!r}")
         if self.max_slew_v_per_s <= 0 or self.watchdog_s <= 0 or self.sample_period_s <= 0:
             raise ValueError("max_slew_v_per_s, watchdog_s and sample_period_s must be > 0")
-        if not 1 <= self.max_block_samples <= (P.MAX_PAYLOAD - 11) // 4:
+        if not 1 <= self.max_block_samples <= RESULT_ROOM // 4:
             raise ValueError("max_block_samples does not fit a RESULT frame")
 
     def for_device(self, device: AnalogDevice) -> "BoardConfig":
@@ -149,7 +151,7 @@ class BoardConfig:
         are the device's working ranges, the ADC's full scale (unless given) follows its TIA
         range. ValueError if the device's ranges cannot be the board's limits."""
         ranges, tia = device_fit(device)
-        k = n_devices_of(device)
+        k = len(members_of(device))
         given = None if self.limits_v is None else tuple(self.limits_v[:N_ELECTRODES]) * k
         try:
             limits = given if given is not None else check_limits(ranges, self.dac_span_v, k * N_ELECTRODES)
@@ -243,11 +245,12 @@ class Firmware:
         self.device = device
         self.clock = clock
         #: devices on the analog side, each behind N_ELECTRODES DAC channels and one readout
-        self.n_devices = n_devices_of(device)
+        self.members = members_of(device)
+        self.n_devices = len(self.members)
         self.channels = N_ELECTRODES * self.n_devices
         # RESULT frames carry one code per device per sample; the sweep buffer holds as many
         # DAC codes as for one device
-        self.max_block_samples = min(config.max_block_samples, (P.MAX_PAYLOAD - 11) // (4 * self.n_devices))
+        self.max_block_samples = min(config.max_block_samples, RESULT_ROOM // (4 * self.n_devices))
         self.max_sweep_samples = max(1, config.max_sweep_samples // self.n_devices)
         self.lock = threading.Condition()
         self.decoder = P.FrameDecoder(self.protocol)
@@ -323,19 +326,16 @@ class Firmware:
             "realtime": c.realtime,
             "commands": [m.name for m in self.protocol.messages if m.kind == "cmd"],
             "counters": list(COUNTER_NAMES),
-            "device": self._member(0).describe,
+            "device": self.members[0].describe,
         }
         if self.n_devices > 1:        # a one-device board declares no n_devices (read as 1), as before 1.2
             ident["n_devices"] = self.n_devices
             ident["devices"] = [
                 {"index": k, "channels": [k * N_ELECTRODES, (k + 1) * N_ELECTRODES],
                  "limits_v": [list(p) for p in c.limits_v[k * N_ELECTRODES:(k + 1) * N_ELECTRODES]],
-                 "device": self._member(k).describe}
+                 "device": self.members[k].describe}
                 for k in range(self.n_devices)]
         return json.dumps(ident, sort_keys=True, separators=(",", ":")).encode()
-
-    def _member(self, k: int) -> AnalogDevice:
-        return getattr(self.device, "members", (self.device,))[k]
 
     # ---- helpers ----------------------------------------------------------------------
     def _push_error(self, code: int, seq: int, arg: int) -> None:

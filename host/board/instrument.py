@@ -268,13 +268,16 @@ class Board:
 
     def volts_to_codes(self, volts: Any, device: int = 0) -> np.ndarray:
         """DAC codes uint16 [n, 7] of `device` for volts [n, 7] (checked against its limits)."""
-        cols = self._columns(device)
-        return self._to_codes(self.validate(volts, device), self._v_at_0[cols], self._v_per_code[cols],
-                              self._limit_codes[cols])
+        return self._device_codes(self.validate(volts, device), device)
 
-    def _full_codes(self, volts: dict[int, np.ndarray], hold: np.ndarray) -> np.ndarray:
-        """Codes [n, channels]: each device of `volts` ({device: [n, 7]}) at its volts, the others
-        at the codes `hold` [channels] (every device's volts checked first)."""
+    def _device_codes(self, checked: np.ndarray, device: int) -> np.ndarray:
+        """DAC codes of `device` for volts already checked against its limits."""
+        cols = self._columns(device)
+        return self._to_codes(checked, self._v_at_0[cols], self._v_per_code[cols], self._limit_codes[cols])
+
+    def _full_codes(self, volts: dict[int, np.ndarray]) -> np.ndarray:
+        """Codes [n, channels]: each device of `volts` ({device: [n, 7]}) at its volts (all checked
+        first), the devices not named at their present targets (read from the board)."""
         checked = {d: self.validate(v, d) for d, v in volts.items()}
         n = len(next(iter(checked.values())))
         if any(len(v) != n for v in checked.values()):
@@ -282,10 +285,9 @@ class Board:
         if len(checked) == self.n_devices:
             out = np.empty((n, self.channels), np.uint16)
         else:
-            out = np.tile(np.asarray(hold, np.uint16), (n, 1))
+            out = np.tile(self._output_codes()[1].astype(np.uint16), (n, 1))
         for d, v in checked.items():
-            cols = self._columns(d)
-            out[:, cols] = self._to_codes(v, self._v_at_0[cols], self._v_per_code[cols], self._limit_codes[cols])
+            out[:, self._columns(d)] = self._device_codes(v, d)
         return out
 
     @staticmethod
@@ -366,20 +368,12 @@ class Board:
             raise LimitError(f"set_devices() takes [{len(ds)}, {N_ELECTRODES}] volts, got shape {v.shape}")
         rate_mv = int(round(self.options.ramp_v_per_s * 1000)) if ramp else 0
         with self.link.lock:
-            hold = self._hold_codes(ds)
-            codes = self._full_codes({d: v[i:i + 1] for i, d in enumerate(ds)}, hold)[0]
+            codes = self._full_codes({d: v[i:i + 1] for i, d in enumerate(ds)})[0]
             r = self.link.expect("SET_REPLY", "SET", tail=codes, rate_mv_per_s=rate_mv)
             ramp_s = r["ramp_ms"] / 1000.0
             if wait:
                 self._wait_settled(ramp_s)
         return ramp_s
-
-    def _hold_codes(self, devices: list[int]) -> np.ndarray:
-        """Codes [channels] that keep the devices not in `devices` at their targets (asked of
-        the board only when some device is not addressed)."""
-        if len(devices) == self.n_devices:
-            return np.full(self.channels, int(self.identity.get("zero_code", 0)), np.uint16)
-        return self._output_codes()[1].astype(np.uint16)
 
     def _wait_settled(self, ramp_s: float) -> None:
         deadline = time.monotonic() + ramp_s * 1.5 + 2.0
@@ -445,8 +439,7 @@ class Board:
         if v.ndim != 3 or v.shape[1:] != (len(ds), N_ELECTRODES):
             raise LimitError(f"measure_devices() takes [n, {len(ds)}, {N_ELECTRODES}] volts, got shape {v.shape}")
         with self.link.lock:
-            hold = self._hold_codes(ds)
-            codes = self._full_codes({d: v[:, j] for j, d in enumerate(ds)}, hold)
+            codes = self._full_codes({d: v[:, j] for j, d in enumerate(ds)})
             na = self._sweep_codes(codes, oversample, sample_period_s, progress)
         return na[:, ds]
 

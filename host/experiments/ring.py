@@ -49,7 +49,7 @@ from host.experiments.data_electrodes import AUTO, Screening, choose_electrodes,
 from host.experiments.options import add_common_arguments, add_train_on, run_info, set_threads, trains_on_board
 from host.experiments.results import out_folder, progress_bar, timer, write_json
 from host.experiments.ring_loop import LoopConfig, fine_tune_on_board
-from host.experiments.surrogates import ChipSurrogates, SurrogateInfo, load_surrogates, node_models, node_noise_scale
+from host.experiments.surrogates import ChipSurrogates, SurrogateInfo, load_surrogates
 
 DESCRIPTION = "ring classification: 1,000 trials of a single DNPU and of a 2-2-1 DNPU network, validated on a board"
 
@@ -186,9 +186,9 @@ def train_chunk_parts(sur: SurrogateInfo, nodes: tuple[int, ...], cfg: RingConfi
     from host.networks.classifiers import DNPUNet
     from host.networks.trials import TrialAdam
 
-    net = DNPUNet(node_models(sur, nodes), sur.ranges_v, trials, nodes=nodes, data_electrodes=cfg.data_electrodes,
+    net = DNPUNet(sur.node_models(nodes), sur.ranges_v, trials, nodes=nodes, data_electrodes=cfg.data_electrodes,
                   span_sigmas=cfg.span_sigmas, noise_std_na=float(cfg.noise_std_na or noise) * cfg.train_noise_factor,
-                  generator=gen, noise_scale=node_noise_scale(sur, nodes))
+                  generator=gen, noise_scale=sur.node_noise_scale(nodes))
     opt = TrialAdam(net, cfg.lr)
     net.train()
     idx = np.arange(trials)
@@ -729,7 +729,7 @@ def run(args: argparse.Namespace) -> int:
                     samples, board_s = session.samples, session.board_s
                     board_validate(session, res[name].best, data, cfg.board_runs, board_records[name],
                                    args.quiet, f"board {name}", cfg.oversample, cfg.board_train_runs,
-                                   sur.node_devices(ARCHS[name]) if isinstance(sur, ChipSurrogates) else None)
+                                   sur.node_devices(ARCHS[name]))
                     pred = results["archs"][name]["best"]["predicted_board_accuracy"]
                     board_records[name]["predicted_accuracy"] = pred
                     board_records[name]["difference_points"] = 100 * (board_records[name]["accuracy_mean"] - pred)

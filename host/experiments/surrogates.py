@@ -23,6 +23,16 @@ class SurrogateInfo:
     noise_floor_na: float
     metadata: dict[str, Any]
 
+    # one chip: every node shares the one module and its noise, on the board's device 0
+    def node_devices(self, nodes: Sequence[int]) -> None:
+        return None
+
+    def node_models(self, nodes: Sequence[int]) -> Any:
+        return self.model
+
+    def node_noise_scale(self, nodes: Sequence[int]) -> None:
+        return None
+
 
 def load_surrogate(path: str | Path, engine: str = "core", threads: int | None = None) -> SurrogateInfo:
     """The surrogate as a frozen torch module, with its ranges and error figures; clear errors.
@@ -144,13 +154,3 @@ def load_surrogates(paths: str, engine: str = "core", threads: int | None = None
     if len(parts) == 1:
         return load_surrogate(parts[0], engine, threads)
     return ChipSurrogates([load_surrogate(p, engine, threads) for p in parts])
-
-
-def node_models(sur: "SurrogateInfo | ChipSurrogates", nodes: Sequence[int]) -> Any:
-    """What a DNPUNet of layer sizes `nodes` trains through: one shared module, or one per node."""
-    return sur.node_models(nodes) if isinstance(sur, ChipSurrogates) else sur.model
-
-
-def node_noise_scale(sur: "SurrogateInfo | ChipSurrogates", nodes: Sequence[int]) -> list[list[float]] | None:
-    """Each node's share of the network's noise (None: all alike, one chip)."""
-    return sur.node_noise_scale(nodes) if isinstance(sur, ChipSurrogates) else None

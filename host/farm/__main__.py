@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from host.farm.errors import FarmError, fail
+from host.sample.measure import SamplingConfig
 
 SAMPLE_EPILOG = """examples:
   python -m host.farm sample --cluster local --board sim://?seed=1 --board sim://?seed=2 --n 100000 --out data/farm
@@ -77,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wave-period", type=float, default=2000.0, help="sine/sawtooth: slowest period in samples")
     s.add_argument("--grid-points", type=int, default=0, help="grid: points per electrode")
     s.add_argument("--ranges", default=None, help="electrode ranges as JSON [[lo,hi] x 7] in V (default: the board's limits)")
-    s.add_argument("--chunk", type=int, default=8192, help="samples per chunk (the unit of work and of resuming)")
-    s.add_argument("--refs", type=int, default=4, help="reference points measured before every chunk")
-    s.add_argument("--ref-repeats", type=int, default=4, help="repeats of each reference point per visit")
+    d = SamplingConfig()
+    s.add_argument("--chunk", type=int, default=d.chunk, help="samples per chunk (the unit of work and of resuming)")
+    s.add_argument("--refs", type=int, default=d.n_refs, help="reference points measured before every chunk")
+    s.add_argument("--ref-repeats", type=int, default=d.ref_repeats, help="repeats of each reference point per visit")
     s.add_argument("--per-board", type=int, default=2, help="chunks queued on each board at a time")
     s.add_argument("--resume", action="store_true", help="continue an interrupted job in --out")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -151,7 +153,6 @@ def _info(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from host.farm.boards import parse_boards
     from host.farm.sampling import FarmSamplingConfig, PlanRequest
-    from host.sample.measure import SamplingConfig
 
     specs = parse_boards(args.board)
     ranges = _parse_ranges(args.ranges) if args.ranges else None

@@ -34,8 +34,8 @@ from host.farm.boards import BoardHandle, BoardSpec, device_label, error_text, s
 from host.farm.cluster import Cluster
 from host.farm.errors import FarmError
 from host.sample import store
-from host.sample.measure import SamplingConfig
-from host.sample.plans import Plan, PlanConfig, Ranges, ranges_within_limits, reference_points
+from host.sample.measure import ResumeMismatch, SamplingConfig, check_same_settings, dataset_meta, reference_rows
+from host.sample.plans import Plan, PlanConfig, Ranges, ranges_within_limits
 
 JOURNAL = "farm-journal.jsonl"
 
@@ -165,18 +165,8 @@ def _open_dataset(label: str, folder: Path, members: list[BoardHandle], plan: Pl
                   cfg: FarmSamplingConfig) -> DeviceJob:
     s = cfg.sampling
     first = members[0]
-    meta_new: dict[str, Any] = {
-        "format": store.FORMAT,
-        "units": {"voltage": "V", "current": "nA"},
-        "plan": plan.config.to_json(),
-        "ranges_v": [list(p) for p in plan.config.ranges_v],
-        "sampling": {"chunk": s.chunk, "n_refs": s.n_refs, "ref_repeats": s.ref_repeats},
-        "board": first.identity,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "complete": False,
-        "farm": {"device": label, "journal": JOURNAL,
-                 "boards": [_board_record(b) for b in members]},
-    }
+    meta_new = dataset_meta(plan, s, first.identity)
+    meta_new["farm"] = {"device": label, "journal": JOURNAL, "boards": [_board_record(b) for b in members]}
     done: set[int] = set()
     if folder.exists() and any(folder.iterdir()):
         if not cfg.resume:
@@ -195,11 +185,10 @@ def _open_dataset(label: str, folder: Path, members: list[BoardHandle], plan: Pl
         meta = meta_new
     store.write_meta(folder, meta)
     n_chunks = (len(plan) + s.chunk - 1) // s.chunk
-    refs = reference_points(np.asarray(plan.config.ranges_v), s.n_refs, plan.config.seed)
+    ref_rows, ref_ids = reference_rows(plan, s)
     return DeviceJob(label=label, folder=folder, boards=members, plan=plan, meta=meta,
                      todo=deque(k for k in range(n_chunks) if k not in done), done=done, n_chunks=n_chunks,
-                     ref_rows=np.repeat(refs, s.ref_repeats, axis=0),
-                     ref_ids=np.repeat(np.arange(s.n_refs, dtype=np.int16), s.ref_repeats),
+                     ref_rows=ref_rows, ref_ids=ref_ids,
                      measured={b.spec.name: 0 for b in members})
 
 
@@ -208,10 +197,10 @@ def _board_record(b: BoardHandle) -> dict[str, Any]:
 
 
 def _check_resume(folder: Path, meta: dict[str, Any], new: dict[str, Any]) -> None:
-    for key in ("plan", "sampling"):
-        if meta.get(key) != new[key]:
-            raise FarmError(f"cannot resume {folder}: {key} settings differ from the stored run "
-                            f"(stored {json.dumps(meta.get(key))}, now {json.dumps(new[key])})")
+    try:
+        check_same_settings(meta, new)
+    except ResumeMismatch as e:
+        raise FarmError(f"{folder}: {e}") from None
     old, now = meta.get("board", {}), new["board"]
     if old.get("device") != now.get("device") or old.get("limits_v") != now.get("limits_v"):
         raise FarmError(f"cannot resume {folder}: it holds another device than the boards given now "

@@ -46,9 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranges", type=str, default=None,
                    help=f"electrode ranges as JSON [[lo,hi] x {N_ELECTRODES}] in V, within the board's electrode "
                         "limits (default: the board's limits)")
-    p.add_argument("--chunk", type=int, default=8192, help="samples per chunk file (default %(default)s)")
-    p.add_argument("--refs", type=int, default=4, help="reference points measured before every chunk")
-    p.add_argument("--ref-repeats", type=int, default=4, help="repeats of each reference point per visit")
+    d = SamplingConfig()
+    p.add_argument("--chunk", type=int, default=d.chunk, help="samples per chunk file (default %(default)s)")
+    p.add_argument("--refs", type=int, default=d.n_refs, help="reference points measured before every chunk")
+    p.add_argument("--ref-repeats", type=int, default=d.ref_repeats, help="repeats of each reference point per visit")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")

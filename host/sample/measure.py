@@ -46,17 +46,7 @@ def run(board: Any, plan: Plan, out: Path, cfg: SamplingConfig, *, resume: bool 
     `board` needs `identity` (dict), `measure(volts [n, N_ELECTRODES]) -> nA [n]` and `zero()`.
     """
     out = Path(out)
-    ident = dict(board.identity)
-    meta_new = {
-        "format": store.FORMAT,
-        "units": {"voltage": "V", "current": "nA"},
-        "plan": plan.config.to_json(),
-        "ranges_v": [list(p) for p in plan.config.ranges_v],
-        "sampling": {"chunk": cfg.chunk, "n_refs": cfg.n_refs, "ref_repeats": cfg.ref_repeats},
-        "board": ident,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "complete": False,
-    }
+    meta_new = dataset_meta(plan, cfg, dict(board.identity))
     done: set[int] = set()
     if out.exists() and any(out.iterdir()):
         if not resume:
@@ -70,9 +60,7 @@ def run(board: Any, plan: Plan, out: Path, cfg: SamplingConfig, *, resume: bool 
         store.write_meta(out, meta)
 
     n_chunks = (len(plan) + cfg.chunk - 1) // cfg.chunk
-    refs = reference_points(np.asarray(plan.config.ranges_v), cfg.n_refs, plan.config.seed)
-    ref_rows = np.repeat(refs, cfg.ref_repeats, axis=0)
-    ref_ids = np.repeat(np.arange(cfg.n_refs, dtype=np.int16), cfg.ref_repeats)
+    ref_rows, ref_ids = reference_rows(plan, cfg)
     todo = [k for k in range(n_chunks) if k not in done]
     n_done = sum(min(cfg.chunk, len(plan) - k * cfg.chunk) for k in done)
     t0 = time.monotonic() - float(meta.get("elapsed_s", 0.0))
@@ -113,11 +101,38 @@ def _measure_blocks(board: Any, volts: np.ndarray, block: int) -> np.ndarray:
                            for a in range(0, len(volts), block)])
 
 
-def _check_resume(meta: dict[str, Any], new: dict[str, Any]) -> None:
+def dataset_meta(plan: Plan, cfg: SamplingConfig, identity: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of a new dataset of `plan` measured with `cfg` on the board of `identity`."""
+    return {
+        "format": store.FORMAT,
+        "units": {"voltage": "V", "current": "nA"},
+        "plan": plan.config.to_json(),
+        "ranges_v": [list(p) for p in plan.config.ranges_v],
+        "sampling": {"chunk": cfg.chunk, "n_refs": cfg.n_refs, "ref_repeats": cfg.ref_repeats},
+        "board": identity,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "complete": False,
+    }
+
+
+def reference_rows(plan: Plan, cfg: SamplingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The reference rows measured before every chunk (volts [n_refs x ref_repeats, 7], each point
+    repeated back to back) and their reference ids."""
+    refs = reference_points(np.asarray(plan.config.ranges_v), cfg.n_refs, plan.config.seed)
+    return (np.repeat(refs, cfg.ref_repeats, axis=0),
+            np.repeat(np.arange(cfg.n_refs, dtype=np.int16), cfg.ref_repeats))
+
+
+def check_same_settings(meta: dict[str, Any], new: dict[str, Any]) -> None:
+    """ResumeMismatch unless a stored dataset's plan and sampling settings are the new run's."""
     for key in ("plan", "sampling"):
         if meta.get(key) != new[key]:
             raise ResumeMismatch(f"cannot resume: {key} settings differ from the stored run "
                                  f"(stored {json.dumps(meta.get(key))}, now {json.dumps(new[key])})")
+
+
+def _check_resume(meta: dict[str, Any], new: dict[str, Any]) -> None:
+    check_same_settings(meta, new)
     old_b, new_b = board_fingerprint(meta.get("board", {})), board_fingerprint(new["board"])
     if old_b != new_b:
         raise ResumeMismatch(f"cannot resume: the board or device differs from the stored run "
