@@ -15,6 +15,7 @@ help:
 	@echo "make device-surrogate  measure the virtual device of seed 5 (DEVICE_SEED=N), train models/devices/seed5.onnx"
 	@echo "make deploy   set up, then run the shipped MNIST network (models/mnist.onnx) on the C core"
 	@echo "make models   train the MNIST networks from scratch: models/mnist.onnx, models/mnist_rf3.onnx (+ reports)"
+	@echo "make mnist-chips  train MNIST rf7 for a board of chips 0, 5, 7 (one surrogate per device): models/chips/"
 	@echo "make experiments  capacity, ring and gates through the surrogate, validated on the simulated board (results/)"
 	@echo "make build    rebuild the extensions after changing C/Cython sources"
 	@echo "make firmware build the board firmware's native port and test library (build/firmware/), and a"
@@ -138,6 +139,17 @@ device-surrogate: build
 MNIST_ARGS ?= --threads 1
 models: build
 	$(PY) -m host.experiments mnist --out results/mnist --export models $(MNIST_ARGS)
+
+# MNIST for a board of three chips (issue: device farm): rf7 with its ten nodes bound to the chips
+# of the shipped surrogate, models/devices/seed5.onnx and models/twins/seed7.onnx in turn (node k
+# on device k mod 3), each trained through its own chip's surrogate -> models/chips/mnist.onnx
+# (+ .json, confusion plot, summary). About 3 min on an idle 2-core machine. Deploy it on
+# sim://?chips=0,5,7,0,5,7,0,5,7,0 (bench/chips_bench.py).
+CHIP_SURROGATES ?= models/surrogate.onnx,models/devices/seed5.onnx,models/twins/seed7.onnx
+.PHONY: mnist-chips
+mnist-chips: build
+	$(PY) -m host.experiments mnist --models rf7 --surrogate $(CHIP_SURROGATES) --out results/mnist-chips \
+		--export models/chips $(MNIST_ARGS) --no-progress
 
 # The README's first command: set up (no torch: inference never imports it), then deploy the
 # shipped MNIST network on the C core.

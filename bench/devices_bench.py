@@ -30,10 +30,12 @@ TARGET_LATENCY_RATIO = 6.0
 TARGET_ACCURACY_POINTS = 0.3
 
 
-def _run(nf, x, labels, url: str, latency_images: int, ramp: float) -> dict:
+def run_on_board(nf, x, labels, url: str, latency_images: int, ramp: float,
+                 device_map: list[int] | None = None) -> dict:
+    """One network on one board: accuracy on x, median single-image latency, which devices ran it."""
     t0 = time.perf_counter()
     run = evaluate_board(nf, x, url, latency_samples=latency_images, board_options={"ramp_v_per_s": ramp},
-                         progress=False)
+                         progress=False, device_map=device_map)
     if run.error is not None:
         raise SystemExit(f"{url}: {run.error}")
     acc = summarise(run.logits, labels)["accuracy"]
@@ -58,8 +60,8 @@ def main() -> int:
     data = load_data("test", nf.metadata, nf.n_inputs, n_classes(n_out))
     x, labels = data.x[:a.images], data.labels[:a.images]
     many = "sim://?chips=" + ",".join(["0"] * a.devices)
-    one = _run(nf, x, labels, ONE, a.latency_images, a.ramp)
-    par = _run(nf, x, labels, many, a.latency_images, a.ramp)
+    one = run_on_board(nf, x, labels, ONE, a.latency_images, a.ramp)
+    par = run_on_board(nf, x, labels, many, a.latency_images, a.ramp)
     ratio = one["latency_s_median"] / par["latency_s_median"]
     diff = (par["accuracy"] - one["accuracy"]) * 100
     rep = {"model": str(a.model), "one_device": one, "many_devices": par, "latency_ratio": ratio,

@@ -88,7 +88,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", type=float, default=None, help="override the recipe's output noise (nA)")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--range-penalty", type=float, default=None)
-    p.add_argument("--surrogate", default="models/surrogate.onnx", help="surrogate ONNX the DNPU nodes run on")
+    p.add_argument("--surrogate", default="models/surrogate.onnx",
+                   help="surrogate ONNX the DNPU nodes run on; or a comma-separated list, one per device of a board "
+                        "of several chips (in the board's device order): node k trains through device k mod K's "
+                        "surrogate with that chip's noise, and deploy runs it on a device of that chip")
     p.add_argument("--out", default="results/mnist", help="output folder")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="also copy the DNPU networks to DIR/mnist.onnx (rf7) and DIR/mnist_rf3.onnx (+ .json)")
@@ -251,28 +254,36 @@ def _predict(model, x, batch: int = 2000) -> np.ndarray:
     return np.concatenate(out)
 
 
-def train_model(name: str, recipe: Recipe, data, surrogate_path: Path, out: Path, *, device: str = "cpu",
+def train_model(name: str, recipe: Recipe, data, surrogate_path: str | Path, out: Path, *, device: str = "cpu",
                 seed: int = 0, train_subset: int | None = None, resume: bool = False,
                 progress: bool = True, log=print, model_cfg=None) -> dict[str, Any]:
-    """Train one model; returns its report (also written to out/<name>.json)."""
+    """Train one model; returns its report (also written to out/<name>.json).
+
+    surrogate_path: one surrogate file, or a comma-separated list of them, one per device of a
+    board of several chips (host.experiments.surrogates.load_surrogates): the nodes take the
+    devices in turn (node k on device k mod K) and each trains through its chip's surrogate."""
     import torch
     from tqdm import tqdm
 
     from host.experiments import mnist_model as mm
+    from host.experiments.surrogates import load_surrogates
     from host.mnist_data import to_inputs
-    from host.surrogate import onnx_file
-    from host.surrogate.torch_model import load_torch, pick_device
+    from host.surrogate.torch_model import pick_device
 
     dev = pick_device(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     cfg = model_config(name) if model_cfg is None else model_cfg
-    sf_meta: dict[str, Any] = {}
+    sur = None
     if cfg.kind == "dnpu":
-        sf = onnx_file.read(surrogate_path)
-        sf_meta = sf.metadata
-        model = mm.build(cfg, load_torch(surrogate_path), sf.ranges_v)
-        noise = float(sf_meta.get("test_rmse_na", 0.0)) if recipe.noise < 0 else recipe.noise
+        sur = load_surrogates(str(surrogate_path), engine="torch")
+        nodes = [cfg.n_classes]
+        devices = sur.node_devices(nodes, multiplex=True)
+        models, scale = sur.node_models(nodes, multiplex=True), sur.node_noise_scale(nodes, multiplex=True)
+        model = mm.build(cfg, models if devices is None else models[0], sur.ranges_v,
+                         node_surrogates=None if devices is None else devices[0],
+                         noise_scale=None if scale is None else scale[0])
+        noise = sur.test_rmse_na if recipe.noise < 0 else recipe.noise
         model.noise_std_na = noise
     else:
         model = mm.build(cfg)
@@ -367,14 +378,18 @@ def train_model(name: str, recipe: Recipe, data, surrogate_path: Path, out: Path
         "test_acc_torch": acc, "train_wall_s": wall, "device": str(dev), "seed": seed,
         "noise_std_na": noise, "history": history, "confusion_matrix": cm.tolist(),
     }
-    if cfg.kind == "dnpu":
+    if sur is not None:
         from core.io import load_network, write_network
         onnx_path = out / f"{name}.onnx"
         meta = {"task": "mnist", "dataset": "mnist:test", "input": "pixels/255 - 0.5, [n, 784] row-major 28x28",
                 "classes": list(range(10)), "model": name, "test_accuracy": acc,
                 "val_accuracy": best["val_acc"], "recipe": asdict(recipe),
-                "surrogate_test_rmse_na": sf_meta.get("test_rmse_na")}
-        write_network(onnx_path, mm.N_PIXELS, mm.to_layers(model), [surrogate_path], meta)
+                "surrogate_test_rmse_na": sur.test_rmse_na}
+        if len(sur.paths) > 1:
+            meta["node_devices"] = list(model.node_surrogates)
+            report["surrogates"] = sur.paths
+            report["node_devices"] = list(model.node_surrogates)
+        write_network(onnx_path, mm.N_PIXELS, mm.to_layers(model), sur.paths, meta)
         net = load_network(onnx_path)
         logits_core = net.evaluate(to_inputs(data.test.images), threads=1)
         with torch.inference_mode():
@@ -414,6 +429,7 @@ def write_summary(reports: dict[str, dict[str, Any]], path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from host.experiments import mnist_model as mm
+    from host.experiments.errors import ExperimentError
     from host.mnist_data import MnistError, load_mnist
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -432,6 +448,10 @@ def run(args: argparse.Namespace) -> int:
             loop_cfg = _loop_config_from(args)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
+            return 2
+        if "," in args.surrogate.strip(","):
+            print("error: --train-on board runs a network on one device; --surrogate names several (one per "
+                  "device): train off-chip for the board of several chips, then deploy it", file=sys.stderr)
             return 2
         if args.init is None and not any(model_config(n).kind == "dnpu" for n in names):
             print("error: --train-on board fine-tunes a DNPU model: give --init FILE or --models with rf3 or rf7",
@@ -452,9 +472,10 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         return _run_on_board(args, loop_cfg, data, [(Path(args.init).stem, Path(args.init))], out)
-    sur = Path(args.surrogate)
-    if any(model_config(n).kind == "dnpu" for n in names) and not sur.is_file():
-        print(f"error: --surrogate {sur}: no such file", file=sys.stderr)
+    sur = args.surrogate
+    missing = [p for p in (q.strip() for q in sur.split(",")) if p and not Path(p).is_file()]
+    if any(model_config(n).kind == "dnpu" for n in names) and (missing or not sur.strip(",").strip()):
+        print(f"error: --surrogate: no such file {missing[0] if missing else sur!r}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -466,7 +487,7 @@ def run(args: argparse.Namespace) -> int:
             reports[n] = train_model(n, recipe, data, sur, out, device=args.device, seed=args.seed,
                                      train_subset=args.train_subset, resume=args.resume,
                                      progress=not args.no_progress)
-        except mm.CheckpointError as e:
+        except (mm.CheckpointError, ExperimentError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     summary = {n: {"test_acc": r["test_acc"], "val_acc": r["val_acc"], "train_wall_s": r["train_wall_s"],

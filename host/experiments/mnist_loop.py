@@ -304,9 +304,11 @@ def load_start(path: str | Path, sur: Any, name: str | None = None) -> StartNetw
         raise ExperimentError(f"--init {str(p)!r}: no such file")
     try:
         nf = read_network(p)
-        if nf.n_inputs != mm.N_PIXELS or len(nf.surrogates) != 1:
-            raise mm.NetworkFileError(f"{p}: not an MNIST network ({nf.n_inputs} inputs, "
-                                      f"{len(nf.surrogates)} surrogates)")
+        if nf.n_inputs != mm.N_PIXELS:
+            raise mm.NetworkFileError(f"{p}: not an MNIST network ({nf.n_inputs} inputs)")
+        if len(nf.surrogates) != 1:
+            raise mm.NetworkFileError(f"{p} was trained for a board of {len(nf.surrogates)} devices (one surrogate "
+                                      f"each); the loop fine-tunes a network of one device")
         model = mm.from_layers(nf.layers, sur.model, sur.ranges_v, source=str(p))
     except ValueError as e:
         raise ExperimentError(f"--init {str(p)!r}: {e}") from None

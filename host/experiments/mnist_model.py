@@ -17,7 +17,11 @@ Three kinds share one interface (``forward(x [B, 784]) -> logits [B, 10]``):
 DnpuLayer) for ``core.io.write_network``, through the one exporter ``host.networks.export``;
 ``from_layers`` is its inverse (the batch norm stays folded into the nodes' input maps), and
 ``load_network_model(path)`` reads a network file (models/mnist.onnx) back into the torch model
-(on its own embedded surrogate unless one is given), e.g. to fine-tune it in the loop.
+(on its own embedded surrogates unless they are given), e.g. to fine-tune it in the loop.
+
+A classifier for a board of several chips has one surrogate per device: node k trains through
+the surrogate of its device ``node_surrogates[k]`` (with that chip's own noise, ``noise_scale``),
+and the exported file names that surrogate for the node, so deploy runs it on a device of its chip.
 """
 from __future__ import annotations
 
@@ -59,10 +63,17 @@ class ModelConfig:
 class LinearDNPUClassifier(nn.Module):
     """Linear 784 -> K*D feeding K DNPU nodes (``host.networks.dnpu_nodes.DNPUNodes``, one trial)."""
 
-    def __init__(self, cfg: ModelConfig, surrogate: nn.Module, ranges_v: np.ndarray) -> None:
+    def __init__(self, cfg: ModelConfig, surrogate: nn.Module | Sequence[nn.Module], ranges_v: np.ndarray,
+                 node_surrogates: Sequence[int] | None = None, noise_scale: Sequence[float] | None = None) -> None:
+        """surrogate: one module all nodes share (one chip), or one per node; node_surrogates: per
+        node, the index of its surrogate in the exported file (its device; default 0 for all);
+        noise_scale: per node, its chip's share of ``noise_std_na``."""
         super().__init__()
         self.cfg = cfg
         k, d = cfg.n_classes, len(cfg.data_electrodes)
+        self.node_surrogates = [0] * k if node_surrogates is None else [int(i) for i in node_surrogates]
+        if len(self.node_surrogates) != k or min(self.node_surrogates) < 0:
+            raise ValueError(f"node_surrogates must be {k} indices >= 0, got {node_surrogates!r}")
         self.linear = nn.Linear(N_PIXELS, k * d, bias=cfg.bias)
         self.norm = nn.BatchNorm1d(k * d, affine=False) if cfg.batchnorm else None
         # with batch norm, +-span standard deviations of a linear output initially span the range
@@ -70,7 +81,7 @@ class LinearDNPUClassifier(nn.Module):
         self.dnpu = DNPUNodes(surrogate, ranges_v, k, cfg.data_electrodes,
                               transform=InputTransform(-span, span, clip=True),
                               generator=torch.Generator().manual_seed(1234), control_init=(0.25, 0.5),
-                              learn_mapping=cfg.learn_mapping)
+                              learn_mapping=cfg.learn_mapping, noise_scale=noise_scale)
         self.out_scale = nn.Parameter(torch.full((k,), float(cfg.out_scale_init)))
         self.out_bias = nn.Parameter(torch.zeros(k))
 
@@ -153,18 +164,23 @@ class LinearSoftmax(nn.Module):
         pass
 
 
-def build(cfg: ModelConfig, surrogate: nn.Module | None = None, ranges_v: np.ndarray | None = None) -> nn.Module:
+def build(cfg: ModelConfig, surrogate: nn.Module | Sequence[nn.Module] | None = None,
+          ranges_v: np.ndarray | None = None, node_surrogates: Sequence[int] | None = None,
+          noise_scale: Sequence[float] | None = None) -> nn.Module:
     if cfg.kind == "dnpu":
         if surrogate is None or ranges_v is None:
             raise ValueError("a DNPU classifier needs the surrogate and its electrode ranges")
-        return LinearDNPUClassifier(cfg, surrogate, ranges_v)
+        return LinearDNPUClassifier(cfg, surrogate, ranges_v, node_surrogates, noise_scale)
     if cfg.kind == "nn":
         return ReceptiveFieldNN(cfg)
     return LinearSoftmax(cfg)
 
 
 def to_layers(model: LinearDNPUClassifier) -> list:
-    """The trained classifier as core.network layers: [Linear, DnpuLayer] (logits = node outputs)."""
+    """The trained classifier as core.network layers: [Linear, DnpuLayer] (logits = node outputs);
+    each node names its surrogate (``node_surrogates``: the file's surrogate list is one per device)."""
+    import dataclasses
+
     from core.network import Linear
 
     with torch.no_grad():
@@ -172,6 +188,8 @@ def to_layers(model: LinearDNPUClassifier) -> list:
         b = None if model.linear.bias is None else model.linear.bias.detach().cpu().double().numpy()
         dnpu = export.dnpu_layer(model.dnpu, 0, input_affine=model.batchnorm_affine(),
                                  output_scale=model.out_scale.tolist(), output_offset=model.out_bias.tolist())
+    dnpu = dataclasses.replace(dnpu, nodes=tuple(dataclasses.replace(n, surrogate=i)
+                                                 for n, i in zip(dnpu.nodes, model.node_surrogates)))
     return [Linear(W, b), dnpu]
 
 
@@ -179,15 +197,16 @@ class NetworkFileError(ValueError):
     """A network file that is not an MNIST classifier this module can rebuild; the message says why."""
 
 
-def from_layers(layers: Sequence, surrogate: nn.Module, ranges_v: np.ndarray,
+def from_layers(layers: Sequence, surrogate: nn.Module | Sequence[nn.Module], ranges_v: np.ndarray,
                 source: str = "network") -> LinearDNPUClassifier:
     """The inverse of ``to_layers``: core.network layers [Linear 784 -> K*D, DnpuLayer of K nodes]
     (a file written by the MNIST experiment, core.io.read_network) as a LinearDNPUClassifier that
     computes what the file computes. The batch normalisation was folded into each node's input map
     on export, so the rebuilt model has none (``batchnorm=False``) and a learnt map per node.
 
-    surrogate: the frozen torch module volts [n, 7] -> nA [n, 1] the nodes evaluate; ranges_v [7, 2]:
-    its electrode ranges, which must be the nodes' clip bounds."""
+    surrogate: the frozen torch module volts [n, 7] -> nA [n, 1] the nodes evaluate, or a list of
+    them that the nodes index (``DnpuNode.surrogate``: the file's surrogates, one per device);
+    ranges_v [7, 2]: their electrode ranges, which must be the nodes' clip bounds."""
     from core.network import DnpuLayer, Linear
 
     if len(layers) != 2 or not isinstance(layers[0], Linear) or not isinstance(layers[1], DnpuLayer):
@@ -204,14 +223,16 @@ def from_layers(layers: Sequence, surrogate: nn.Module, ranges_v: np.ndarray,
                                f"need [{k * d}, {N_PIXELS}]")
     ranges = np.asarray(ranges_v, dtype=np.float64)
     lo, hi = ranges[list(data), 0], ranges[list(data), 1]
+    mods = [surrogate] if isinstance(surrogate, nn.Module) else list(surrogate)
     for i, nd in enumerate(nodes):
         where = f"{source}: node {i}"
         if tuple(int(e) for e in nd.data_electrodes) != data:
             raise NetworkFileError(f"{where}: data electrodes {tuple(nd.data_electrodes)} differ from node 0's {data}")
         if nd.inputs is not None and tuple(int(j) for j in nd.inputs) != tuple(range(i * d, (i + 1) * d)):
             raise NetworkFileError(f"{where}: reads features {tuple(nd.inputs)}, not its own {d} consecutive ones")
-        if int(nd.surrogate) != 0:
-            raise NetworkFileError(f"{where}: uses surrogate {nd.surrogate}; one shared device is supported")
+        if not 0 <= int(nd.surrogate) < len(mods):
+            raise NetworkFileError(f"{where}: uses surrogate {nd.surrogate}; "
+                                   f"{len(mods)} surrogate{'s are' if len(mods) > 1 else ' is'} given")
         n_lo = np.broadcast_to(np.asarray(nd.input_low, dtype=np.float64), (d,))
         n_hi = np.broadcast_to(np.asarray(nd.input_high, dtype=np.float64), (d,))
         if not (np.allclose(n_lo, lo, atol=1e-6) and np.allclose(n_hi, hi, atol=1e-6)):
@@ -222,7 +243,9 @@ def from_layers(layers: Sequence, surrogate: nn.Module, ranges_v: np.ndarray,
                                    f"for {N_ELECTRODES - d} control electrodes")
     cfg = ModelConfig(kind="dnpu", n_classes=k, data_electrodes=data, bias=lin.bias is not None,
                       batchnorm=False, learn_mapping=True)
-    model = LinearDNPUClassifier(cfg, surrogate, ranges)
+    index = [int(nd.surrogate) for nd in nodes]
+    per_node = mods[0] if len(mods) == 1 else [mods[i] for i in index]
+    model = LinearDNPUClassifier(cfg, per_node, ranges, node_surrogates=index)
     with torch.no_grad():
         model.linear.weight.copy_(torch.as_tensor(W))
         if lin.bias is not None:
@@ -239,10 +262,11 @@ def from_layers(layers: Sequence, surrogate: nn.Module, ranges_v: np.ndarray,
     return model.eval()
 
 
-def load_network_model(path: str | Path, surrogate: nn.Module | None = None,
+def load_network_model(path: str | Path, surrogate: nn.Module | Sequence[nn.Module] | None = None,
                        ranges_v: np.ndarray | None = None) -> tuple[LinearDNPUClassifier, dict]:
     """A network file of the MNIST experiment (models/mnist.onnx) as a torch model, and the file's
-    metadata. surrogate / ranges_v: None takes the file's own surrogate and its electrode ranges."""
+    metadata. surrogate / ranges_v: None takes the file's own surrogates (one per device) and
+    their electrode ranges, which must agree."""
     import json
 
     from core.io import read_network
@@ -253,17 +277,20 @@ def load_network_model(path: str | Path, surrogate: nn.Module | None = None,
         raise NetworkFileError(f"{path}: {e}") from None
     if nf.n_inputs != N_PIXELS:
         raise NetworkFileError(f"{path}: {nf.n_inputs} inputs, an MNIST network has {N_PIXELS}")
-    if len(nf.surrogates) != 1:
-        raise NetworkFileError(f"{path}: {len(nf.surrogates)} surrogates; one shared device is supported")
     if ranges_v is None:
-        meta = nf.surrogate_metadata[0] if nf.surrogate_metadata else {}
-        try:
-            ranges_v = np.asarray(json.loads(meta["dnpu.electrode_ranges_v"]), dtype=np.float64)
-            ranges_v = ranges_v.reshape(N_ELECTRODES, 2)
-        except (KeyError, TypeError, ValueError) as e:
-            raise NetworkFileError(f"{path}: its surrogate's metadata holds no electrode ranges ({e})") from None
+        found = []
+        for i in range(len(nf.surrogates)):
+            meta = nf.surrogate_metadata[i] if i < len(nf.surrogate_metadata or []) else {}
+            try:
+                r = np.asarray(json.loads(meta["dnpu.electrode_ranges_v"]), dtype=np.float64)
+                found.append(r.reshape(N_ELECTRODES, 2))
+            except (KeyError, TypeError, ValueError) as e:
+                raise NetworkFileError(f"{path}: its surrogate {i}'s metadata holds no electrode ranges ({e})") from None
+        if any(not np.array_equal(r, found[0]) for r in found[1:]):
+            raise NetworkFileError(f"{path}: its surrogates have different electrode ranges; give ranges_v")
+        ranges_v = found[0]
     if surrogate is None:
-        surrogate = surrogate_module(nf.surrogates[0])
+        surrogate = [surrogate_module(s) for s in nf.surrogates]
     return from_layers(nf.layers, surrogate, ranges_v, source=str(path)), dict(nf.metadata)
 
 

@@ -24,14 +24,18 @@ class SurrogateInfo:
     metadata: dict[str, Any]
 
     # one chip: every node shares the one module and its noise, on the board's device 0
-    def node_devices(self, nodes: Sequence[int]) -> None:
+    def node_devices(self, nodes: Sequence[int], multiplex: bool = False) -> None:
         return None
 
-    def node_models(self, nodes: Sequence[int]) -> Any:
+    def node_models(self, nodes: Sequence[int], multiplex: bool = False) -> Any:
         return self.model
 
-    def node_noise_scale(self, nodes: Sequence[int]) -> None:
+    def node_noise_scale(self, nodes: Sequence[int], multiplex: bool = False) -> None:
         return None
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.path]
 
 
 def load_surrogate(path: str | Path, engine: str = "core", threads: int | None = None) -> SurrogateInfo:
@@ -73,11 +77,15 @@ def load_surrogate(path: str | Path, engine: str = "core", threads: int | None =
     return SurrogateInfo(str(p), model, ranges, rmse, floor, meta)
 
 
-def node_devices(nodes: Sequence[int], n_devices: int) -> list[list[int]]:
+def node_devices(nodes: Sequence[int], n_devices: int, multiplex: bool = False) -> list[list[int]]:
     """The device of every node of a network with layer sizes `nodes` on a board of `n_devices`:
     the nodes in network order take the devices in turn, so the nodes of a layer sit on distinct
-    devices (they run together). ExperimentError if a layer is wider than the board."""
-    if n_devices < max(nodes):
+    devices (they run together). A layer wider than the board is an ExperimentError, unless
+    `multiplex`: then its nodes go on taking the devices in turn, several nodes per device (run
+    one after another, time-multiplexed)."""
+    if n_devices < 1:
+        raise ExperimentError("no device to bind the nodes to")
+    if not multiplex and n_devices < max(nodes):
         raise ExperimentError(f"a layer of {max(nodes)} nodes needs {max(nodes)} devices (one surrogate each); "
                               f"got {n_devices}")
     out, c = [], 0
@@ -131,18 +139,19 @@ class ChipSurrogates:
     def metadata(self) -> dict[str, Any]:
         return self.surrogates[0].metadata
 
-    def node_devices(self, nodes: Sequence[int]) -> list[list[int]]:
-        return node_devices(nodes, len(self.surrogates))
+    def node_devices(self, nodes: Sequence[int], multiplex: bool = False) -> list[list[int]]:
+        return node_devices(nodes, len(self.surrogates), multiplex)
 
-    def node_noise_scale(self, nodes: Sequence[int]) -> list[list[float]]:
+    def node_noise_scale(self, nodes: Sequence[int], multiplex: bool = False) -> list[list[float]]:
         """Per node, its chip's surrogate error relative to the worst chip's (`test_rmse_na`, the
         noise the experiments train and predict with): each node is as noisy as its own chip."""
         worst = self.test_rmse_na
-        return [[self.surrogates[d].test_rmse_na / worst for d in layer] for layer in self.node_devices(nodes)]
+        return [[self.surrogates[d].test_rmse_na / worst for d in layer]
+                for layer in self.node_devices(nodes, multiplex)]
 
-    def node_models(self, nodes: Sequence[int]) -> list[list[Any]]:
-        """The surrogate module of every node (per layer, per node)."""
-        return [[self.surrogates[d].model for d in layer] for layer in self.node_devices(nodes)]
+    def node_models(self, nodes: Sequence[int], multiplex: bool = False) -> list[list[Any]]:
+        """The surrogate module of every node (per layer, per node); devices of one file share one module."""
+        return [[self.surrogates[d].model for d in layer] for layer in self.node_devices(nodes, multiplex)]
 
 
 def load_surrogates(paths: str, engine: str = "core", threads: int | None = None) -> "SurrogateInfo | ChipSurrogates":
@@ -153,4 +162,8 @@ def load_surrogates(paths: str, engine: str = "core", threads: int | None = None
         raise ExperimentError("--surrogate: no file given")
     if len(parts) == 1:
         return load_surrogate(parts[0], engine, threads)
-    return ChipSurrogates([load_surrogate(p, engine, threads) for p in parts])
+    loaded: dict[str, SurrogateInfo] = {}      # a file named for several devices (copies of one chip) loads once
+    for p in parts:
+        if p not in loaded:
+            loaded[p] = load_surrogate(p, engine, threads)
+    return ChipSurrogates([loaded[p] for p in parts])

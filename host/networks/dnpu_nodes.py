@@ -134,14 +134,33 @@ class DNPUNodes(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.electrode_volts(x)
         t, b, k, _ = v.shape
-        if len(self.surrogates) == 1:
-            out = self.surrogates[0](v.reshape(-1, N_ELECTRODES)).reshape(t, b, k)
+        groups = self.node_groups()
+        if len(groups) == 1:
+            out = groups[0][0](v.reshape(-1, N_ELECTRODES)).reshape(t, b, k)
         else:
-            out = torch.stack([s(v[:, :, i].reshape(-1, N_ELECTRODES)).reshape(t, b)
-                               for i, s in enumerate(self.surrogates)], dim=-1)
+            # one call per distinct surrogate (the nodes of one chip together), back in node order
+            parts, order = [], []
+            for s, nodes in groups:
+                idx = torch.as_tensor(nodes, device=v.device)
+                parts.append(s(v.index_select(2, idx).reshape(-1, N_ELECTRODES)).reshape(t, b, len(nodes)))
+                order.extend(nodes)
+            inverse = torch.empty(k, dtype=torch.long, device=v.device)
+            inverse[torch.as_tensor(order, device=v.device)] = torch.arange(k, device=v.device)
+            out = torch.cat(parts, dim=-1).index_select(2, inverse)
         if (self.training or self.noise_in_eval) and self.noise_std_na > 0:
             out = out + (self.noise_std_na * self.noise_scale) * torch.randn_like(out)
         return out
+
+    def node_groups(self) -> list[tuple[nn.Module, list[int]]]:
+        """(surrogate, its nodes) per distinct surrogate module, in order of first use: nodes on
+        one chip share one module and are evaluated in one call."""
+        mods = list(self.surrogates)
+        if len(mods) == 1:
+            return [(mods[0], list(range(self.n_nodes)))]
+        groups: dict[int, tuple[nn.Module, list[int]]] = {}
+        for i, s in enumerate(mods):
+            groups.setdefault(id(s), (s, []))[1].append(i)
+        return list(groups.values())
 
     @torch.no_grad()
     def keep_trials(self, idx: torch.Tensor) -> None:
