@@ -45,10 +45,14 @@ def check_controls(volts: np.ndarray, limits_v: np.ndarray, policy: str, what: s
 
 @dataclass
 class BoardSession:
-    """An open board for validation: limit checks before sending, 0 V on exit and on any error."""
+    """An open board for validation: limit checks before sending, 0 V on exit and on any error.
+
+    device: the device of a board of several that ``measure`` drives (the others hold their
+    targets); ``identity`` and ``limits_v`` are that device's (``Board.device_view``)."""
 
     url: str
     limit_policy: str = "clip"
+    device: int = 0
     warnings: list[str] = field(default_factory=list)
     samples: int = 0
     board_s: float = 0.0        # seconds spent inside the board's measurements
@@ -59,21 +63,43 @@ class BoardSession:
             self.board = Board.open(self.url)
         except (BoardError, OSError, ValueError) as e:
             raise ExperimentError(f"cannot open board {self.url!r}: {e}") from None
+        try:
+            self.board.device_index(self.device)
+        except ValueError as e:
+            self.board.close()
+            self.board = None
+            raise ExperimentError(f"--board-device: board {self.url!r}: {e}") from None
         return self
 
     @property
     def limits_v(self) -> np.ndarray:
-        return np.asarray(self.board.limits_v, dtype=np.float64)
+        return np.asarray(self.board.device_limits_v[self.device], dtype=np.float64)
 
     @property
     def identity(self) -> dict[str, Any]:
-        return dict(self.board.identity)
+        return dict(self.board.device_view(self.device).identity)
+
+    def check_chip(self, sur: Any) -> dict[str, Any]:
+        """The surrogate's chip against the chip of the session's device: a record for the results,
+        and a warning (kept in ``warnings``) when they differ (the prediction is for another chip)."""
+        from host.board.chips import board_chips, describe_chip, surrogate_chip
+
+        want, have = surrogate_chip(sur.metadata), board_chips(self.board.identity)[self.device]
+        rec = {"device": self.device, "surrogate": sur.path, "surrogate_chip": describe_chip(want),
+               "device_chip": describe_chip(have), "same": None if want is None or have is None else want == have}
+        if rec["same"] is False:
+            msg = (f"surrogate {sur.path!r} was measured on {describe_chip(want)}, but device {self.device} of the "
+                   f"board carries {describe_chip(have)}: the surrogate's predictions are for another chip")
+            self.warnings.append(msg)
+            warnings.warn(msg, stacklevel=2)
+        return rec
 
     def measure(self, volts: np.ndarray, what: str = "volts", oversample: int = 1) -> np.ndarray:
-        """nA [n] for volts [n, 7]; out-of-range values are refused or clipped, never sent."""
+        """nA [n] for volts [n, 7] on the session's device; out-of-range values are refused or
+        clipped, never sent."""
         v = check_controls(np.asarray(volts, dtype=np.float64).reshape(-1, N_ELECTRODES), self.limits_v,
                            self.limit_policy, what, self.warnings)
-        return self._timed(lambda: self.board.measure(v, oversample=oversample), len(v))
+        return self._timed(lambda: self.board.measure(v, oversample=oversample, device=self.device), len(v))
 
     def measure_devices(self, volts: np.ndarray, devices: list[int], what: str = "volts",
                         oversample: int = 1) -> np.ndarray:
@@ -107,7 +133,8 @@ class BoardSession:
     def applied_volts(self, volts: np.ndarray) -> np.ndarray:
         """The volts the board's DACs really apply for `volts` [n, 7]: the limits' clip and the codes."""
         lim = self.limits_v
-        return self.board.codes_to_volts(self.board.volts_to_codes(np.clip(volts, lim[:, 0], lim[:, 1])))
+        codes = self.board.volts_to_codes(np.clip(volts, lim[:, 0], lim[:, 1]), self.device)
+        return self.board.codes_to_volts(codes, self.device)
 
     def in_loop(self, gradient_model: Any, record: bool = False, what: str = "in-the-loop training") -> Any:
         """A host.networks.in_loop.BoardLoop on this session: its measurements go through

@@ -324,10 +324,11 @@ def run(args: argparse.Namespace) -> int:
             table["device_loop"] = []
             results["in_loop"] = {}
         try:
-            with BoardSession(args.board, args.limit_policy) as board, \
+            with BoardSession(args.board, args.limit_policy, args.board_device) as board, \
                     progress_bar(n_count, "device", args.quiet) as bar:
                 results["board"] = {"url": args.board, "identity": {k: board.identity.get(k) for k in
-                                                                    ("model", "serial", "firmware")}}
+                                                                    ("model", "serial", "firmware")},
+                                    "chip": board.check_chip(sur)}
                 off_chip = []                   # (run, passed [L], off-chip controls [L, C]) per N
                 for r in sur_runs:
                     pts = points[:r.n]

@@ -277,7 +277,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_board:
         rng = np.random.default_rng(cfg.seed)
         try:
-            with BoardSession(args.board, args.limit_policy) as session:
+            with BoardSession(args.board, args.limit_policy, args.board_device) as session:
+                results["chip"] = session.check_chip(sur)
+
                 def save() -> None:
                     results["warnings"] = notes + session.warnings
                     results["board_samples"] = session.samples

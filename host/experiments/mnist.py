@@ -114,6 +114,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --train-on board: the network file to start from (e.g. models/mnist.onnx); no "
                         "off-chip training, --models and the recipe are not used")
     g.add_argument("--board", default=DEFAULT_BOARD, help="board URL (sim://?seed=N, /dev/ttyACM0, socket://host:port)")
+    g.add_argument("--board-device", type=int, default=0, metavar="K",
+                   help="on a board of several devices, train on device K (its chip is checked against the surrogate's)")
     g.add_argument("--limit-policy", choices=("refuse", "clip"), default="clip",
                    help="a voltage outside the board's limits: refuse it, or clip it with a warning")
     g.add_argument("--loop-steps", type=int, default=lc.steps, help="optimiser steps on the board")
@@ -147,7 +149,8 @@ def _run_on_board(args: argparse.Namespace, loop_cfg, data, starts: list[tuple[s
     except ExperimentError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return run_on_board(nets, sur, data, loop_cfg, args.board, args.limit_policy, out, progress=not args.no_progress)
+    return run_on_board(nets, sur, data, loop_cfg, args.board, args.limit_policy, out, progress=not args.no_progress,
+                        board_device=args.board_device)
 
 
 def _recipe_from(args: argparse.Namespace) -> Recipe:

@@ -329,7 +329,7 @@ def _board_summary(session: "BoardSession") -> dict[str, Any]:
 
 def run_on_board(starts: list[StartNetwork], sur: Any, data: Any, cfg: MnistLoopConfig, board_url: str,
                  limit_policy: str, out: Path, *, progress: bool = True,
-                 log: Callable[[str], None] = print) -> int:
+                 log: Callable[[str], None] = print, board_device: int = 0) -> int:
     """Fine-tune each start network on the board; out/results.json, out/<name>_board.onnx (when it
     measured better on the validation images). Returns the exit status (0; 2 for a board failure; 130 for Ctrl-C)."""
     from host.experiments.board_session import BoardSession
@@ -344,8 +344,9 @@ def run_on_board(starts: list[StartNetwork], sur: Any, data: Any, cfg: MnistLoop
     status = 0
     try:
         _check_sizes(data, cfg)
-        with BoardSession(board_url, limit_policy) as session:
+        with BoardSession(board_url, limit_policy, board_device) as session:
             results["board"] = _board_summary(session)
+            results["board"]["chip"] = session.check_chip(sur)
             for st in starts:
                 status = _one_network(session, st, sur, data, cfg, out, results, save, progress, log)
                 if status:

@@ -18,6 +18,9 @@ TRAIN_ON = ("surrogate", "board")
 def add_common_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--board", default=DEFAULT_BOARD,
                    help="board URL for validation (sim://?seed=N, /dev/ttyACM0, socket://host:port)")
+    p.add_argument("--board-device", type=int, default=0, metavar="K",
+                   help="on a board of several devices, run on device K (the others hold their voltages); the "
+                        "surrogate's chip is checked against device K's and a mismatch is warned about")
     p.add_argument("--no-board", action="store_true", help="skip the validation on the board")
     p.add_argument("--surrogate", default=DEFAULT_SURROGATE, help="surrogate ONNX file to train through (ring: or one per device of a "
                         "board of several chips, comma-separated in the board's device order)")

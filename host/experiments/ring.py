@@ -656,6 +656,9 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(sur, ChipSurrogates) and loop_cfg is not None:
             raise ExperimentError("--train-on board trains through one surrogate; with one per device "
                                   "(several --surrogate files) train off-chip")
+        if isinstance(sur, ChipSurrogates) and args.board_device != 0:
+            raise ExperimentError("--board-device runs on one device; with one surrogate per device the nodes "
+                                  "take every device of the board")
         out = out_folder(args.out)
         chosen = choose_electrodes(choice, lambda: screen_ring(sur, cfg, "2-2-1" if "2-2-1" in archs else archs[0],
                                                                args.quiet))
@@ -720,10 +723,12 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     if not args.no_board:
         try:
-            with BoardSession(args.board, args.limit_policy) as session:
+            with BoardSession(args.board, args.limit_policy, args.board_device) as session:
                 results["board_url"] = args.board
                 if isinstance(sur, ChipSurrogates):
                     results["chips"] = check_chips(session, sur)
+                else:
+                    results["chip"] = session.check_chip(sur)
                 for name in archs:
                     board_records[name] = {}
                     samples, board_s = session.samples, session.board_s
