@@ -94,12 +94,22 @@ class BoardSession:
             warnings.warn(msg, stacklevel=2)
         return rec
 
-    def measure(self, volts: np.ndarray, what: str = "volts", oversample: int = 1) -> np.ndarray:
-        """nA [n] for volts [n, 7] on the session's device; out-of-range values are refused or
-        clipped, never sent."""
-        v = check_controls(np.asarray(volts, dtype=np.float64).reshape(-1, N_ELECTRODES), self.limits_v,
+    def device_limits_v(self, device: int | None = None) -> np.ndarray:
+        """[7, 2] limits of `device` (None: the session's)."""
+        d = self.device if device is None else device
+        try:
+            return np.asarray(self.board.device_limits_v[self.board.device_index(d)], dtype=np.float64)
+        except ValueError as e:
+            raise ExperimentError(f"board {self.url!r}: {e}") from None
+
+    def measure(self, volts: np.ndarray, what: str = "volts", oversample: int = 1,
+                device: int | None = None) -> np.ndarray:
+        """nA [n] for volts [n, 7] on `device` (None: the session's); out-of-range values are
+        refused or clipped, never sent."""
+        d = self.device if device is None else device
+        v = check_controls(np.asarray(volts, dtype=np.float64).reshape(-1, N_ELECTRODES), self.device_limits_v(d),
                            self.limit_policy, what, self.warnings)
-        return self._timed(lambda: self.board.measure(v, oversample=oversample, device=self.device), len(v))
+        return self._timed(lambda: self.board.measure(v, oversample=oversample, device=d), len(v))
 
     def measure_devices(self, volts: np.ndarray, devices: list[int], what: str = "volts",
                         oversample: int = 1) -> np.ndarray:
@@ -130,19 +140,25 @@ class BoardSession:
         self.samples += points
         return out
 
-    def applied_volts(self, volts: np.ndarray) -> np.ndarray:
-        """The volts the board's DACs really apply for `volts` [n, 7]: the limits' clip and the codes."""
-        lim = self.limits_v
-        codes = self.board.volts_to_codes(np.clip(volts, lim[:, 0], lim[:, 1]), self.device)
-        return self.board.codes_to_volts(codes, self.device)
+    def applied_volts(self, volts: np.ndarray, device: int | None = None) -> np.ndarray:
+        """The volts the DACs of `device` (None: the session's) really apply for `volts` [n, 7]:
+        the limits' clip and the codes."""
+        d = self.device if device is None else device
+        lim = self.device_limits_v(d)
+        codes = self.board.volts_to_codes(np.clip(volts, lim[:, 0], lim[:, 1]), d)
+        return self.board.codes_to_volts(codes, d)
 
-    def in_loop(self, gradient_model: Any, record: bool = False, what: str = "in-the-loop training") -> Any:
-        """A host.networks.in_loop.BoardLoop on this session: its measurements go through
-        ``measure`` (limit checks, 0 V on failure) and its gradients are taken at ``applied_volts``."""
-        from host.networks.in_loop import BoardLoop
+    def in_loop(self, gradient_model: Any, record: bool = False, what: str = "in-the-loop training",
+                device: int | None = None, account: Any = None) -> Any:
+        """A host.networks.in_loop.BoardLoop on this session's device (or `device`): its
+        measurements go through ``measure`` (limit checks, 0 V on failure) and its gradients are
+        taken at ``applied_volts``; `account`: a BoardAccount shared with other loops."""
+        from host.networks.in_loop import BoardAccount, BoardLoop
 
-        return BoardLoop(lambda v: self.measure(v, what=what), gradient_model, applied=self.applied_volts,
-                         record=record)
+        what = what if device is None else f"{what} (device {device})"
+        return BoardLoop(lambda v: self.measure(v, what=what, device=device), gradient_model,
+                         applied=lambda v: self.applied_volts(v, device), record=record,
+                         account=BoardAccount() if account is None else account)
 
     def _zero_quietly(self) -> None:
         try:

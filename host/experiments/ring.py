@@ -459,7 +459,7 @@ def loop_and_validate(session: BoardSession, sur: SurrogateInfo, r: ArchResult, 
     else:
         samples, board_s = session.samples, session.board_s
         board_validate(session, outcome.best, data, cfg.board_runs, val, quiet, f"board {name} (loop)",
-                       cfg.oversample, cfg.board_train_runs)
+                       cfg.oversample, cfg.board_train_runs, sur.node_devices(ARCHS[name]))
         val["account"] = {"points": session.samples - samples, "board_s": session.board_s - board_s}
     rec["board"] = {k: v for k, v in val.items() if k != "test_logits"}
     rec["off_chip_board_accuracy"] = off_chip.get("accuracy_mean")
@@ -653,9 +653,9 @@ def run(args: argparse.Namespace) -> int:
                          prune_at=_prune_epochs(args.prune_at, args.epochs))
         loop_cfg = (LoopConfig(candidates=args.loop_candidates, epochs=args.loop_epochs, lr=args.loop_lr,
                                learn_twin=args.learn_twin) if trains_on_board(args) else None)
-        if isinstance(sur, ChipSurrogates) and loop_cfg is not None:
-            raise ExperimentError("--train-on board trains through one surrogate; with one per device "
-                                  "(several --surrogate files) train off-chip")
+        if isinstance(sur, ChipSurrogates) and loop_cfg is not None and loop_cfg.learn_twin:
+            raise ExperimentError("--learn-twin fine-tunes one surrogate; with one per device (several "
+                                  "--surrogate files) leave it off")
         if isinstance(sur, ChipSurrogates) and args.board_device != 0:
             raise ExperimentError("--board-device runs on one device; with one surrogate per device the nodes "
                                   "take every device of the board")

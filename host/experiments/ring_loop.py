@@ -23,6 +23,10 @@ the network it returns is that second round's training accuracy, which the valid
 (``ring.board_validate``, the same procedure in the deployed form: stored standardisation, node by
 node) measures again: ``loop_claim``.
 A board that fails mid-run keeps the history and the best state so far (``LoopOutcome.error``).
+
+Across chips (one surrogate per device, ``ChipSurrogates``) every node measures on its own
+device and takes its gradient from its own chip's surrogate (``host.networks.in_loop.NodeLoops``);
+the controls stay inside the limits of every device the network uses.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import numpy as np
 from host.experiments.board_session import BoardSession
 from host.experiments.errors import ExperimentError
 from host.experiments.results import progress_bar
-from host.experiments.surrogates import SurrogateInfo
+from host.experiments.surrogates import ChipSurrogates, SurrogateInfo
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,28 @@ def paired_gain(per_point_new: np.ndarray, per_point_old: np.ndarray) -> tuple[f
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
 
 
-def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo, candidates: list[Any], data: dict[str, Any],
+def board_loops(session: BoardSession, sur: SurrogateInfo | ChipSurrogates, nodes: Any,
+                record: bool = False) -> tuple[Any, np.ndarray]:
+    """The board side of the loop for a network of layer sizes `nodes`, and the limits its controls
+    must keep: one loop on the session's device; across chips one per device (NodeLoops), every
+    node on its own device, within the limits common to all of them."""
+    from host.networks.in_loop import BoardAccount, NodeLoops
+
+    devices = sur.node_devices(list(nodes))
+    if devices is None:
+        return session.in_loop(sur.model, record=record), session.limits_v
+    if record:
+        raise ExperimentError("learning a twin in the loop needs one chip; with one surrogate per device "
+                              "leave --learn-twin off")
+    used = sorted({d for layer in devices for d in layer})
+    account = BoardAccount()
+    loops = {d: session.in_loop(sur.surrogates[d].model, device=d, account=account) for d in used}
+    lims = np.stack([session.device_limits_v(d) for d in used])
+    return NodeLoops(loops, devices), np.stack([lims[:, :, 0].max(0), lims[:, :, 1].min(0)], axis=1)
+
+
+def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogates, candidates: list[Any],
+                       data: dict[str, Any],
                        alpha: float, cfg: LoopConfig, quiet: bool = True, desc: str = "in the loop") -> LoopOutcome:
     """Fine-tune the candidate networks (DNPUNet, one trial each) on the board; see the module doc."""
     import torch
@@ -151,14 +176,14 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo, candidates: li
 
     x_tr, y_tr = torch.as_tensor(data["x_train"]), torch.as_tensor(data["y_train"])
     net = DNPUNet.concat_trials(candidates)
-    loop = session.in_loop(sur.model, record=cfg.learn_twin)
+    loop, limits_v = board_loops(session, sur, net.nodes, record=cfg.learn_twin)
     opt = TrialAdam(net, cfg.lr)
     n = net.trials
     best_key = [(-1.0, -np.inf)] * n
     best_ctrl = [[layer.control.detach()[t].clone() for layer in net.layers] for t in range(n)]
     best_epoch = [0] * n
     outcome = LoopOutcome(best=None)
-    clipped = clip_to_limits(net, session.limits_v)      # the off-chip controls inside the board's limits
+    clipped = clip_to_limits(net, limits_v)              # the off-chip controls inside the board's limits
     if clipped:
         outcome.warnings.append(f"{clipped} off-chip control values outside the board's limits were clipped "
                                 "before the loop")
@@ -189,7 +214,7 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo, candidates: li
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                outcome.clipped_values += clip_to_limits(net, session.limits_v)
+                outcome.clipped_values += clip_to_limits(net, limits_v)
     except ExperimentError as e:
         outcome.error = str(e)
     best_net = copy.deepcopy(net)

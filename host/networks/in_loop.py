@@ -13,7 +13,9 @@ from the model.
         loss(out).backward()           # d loss / d controls through the surrogate's Jacobian
 
 ``on_board`` swaps each node's surrogate for a ``BoardSurrogate`` (and switches the surrogate's
-training noise off: the board brings its own) and restores both on exit. Everything measured
+training noise off: the board brings its own) and restores both on exit. On a board of several
+chips, ``NodeLoops`` gives every device a loop of its own (its measurements on that device, its
+gradients through that chip's surrogate) and every node measures on its own device. Everything measured
 inside the loop is counted in ``loop.account`` (points, board seconds, calls) and, with
 ``record=True``, kept as (volts, nA) pairs for the twin to learn from (``fine_tune_twin``).
 
@@ -110,6 +112,25 @@ class BoardLoop:
         return np.concatenate(self._volts), np.concatenate(self._currents)
 
 
+@dataclass
+class NodeLoops:
+    """In-the-loop training on a board of several devices: ``loops[d]`` measures on device d and
+    takes its gradients from d's chip's surrogate (every loop shares one account); node k of DNPU
+    layer l runs on device ``node_devices[l][k]``. Recording pairs for a twin needs one chip."""
+
+    loops: dict[int, BoardLoop]
+    node_devices: list[list[int]]
+
+    def __post_init__(self) -> None:
+        missing = sorted({d for layer in self.node_devices for d in layer} - set(self.loops))
+        if missing:
+            raise ValueError(f"nodes on devices {missing} that have no loop")
+
+    @property
+    def account(self) -> BoardAccount:
+        return next(iter(self.loops.values())).account
+
+
 class _MeasuredForward(torch.autograd.Function):
     """Forward: the board's currents. Backward: the surrogate's Jacobian at the applied volts."""
 
@@ -151,14 +172,24 @@ def _dnpu_layers(model: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def on_board(model: nn.Module, loop: BoardLoop) -> Iterator[nn.Module]:
-    """Every DNPU layer of `model` measures on the board inside the block (training noise off)."""
+def on_board(model: nn.Module, loop: BoardLoop | NodeLoops) -> Iterator[nn.Module]:
+    """Every DNPU layer of `model` measures on the board inside the block (training noise off):
+    on one device (a BoardLoop), or each node on its own device (NodeLoops)."""
     layers = _dnpu_layers(model)
+    if isinstance(loop, NodeLoops):
+        sizes = [len(d) for d in loop.node_devices]
+        if sizes != [layer.n_nodes for layer in layers]:
+            raise ValueError(f"node devices for layers of {sizes} nodes, the network has "
+                             f"{[layer.n_nodes for layer in layers]}")
+        boards = {d: BoardSurrogate(one) for d, one in loop.loops.items()}   # one per device: its nodes run together
+        swapped = [nn.ModuleList([boards[d] for d in devices]) for devices in loop.node_devices]
+    else:
+        board = BoardSurrogate(loop)
+        swapped = [nn.ModuleList([board]) for _ in layers]
     saved = [(layer, layer.surrogates, layer.noise_std_na, layer.noise_in_eval) for layer in layers]
-    board = BoardSurrogate(loop)
     try:
-        for layer in layers:
-            layer.surrogates = nn.ModuleList([board])
+        for layer, surrogates in zip(layers, swapped):
+            layer.surrogates = surrogates
             layer.noise_std_na = 0.0
             layer.noise_in_eval = False
         yield model

@@ -72,3 +72,50 @@ def test_each_node_is_as_noisy_as_its_own_chip() -> None:
     with torch.no_grad():
         noisy = layer(h) - layer.eval()(h)
     assert float(noisy[..., 0].abs().max()) == 0.0 and 4.0 < float(noisy[..., 1].std()) < 6.0
+
+
+def test_in_the_loop_every_node_measures_on_its_own_device() -> None:
+    """NodeLoops: a node's forward is its own device's current, its gradient its own chip's surrogate's."""
+    import numpy as np
+    import torch
+
+    from host.experiments.board_session import BoardSession
+    from host.experiments.ring_loop import board_loops
+    from host.networks.classifiers import DNPUNet
+    from host.networks.in_loop import NodeLoops, on_board
+
+    sur = load_surrogates(f"{SURROGATE},{SEED5}", engine="torch")
+    nodes = (2, 1)
+    net = DNPUNet(sur.node_models(nodes), sur.ranges_v, 1, nodes=nodes, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(30, 2) * 1.6 - 0.8
+    with BoardSession("sim://?chips=0,5") as s:
+        loop, limits = board_loops(s, sur, nodes)
+        assert isinstance(loop, NodeLoops) and loop.node_devices == [[0, 1], [0]]
+        assert sorted(loop.loops) == [0, 1] and loop.loops[1].gradient_model is sur.surrogates[1].model
+        np.testing.assert_array_equal(limits, s.device_limits_v(0))   # the chips' limits agree here
+        with on_board(net, loop):
+            net.train()
+            out = net(x)
+            out.sum().backward()
+        assert loop.account.points == 30 * 3 and loop.account.calls == 3   # one sweep per node, on its device
+        assert all(layer.control.grad is not None and bool(torch.all(torch.isfinite(layer.control.grad)))
+                   for layer in net.layers)
+        # the surrogates are back after the block
+        assert net.layers[0].surrogates[1] is sur.surrogates[1].model
+        with pytest.raises(ExperimentError, match="needs one chip"):
+            board_loops(s, sur, nodes, record=True)
+
+
+@pytest.mark.slow
+def test_the_ring_across_chips_trains_in_the_loop(tmp_path: Path) -> None:
+    out = tmp_path / "ring"
+    rc = main(["ring", "--surrogate", f"{SURROGATE},{SEED5}", "--board", "sim://?chips=0,5", "--out", str(out),
+               *SMALL, "--train-on", "board", "--loop-candidates", "2", "--loop-epochs", "3"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    loop = res["in_loop"]["2-2-1"]
+    # every epoch measured both candidates' five nodes on the 24 training points
+    assert loop["history"][1]["points"] - loop["history"][0]["points"] == 2 * 24 * 5
+    assert "accuracy_mean" in loop["board"] and loop["board"]["node_devices"] == [[0, 1], [0, 1], [0]]
+    from core.io import read_network
+    assert len(read_network(res["export"]["path"]).surrogates) == 2
