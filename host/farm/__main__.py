@@ -1,6 +1,7 @@
-"""python -m host.farm {sample,ring,info} [--cluster local|ray://HOST:PORT|auto] ...
+"""python -m host.farm {sample,train,ring,info} [--cluster local|ray://HOST:PORT|auto] ...
 
     sample  measure one sampling plan on many boards (one Ray actor per board) into datasets
+    train   one surrogate per device from those datasets, the trainings fanned out over the cluster
     ring    the ring experiment's trial search, chunks fanned out over the cluster's CPUs
     info    what a cluster offers: nodes, CPUs, GPUs, boards (custom resources board:NAME)
 
@@ -8,8 +9,8 @@
 named with --board become its custom resources); --cluster ray://HOST:PORT joins a running
 cluster, whose nodes declare their own boards (ray start --resources '{"board:NAME": 1}').
 Without --cluster nothing is distributed and Ray is not imported: `sample` measures one board
-here (as python -m host.sample does), `ring` runs its chunks one after another here, with the
-same results as on a cluster.
+here (as python -m host.sample does), `train` and `ring` run their tasks one after another
+here, with the same results as on a cluster.
 
 Exit status: 0 done, 2 a failure the message explains (bad address, missing resource, a board
 lost with no other board of its device, bad options), 130 interrupted.
@@ -17,6 +18,7 @@ lost with no other board of its device, bad options), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -43,6 +45,18 @@ RING_EPILOG = """examples:
 Each chunk's trials are seeded from (seed, architecture, first trial) only, so the best trial is
 the same on any number of workers; a worker killed mid-chunk has that chunk run again (Ray task
 retries), finished chunks are on disk in --out/chunks and --resume skips them."""
+
+
+TRAIN_EPILOG = """examples:
+  python -m host.farm train data/chips-train --test data/chips-test --cluster local --cpus 2 --out models/chips
+  python -m host.farm train data/lab --test data/lab-test --cluster ray://10.0.0.5:10001 --device cuda --out models/lab
+
+DATA is what python -m host.farm sample wrote (one folder per device, or one dataset) or any
+host.sample dataset folders; test sets are paired with training sets by device. Each device's
+surrogate is written as --out/MODEL-HASH8.onnx (the device's folder name in the farm's datasets)
+with its report (.json) and plots, trained as python -m host.surrogate train does. A worker
+lost mid-training trains that device again; finished devices are kept in --out/chunks and
+--resume skips them."""
 
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:
@@ -87,6 +101,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print the job's report as one JSON object")
 
+    t = sub.add_parser("train", help="one surrogate per device, trainings fanned out", epilog=TRAIN_EPILOG,
+                       description="Train one surrogate per device from farm (or host.sample) datasets, each "
+                                   "device's training a Ray task, into --out/LABEL.onnx + report + plots.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _cluster_args(t)
+    t.add_argument("data", type=Path, nargs="+", help="training dataset folders (or folders of them, one per device)")
+    t.add_argument("--test", type=Path, action="append", default=[],
+                   help="test dataset folder (or folder of them); repeat; paired with the training sets by device")
+    t.add_argument("--out", type=Path, required=True, help="folder for LABEL.onnx, LABEL.json, plots and chunks/")
+    from host.surrogate.config import TrainConfig
+    tc = TrainConfig()
+    t.add_argument("--hidden", type=int, default=tc.hidden, help="hidden width (default %(default)s)")
+    t.add_argument("--layers", type=int, default=tc.layers, help="hidden layers (default %(default)s)")
+    t.add_argument("--lr", type=float, default=tc.lr, help="Adam learning rate (default %(default)s)")
+    t.add_argument("--batch", type=int, default=tc.batch, help="batch size (default %(default)s)")
+    t.add_argument("--epochs", type=int, default=tc.max_epochs, help="maximum epochs (default %(default)s)")
+    t.add_argument("--patience", type=int, default=tc.patience, help="early-stopping patience in epochs")
+    t.add_argument("--limit", type=int, default=None, help="use only the first N training samples of each device")
+    t.add_argument("--max-minutes", type=float, default=None, help="stop each training after this long, keeping its best model")
+    t.add_argument("--seed", type=int, default=tc.seed)
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="torch device of each training: auto (cuda where the cluster offers GPUs), cpu, cuda")
+    t.add_argument("--threads", type=int, default=1, help="torch threads per training (and CPUs each task asks for)")
+    t.add_argument("--retries", type=int, default=3, help="times a training whose worker died is run again")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted job in --out")
+    t.add_argument("--no-plots", action="store_true", help="no fit and learning-curve plots")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--json", action="store_true", help="print the reports as one JSON object")
+
     r = sub.add_parser("ring", help="the ring experiment's trial search on the cluster", epilog=RING_EPILOG,
                        description="The ring experiment's off-chip trial search (host.experiments.ring), its chunks "
                                    "as Ray tasks; writes results.json with every trial's scores and the best trial.",
@@ -129,7 +172,7 @@ def _cluster_config(args: argparse.Namespace, resources: dict[str, float] | None
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
-        return {"sample": _sample, "ring": _ring, "info": _info}[args.command](args)
+        return {"sample": _sample, "train": _train, "ring": _ring, "info": _info}[args.command](args)
     except FarmError as e:
         return fail(str(e))
     except KeyboardInterrupt:
@@ -220,6 +263,67 @@ def _parse_ranges(text: str) -> Any:
     except (ValueError, TypeError) as e:
         raise FarmError(f"--ranges: {e}") from None
     return ranges
+
+
+# ---- train ----------------------------------------------------------------------------------
+def _train(args: argparse.Namespace) -> int:
+    import math
+
+    from tqdm import tqdm
+
+    from host.farm.training import TrainJob, pair_datasets, run_training
+    from host.surrogate.config import TrainConfig
+
+    if args.threads < 1 or args.retries < 0 or (args.limit is not None and args.limit < 20):
+        raise FarmError("--threads must be >= 1, --retries >= 0 and --limit >= 20")
+    devices = pair_datasets(args.data, args.test)
+    cfg = TrainConfig(hidden=args.hidden, layers=args.layers, lr=args.lr, batch=args.batch, max_epochs=args.epochs,
+                      patience=args.patience, seed=args.seed, device=args.device,
+                      max_wall_s=args.max_minutes * 60 if args.max_minutes else math.inf)
+    job = TrainJob(cfg=cfg, threads=args.threads, limit=args.limit)
+    bar = tqdm(total=len(devices), desc="surrogates", unit="device", disable=args.no_progress, dynamic_ncols=True)
+
+    def done(label: str, rep: dict[str, Any]) -> None:
+        bar.update(1)
+        if not args.json:
+            bar.write(_train_line(label, rep))
+
+    t = time.monotonic()
+    try:
+        if args.cluster is None:
+            if args.device == "cuda":
+                import torch
+                if not torch.cuda.is_available():
+                    raise FarmError("--device cuda: torch sees no GPU here")
+            reports = run_training(None, job, devices, args.out, resume=args.resume, plots=not args.no_plots,
+                                   on_device=done)
+            where: dict[str, Any] = {"address": None}
+        else:
+            from host.farm.cluster import connect
+
+            with connect(_cluster_config(args)) as cluster:
+                where = cluster.describe()
+                gpus = 1.0 if args.device == "cuda" or (args.device == "auto" and where["gpus"] >= 1) else 0.0
+                if gpus == 0.0 and args.device == "auto":
+                    job = dataclasses.replace(job, cfg=dataclasses.replace(cfg, device="cpu"))
+                reports = run_training(cluster, job, devices, args.out, resume=args.resume, plots=not args.no_plots,
+                                       gpus_per_task=gpus, max_retries=args.retries, on_device=done)
+    finally:
+        bar.close()
+    wall = time.monotonic() - t
+    if args.json:
+        print(json.dumps({"cluster": where, "wall_s": round(wall, 3), "surrogates": reports}))
+    else:
+        print(f"{len(reports)} surrogates in {wall:.1f} s in {args.out}")
+    return 0
+
+
+def _train_line(label: str, rep: dict[str, Any]) -> str:
+    board = rep["data"]["board"]
+    dev = board.get("device") if isinstance(board, dict) else None
+    chip = f"{dev.get('model')} seed {dev['seed']}" if isinstance(dev, dict) and "seed" in dev else board.get("serial", "?")
+    test = f"test RMSE {rep['test_rmse_na']:.3f} nA" if "test_rmse_na" in rep else "no test set"
+    return (f"{label} ({chip}): {test}, {rep['data']['train_samples']} samples, {rep['epochs']} epochs ({rep['stopped']}), {rep['wall_s']} s on {rep['device']} -> {rep['model']}")
 
 
 # ---- ring -----------------------------------------------------------------------------------

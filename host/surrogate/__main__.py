@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,78 +23,32 @@ from host.surrogate import onnx_file
 
 def _train(args: argparse.Namespace) -> int:
     from host.surrogate import report
-    from host.surrogate.torch_model import export_onnx, predict
-    from host.surrogate.train import TrainConfig, config_json, fit
+    from host.surrogate.artefacts import check_same_device, write_trained
+    from host.surrogate.train import TrainConfig, fit
 
     train = ds.load(args.data)
     test = ds.load(args.test) if args.test else None
     if test is not None:
-        _check_same_device(train, test)
+        check_same_device(train, test)
     cfg = TrainConfig(hidden=args.hidden, layers=args.layers, lr=args.lr, batch=args.batch,
                       max_epochs=args.epochs, patience=args.patience, val_fraction=args.val_fraction,
                       seed=args.seed, device=args.device, max_wall_s=args.max_minutes * 60 if args.max_minutes else math.inf)
     n = len(train.samples) if args.limit is None else min(args.limit, len(train.samples))
-    volts = train.samples.volts[:n].astype(np.float64)
-    cur = train.samples.current_na[:n].astype(np.float64)
-    res = fit(volts, cur, train.ranges, cfg, progress=not args.no_progress)
-
-    out_lo, out_hi = float(np.percentile(cur, 0.0)), float(np.percentile(cur, 100.0))
-    span = out_hi - out_lo
-    noise = train.references.noise_floor_na()
-    pred_train = predict(res.model, volts.astype(np.float32))
-    rep: dict[str, Any] = {
-        "model": str(args.out),
-        "architecture": {"hidden": cfg.hidden, "layers": cfg.layers, "activation": "relu"},
-        "train_config": config_json(cfg),
-        "data": {"train": str(args.data), "train_samples": n, "test": str(args.test) if test else None,
-                 "test_samples": len(test.samples) if test else 0, "board": train.meta.get("board", {})},
-        "output_range_na": [out_lo, out_hi],
-        "noise_floor_na": noise,
-        "drift_na": train.references.drift_na(),
-        "train_rmse_na": _rmse(pred_train, cur),
-        "val_rmse_na": min(h["val_rmse_na"] for h in res.history) if res.history else float("nan"),
-        "epochs": len(res.history), "best_epoch": res.best_epoch, "stopped": res.stopped,
-        "wall_s": round(res.wall_s, 1), "device": res.device,
-    }
-    test_pred = None
-    if test is not None:
-        test_pred = predict(res.model, test.samples.volts)
-        rep["test_rmse_na"] = _rmse(test_pred, test.samples.current_na)
-        rep["test_noise_floor_na"] = test.references.noise_floor_na()
-    for k in ("train_rmse_na", "val_rmse_na", "test_rmse_na"):
-        if k in rep:
-            rep[k.replace("_na", "_pct_range")] = 100.0 * rep[k] / span
-    if test is not None and noise == noise:
-        rep["test_rmse_over_noise"] = rep["test_rmse_na"] / noise
-    meta = {
-        "electrode_ranges_v": train.ranges.tolist(),
-        "output_range_na": [out_lo, out_hi],
-        "amplification": 1.0,
-        "noise_floor_na": noise,
-        "test_rmse_na": rep.get("test_rmse_na"),
-        "source": {"board": train.meta.get("board", {}), "train_data": str(args.data),
-                   "test_data": str(args.test) if test else None, "train_samples": n},
-        "architecture": rep["architecture"],
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    export_onnx(res.model, args.out, meta)
-    report_path = args.out.with_suffix(".json")
-    report_path.write_text(json.dumps(rep, indent=2) + "\n")
-    if not args.no_plots:
-        report.plots(args.out.with_suffix(""), res.history,
-                     test.samples.current_na if test is not None else cur,
-                     test_pred if test_pred is not None else pred_train)
+    res = fit(train.samples.volts[:n].astype(np.float64), train.samples.current_na[:n].astype(np.float64),
+              train.ranges, cfg, progress=not args.no_progress)
+    rep = write_trained(res, cfg, train, test, args.out, n=n, plots=not args.no_plots)
     print(json.dumps(rep) if args.json else report.summary(rep))
     return 0
 
 
 def _curve(args: argparse.Namespace) -> int:
     """Test RMSE against the number of training samples: how much to measure."""
+    from host.surrogate.artefacts import check_same_device, rmse as _rmse
     from host.surrogate.torch_model import predict
     from host.surrogate.train import TrainConfig, fit
 
     train, test = ds.load(args.data), ds.load(args.test)
-    _check_same_device(train, test)
+    check_same_device(train, test)
     noise = train.references.noise_floor_na()
     rows = []
     for n in sorted(int(x) for x in args.sizes.split(",")):
@@ -190,20 +143,6 @@ def _info(args: argparse.Namespace) -> int:
     shapes = [list(w.shape) for w in sf.weights]
     print(json.dumps({"layers": shapes, **sf.metadata}, indent=2))
     return 0
-
-
-def _check_same_device(a: ds.Dataset, b: ds.Dataset) -> None:
-    from host.sample.measure import board_fingerprint
-    fa, fb = board_fingerprint(a.meta.get("board", {})), board_fingerprint(b.meta.get("board", {}))
-    if fa != fb:
-        raise ds.DatasetError(f"train and test data come from different boards/devices: {fa} vs {fb}")
-    if not np.allclose(a.ranges, b.ranges):
-        raise ds.DatasetError("train and test data were sampled in different electrode ranges")
-
-
-def _rmse(p: np.ndarray, y: np.ndarray) -> float:
-    d = np.asarray(p, np.float64) - np.asarray(y, np.float64)
-    return float(np.sqrt(np.mean(d * d)))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,31 +7,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
 from core.electrodes import N_ELECTRODES
+from host.surrogate.config import TrainConfig, config_json  # noqa: F401 (re-exported)
 from host.surrogate.torch_model import build_mlp, pick_device
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    hidden: int = 90
-    layers: int = 5
-    lr: float = 5e-4                 # Adam, the paper's rate
-    batch: int = 128                 # the paper's batch size
-    max_epochs: int = 200
-    patience: int = 12               # epochs without validation improvement before stopping
-    lr_patience: int = 4             # epochs without improvement before the rate is halved
-    min_lr: float = 1e-6
-    val_fraction: float = 0.1        # the paper's 90/10 split
-    seed: int = 0
-    device: str = "auto"             # "auto": cuda when present, else cpu
-    max_wall_s: float = math.inf     # stop (keeping the best model) after this long
 
 
 @dataclass
@@ -42,6 +26,34 @@ class TrainResult:
     stopped: str = ""
     wall_s: float = 0.0
     device: str = "cpu"
+
+    HISTORY = ("epoch", "train_rmse_na", "val_rmse_na", "lr")
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The result as plain arrays (weights, biases, history, outcome): what a farm worker
+        sends back and a job stores on disk (`np.savez`, no pickle)."""
+        lin = [m for m in self.model if isinstance(m, nn.Linear)]
+        d = {f"weight{i}": m.weight.detach().cpu().numpy() for i, m in enumerate(lin)}
+        d.update({f"bias{i}": m.bias.detach().cpu().numpy() for i, m in enumerate(lin)})
+        d.update({f"history_{k}": np.array([h[k] for h in self.history], dtype=np.float64) for k in self.HISTORY})
+        d.update(best_epoch=np.array(self.best_epoch), stopped=np.array(self.stopped),
+                 wall_s=np.array(self.wall_s), device=np.array(self.device))
+        return d
+
+    @classmethod
+    def from_arrays(cls, d: dict[str, np.ndarray]) -> "TrainResult":
+        n_lin = sum(1 for k in d if k.startswith("weight"))
+        ws = [np.asarray(d[f"weight{i}"]) for i in range(n_lin)]
+        model = build_mlp(ws[0].shape[1], ws[0].shape[0], n_lin - 1)
+        with torch.no_grad():
+            for i, m in enumerate(m for m in model if isinstance(m, nn.Linear)):
+                m.weight.copy_(torch.from_numpy(np.array(ws[i], dtype=np.float32)))
+                m.bias.copy_(torch.from_numpy(np.array(d[f"bias{i}"], dtype=np.float32)))
+        cols = [np.asarray(d[f"history_{k}"]) for k in cls.HISTORY]
+        hist = [{k: (int(v[j]) if k == "epoch" else float(v[j])) for k, v in zip(cls.HISTORY, cols)}
+                for j in range(len(cols[0]))]
+        return cls(model=model.eval(), history=hist, best_epoch=int(d["best_epoch"]), stopped=str(d["stopped"]),
+                   wall_s=float(d["wall_s"]), device=str(d["device"]))
 
 
 def fit(volts: np.ndarray, current: np.ndarray, ranges: np.ndarray, cfg: TrainConfig,
@@ -144,10 +156,3 @@ def fold_normalisation(net: nn.Sequential, x_mid: np.ndarray, x_half: np.ndarray
         last.weight.mul_(y_std)
         last.bias.copy_(last.bias * y_std + y_mean)
     return out.eval()
-
-
-def config_json(cfg: TrainConfig) -> dict[str, Any]:
-    d = asdict(cfg)
-    if math.isinf(d["max_wall_s"]):
-        d["max_wall_s"] = None
-    return d
