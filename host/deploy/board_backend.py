@@ -121,18 +121,38 @@ def evaluate_board(nf: NetworkFile, x: np.ndarray, url: str = DEFAULT_BOARD_URL,
     plug). Voltages outside the board's limits and nodes no device can run raise DeployError
     before any voltage is sent. latency_samples > 0: afterwards, that many single images are run
     through every node on the same board and timed (BoardRun.latency_us)."""
-    from host.board.chips import board_chips
     from host.board import Board, BoardError
 
-    run = BoardRun(nodes_total=sum(len(l.nodes) for l in nf.layers if isinstance(l, DnpuLayer)))
     t_start = time.perf_counter()
     try:
         board = Board.open(url, **(board_options or {}))
     except BoardError as e:
         raise DeployError(f"--board {url}: cannot open the board: {e}") from None
+    opened_s = time.perf_counter() - t_start
+    try:
+        run = evaluate_open_board(nf, board, x, on_node=on_node, latency_samples=latency_samples,
+                                  progress=progress, device_map=device_map)
+    finally:
+        board.close()      # ramps to 0 V unless the link is broken
+    run.board = {"url": url, **run.board}
+    run.wall_s += opened_s
+    return run
+
+
+def evaluate_open_board(nf: NetworkFile, board: Any, x: np.ndarray, *,
+                        on_node: Callable[[Any, int, int], None] | None = None, latency_samples: int = 0,
+                        progress: bool = False, device_map: list[int] | None = None) -> BoardRun:
+    """`evaluate_board` on a board the caller holds open (a farm's board actor), which the caller
+    closes; an error while talking to the board ends the run with BoardRun.error set (the
+    caller's close ramps it to 0 V)."""
+    from host.board import BoardError
+    from host.board.chips import board_chips
+
+    run = BoardRun(nodes_total=sum(len(l.nodes) for l in nf.layers if isinstance(l, DnpuLayer)))
+    t_start = time.perf_counter()
     bar = None
     try:
-        run.board = {"url": url, "serial": board.identity.get("serial"), "firmware": board.identity.get("firmware"),
+        run.board = {"serial": board.identity.get("serial"), "firmware": board.identity.get("firmware"),
                      "n_devices": board.n_devices}
         run.placements = place_nodes(nf, board_chips(board.identity), device_map)
         run.rounds = sum(len(rounds(run.placements, li)) for li, l in enumerate(nf.layers) if isinstance(l, DnpuLayer))
@@ -153,7 +173,6 @@ def evaluate_board(nf: NetworkFile, x: np.ndarray, url: str = DEFAULT_BOARD_URL,
     finally:
         if bar is not None:
             bar.close()
-        board.close()      # ramps to 0 V unless the link is broken
         if not run.wall_s:
             run.wall_s = time.perf_counter() - t_start
     return run

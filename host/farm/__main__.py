@@ -2,6 +2,7 @@
 
     sample  measure one sampling plan on many boards (one Ray actor per board) into datasets
     train   one surrogate per device from those datasets, the trainings fanned out over the cluster
+    validate  one network file measured on many boards (slices of the test set), per group of chips
     ring    the ring experiment's trial search, chunks fanned out over the cluster's CPUs
     info    what a cluster offers: nodes, CPUs, GPUs, boards (custom resources board:NAME)
 
@@ -57,6 +58,20 @@ surrogate is written as --out/MODEL-HASH8.onnx (the device's folder name in the 
 with its report (.json) and plots, trained as python -m host.surrogate train does. A worker
 lost mid-training trains that device again; finished devices are kept in --out/chunks and
 --resume skips them."""
+
+
+VALIDATE_EPILOG = """examples:
+  python -m host.farm validate --cluster local --model models/chips/mnist.onnx \\
+         --board a='sim://?chips=0,5,7,0,5,7,0,5,7,0' --board b='sim://?chips=0,5,7,0,5,7,0,5,7,0&seed=1' --out results/farm-mnist
+  python -m host.farm validate --cluster ray://10.0.0.5:10001 --model results/ring/ring_2-2-1.onnx \\
+         --data results/ring/ring_test.npz --board lab1=/dev/ttyACM0 --board lab2=/dev/ttyACM0 --out results/lab-ring
+
+Each node runs on a device of its own chip (as python -m host.deploy --backend board). Boards
+carrying the same chips split the test set in slices of --chunk samples; boards of other chips
+score the whole set on their own (one accuracy per group of chips in --out/validation.json). A
+board lost mid-job hands its slices to another board of the same chips; with none left that
+group stops, its slices kept in --out/GROUP/chunks, and --resume continues later. On one board
+without a cluster, python -m host.deploy --backend board does the same."""
 
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:
@@ -130,6 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="print the reports as one JSON object")
 
+    v = sub.add_parser("validate", help="one network measured on many boards", epilog=VALIDATE_EPILOG,
+                       description="Measure a DNPU network file on several boards at once (one Ray actor per "
+                                   "board), the test set in slices, one accuracy per group of boards of the same chips.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _cluster_args(v)
+    v.add_argument("--model", type=Path, required=True, help="network file (dnpu-network/1 ONNX)")
+    v.add_argument("--data", default="test", help="test (the split the model's metadata names) or an .npz with x, labels")
+    v.add_argument("--limit", type=int, default=None, help="only the first N samples")
+    v.add_argument("--board", action="append", required=True, metavar="[NAME=]URL", help="a board (repeat)")
+    v.add_argument("--chunk", type=int, default=500, help="samples per slice (the unit of work and of resuming)")
+    v.add_argument("--per-board", type=int, default=2, help="slices queued on each board at a time")
+    v.add_argument("--device-map", default="auto",
+                   help="auto (each node on a device of its own chip) or one device index per node, e.g. 0,1,2")
+    v.add_argument("--out", type=Path, required=True, help="folder for validation.json and GROUP/chunks")
+    v.add_argument("--resume", action="store_true", help="continue an interrupted job in --out")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
     r = sub.add_parser("ring", help="the ring experiment's trial search on the cluster", epilog=RING_EPILOG,
                        description="The ring experiment's off-chip trial search (host.experiments.ring), its chunks "
                                    "as Ray tasks; writes results.json with every trial's scores and the best trial.",
@@ -172,7 +205,8 @@ def _cluster_config(args: argparse.Namespace, resources: dict[str, float] | None
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
-        return {"sample": _sample, "train": _train, "ring": _ring, "info": _info}[args.command](args)
+        return {"sample": _sample, "train": _train, "validate": _validate, "ring": _ring,
+                "info": _info}[args.command](args)
     except FarmError as e:
         return fail(str(e))
     except KeyboardInterrupt:
@@ -324,6 +358,59 @@ def _train_line(label: str, rep: dict[str, Any]) -> str:
     chip = f"{dev.get('model')} seed {dev['seed']}" if isinstance(dev, dict) and "seed" in dev else board.get("serial", "?")
     test = f"test RMSE {rep['test_rmse_na']:.3f} nA" if "test_rmse_na" in rep else "no test set"
     return (f"{label} ({chip}): {test}, {rep['data']['train_samples']} samples, {rep['epochs']} epochs ({rep['stopped']}), {rep['wall_s']} s on {rep['device']} -> {rep['model']}")
+
+
+# ---- validate -------------------------------------------------------------------------------
+def _validate(args: argparse.Namespace) -> int:
+    from host.deploy.errors import DeployError
+    from host.farm.boards import parse_boards
+
+    specs = parse_boards(args.board)
+    if args.cluster is None:
+        raise FarmError("validate needs --cluster local (or ray://HOST:PORT); on one board here, "
+                        "python -m host.deploy --backend board does the same")
+    if args.limit is not None and args.limit < 1:
+        raise FarmError(f"--limit must be >= 1, got {args.limit}")
+    try:
+        from core.io import read_network
+        from host.deploy.data import load_data
+        from host.deploy.placement import parse_device_map
+        from host.metrics import n_classes
+
+        nf = read_network(args.model)
+        from core import Network
+        outputs = Network(nf.n_inputs, nf.layers, nf.surrogates).n_outputs
+        data = load_data(args.data, nf.metadata, nf.n_inputs, n_classes(outputs))
+        dmap = parse_device_map(args.device_map)
+    except FileNotFoundError:
+        raise FarmError(f"--model {args.model}: no such file") from None
+    except (DeployError, ValueError) as e:
+        raise FarmError(str(e)) from None
+    x, labels = data.x, data.labels
+    if args.limit is not None:
+        x, labels = x[:args.limit], labels[:args.limit]
+    from host.farm.cluster import connect
+    from host.farm.validation import ValidationConfig, run_validation
+
+    cfg = ValidationConfig(chunk=args.chunk, per_board=args.per_board, resume=args.resume,
+                           device_map=tuple(dmap) if dmap is not None else None, progress=not args.no_progress)
+    with connect(_cluster_config(args, {s.resource: 1.0 for s in specs})) as cluster:
+        rep = run_validation(cluster, specs, args.model, x, labels, args.out, cfg)
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        print(f"{args.model}: {rep['samples']} samples ({data.name}), simulated accuracy "
+              f"{100 * rep['simulated_accuracy']:.2f} %, {rep['wall_s']:.1f} s")
+        for g in rep["groups"]:
+            boards = ", ".join(f"{b['name']} {b['samples']}" + (" (lost)" if b["lost"] else "") for b in g["boards"])
+            acc = (f"{100 * g['accuracy']:.2f} % on {g['n_samples']} samples "
+                   f"({100 * g['accuracy_minus_simulated']:+.2f} against simulated)") if "accuracy" in g else "nothing measured"
+            print(f"{g['group']}: {acc}; boards {boards}")
+        print(f"report in {args.out / 'validation.json'}")
+    if not rep["complete"]:
+        stops = "; ".join(g["stopped"] or f"{g['group']} incomplete" for g in rep["groups"] if not g["complete"])
+        return fail(f"{stops}. Everything measured is kept; continue with --resume")
+    return 0
 
 
 # ---- ring -----------------------------------------------------------------------------------

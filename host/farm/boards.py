@@ -13,6 +13,7 @@ and electrode limits agree (`device_key`). The serial number names the board, no
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,7 +21,8 @@ import re
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -101,6 +103,7 @@ class BoardHost:
     def __init__(self, url: str) -> None:
         self.url = url
         self.board: Any = None
+        self._networks: dict[str, Any] = {}        # network files run here, by sha256
 
     def open(self) -> dict[str, Any]:
         """Open the board (handshake, identity, arm); returns where it runs and its identity."""
@@ -135,6 +138,42 @@ class BoardHost:
         t_end = time.time() - t0_epoch
         return {"volts": volts.astype(np.float32), "current_na": current, "t_start": t_start, "t_end": t_end,
                 "serial": board.identity.get("serial")}
+
+    def run_network(self, model: bytes, x: np.ndarray, device_map: list[int] | None = None) -> dict[str, Any]:
+        """A network file's forward pass on this board (host.deploy's board backend: each node on
+        a device of its own chip, a layer's nodes together): the outputs for inputs `x`, which
+        device ran which node, the surrogate's error per node. A DeployError (a network this
+        board cannot run) is raised before anything is sent; a board error is raised as one
+        (the driver takes the board out of the job), after the board was told to go to 0 V."""
+        from host.board import BoardError
+        from host.deploy.board_backend import evaluate_open_board
+
+        board = self._open()
+        nf = self._network(model)
+        run = evaluate_open_board(nf, board, np.asarray(x, dtype=np.float32), device_map=device_map)
+        if run.error is not None:
+            try:
+                board.zero()
+            except Exception:
+                pass              # the link is gone: the board's watchdog ramps it to 0 V
+            raise BoardError(run.error)
+        return {"logits": np.asarray(run.logits), "placements": [p.as_dict() for p in run.placements],
+                "node_errors": run.node_errors, "measure_s": run.measure_s, "wall_s": run.wall_s,
+                "serial": board.identity.get("serial"), "rounds": run.rounds}
+
+    def _network(self, model: bytes) -> Any:
+        """The network file of these bytes, read once per actor."""
+        import tempfile
+
+        from core.io import read_network
+
+        key = hashlib.sha256(model).hexdigest()
+        if key not in self._networks:
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / "network.onnx"
+                path.write_bytes(model)
+                self._networks[key] = read_network(path)
+        return self._networks[key]
 
     def zero(self) -> None:
         self._open().zero()
@@ -228,6 +267,71 @@ def stop_boards(cluster: Cluster, handles: list[BoardHandle], timeout_s: float =
             except ValueError:
                 break
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def job_boards(cluster: Cluster, boards: Sequence[BoardSpec | BoardHandle]) -> Iterator[list[BoardHandle]]:
+    """The boards of one job as handles, in the order given: a `BoardSpec` is started for the job
+    and stopped after it (ramped to 0 V, its actor ended), a `BoardHandle` (from `start_boards`,
+    for several jobs in a row on open boards) is the caller's. A board lost in an earlier job, or
+    named twice, is refused before anything starts."""
+    given = [b for b in boards if isinstance(b, BoardHandle)]
+    gone = [b.spec.name for b in given if b.lost is not None]
+    if gone:
+        raise FarmError(f"board(s) {', '.join(gone)} were lost in an earlier job; start them again")
+    names = [b.spec.name if isinstance(b, BoardHandle) else b.name for b in boards]
+    if len(set(names)) != len(names):
+        raise FarmError(f"a board is named twice in {names}: one actor per port")
+    started = start_boards(cluster, [b for b in boards if isinstance(b, BoardSpec)])
+    try:
+        mine = iter(started)
+        yield [b if isinstance(b, BoardHandle) else next(mine) for b in boards]
+    finally:
+        stop_boards(cluster, started)
+
+
+def feed(jobs: Sequence[Any], per_board: int, pending: dict[Any, tuple[Any, BoardHandle, int]],
+         in_hand: dict[str, list[int]], submit: Callable[[Any, BoardHandle, int], Any]) -> None:
+    """Queue the next chunks of every job (anything with `todo`, a deque of chunk indices, and
+    `alive()`, its serving boards) on its boards, up to `per_board` in hand each, so that a board
+    never waits for the driver; `submit(job, board, k)` sends chunk k and returns its reference."""
+    for j in jobs:
+        for b in j.alive():
+            queue = in_hand.setdefault(b.spec.name, [])
+            while j.todo and len(queue) < per_board:
+                k = j.todo.popleft()
+                pending[submit(j, b, k)] = (j, b, k)
+                queue.append(k)
+
+
+def next_result(cluster: Cluster, pending: dict[Any, tuple[Any, BoardHandle, int]]
+                ) -> tuple[Any, BoardHandle, int, Any, BaseException | None]:
+    """Wait for the first of the `pending` calls to finish and take it out: (job, board, chunk,
+    its result, None) or (job, board, chunk, None, the error that came back)."""
+    ray = cluster.ray
+    ready, _ = ray.wait(list(pending), num_returns=1)
+    j, b, k = pending.pop(ready[0])
+    try:
+        return j, b, k, ray.get(ready[0]), None
+    except (ray.exceptions.RayError, FarmError) as e:
+        return j, b, k, None, e
+
+
+def take_out(cluster: Cluster, b: BoardHandle, k: int, why: str, pending: dict[Any, tuple[Any, BoardHandle, int]],
+             in_hand: dict[str, list[int]]) -> list[int]:
+    """Board `b` failed on chunk `k` of a job: it leaves the job (marked lost, its queued calls
+    dropped from `pending`, its actor ended). Returns the chunks it had in hand, `k` first, for
+    the caller to queue again for other boards of the same chips."""
+    b.lost = why
+    back = [k] + [kk for kk in in_hand.get(b.spec.name, []) if kk != k]
+    for ref in [r for r, (_, bb, _) in pending.items() if bb is b]:
+        del pending[ref]
+    in_hand[b.spec.name] = []
+    try:
+        cluster.ray.kill(b.actor, no_restart=True)
+    except Exception:
+        pass
+    return back
 
 
 def error_text(e: BaseException) -> str:

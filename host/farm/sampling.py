@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from host.farm.boards import BoardHandle, BoardSpec, device_label, error_text, start_boards, stop_boards
+from host.farm.boards import BoardHandle, BoardSpec, device_label, error_text, feed, job_boards, next_result, take_out
 from host.farm.cluster import Cluster
 from host.farm.errors import FarmError
 from host.sample import store
@@ -125,21 +125,9 @@ def run_sampling(cluster: Cluster, boards: Sequence[BoardSpec | BoardHandle], re
     out = Path(out)
     if not cfg.resume and out.exists() and any(out.iterdir()):     # before any board is opened
         raise FarmError(f"{out} already holds data; pass --resume to continue it or choose another --out")
-    given = [b for b in boards if isinstance(b, BoardHandle)]
-    gone = [b.spec.name for b in given if b.lost is not None]
-    if gone:
-        raise FarmError(f"board(s) {', '.join(gone)} were lost in an earlier job; start them again")
-    names = [b.spec.name for b in given] + [b.name for b in boards if isinstance(b, BoardSpec)]
-    if len(set(names)) != len(names):
-        raise FarmError(f"a board is named twice in {names}: one actor per port")
-    started = start_boards(cluster, [b for b in boards if isinstance(b, BoardSpec)])
-    try:
-        mine = iter(started)
-        handles = [b if isinstance(b, BoardHandle) else next(mine) for b in boards]
+    with job_boards(cluster, boards) as handles:
         jobs = _plan_jobs(handles, request, out, cfg)
         return _run(cluster, jobs, cfg, on_chunk)
-    finally:
-        stop_boards(cluster, started)
 
 
 def _plan_jobs(boards: list[BoardHandle], request: PlanRequest, out: Path, cfg: FarmSamplingConfig) -> list[DeviceJob]:
@@ -245,26 +233,18 @@ def _run(cluster: Cluster, jobs: list[DeviceJob], cfg: FarmSamplingConfig,
                      "done": len(j.done)})
     measured = 0
     bar = _progress(total, initial, cfg.progress)
+    def submit(j: DeviceJob, b: BoardHandle, k: int) -> Any:
+        i0, i1 = k * j.plan_chunk, min(len(j.plan), (k + 1) * j.plan_chunk)
+        return b.actor.measure_chunk.remote(j.meta["plan"], i0, i1, ref_refs[j.label], t0_epoch, cfg.sampling.block)
+
     try:
         while True:
-            for j in jobs:
-                for b in j.alive():
-                    queue = in_hand.setdefault(b.spec.name, [])
-                    while j.todo and len(queue) < cfg.per_board:
-                        k = j.todo.popleft()
-                        i0, i1 = k * j.plan_chunk, min(len(j.plan), (k + 1) * j.plan_chunk)
-                        ref = b.actor.measure_chunk.remote(j.meta["plan"], i0, i1, ref_refs[j.label], t0_epoch,
-                                                           cfg.sampling.block)
-                        pending[ref] = (j, b, k)
-                        queue.append(k)
+            feed(jobs, cfg.per_board, pending, in_hand, submit)
             if not pending:
                 break
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            j, b, k = pending.pop(ready[0])
-            try:
-                res = ray.get(ready[0])
-            except (ray.exceptions.RayError, FarmError) as e:
-                _lose_board(cluster, j, b, k, error_text(e), pending, in_hand)
+            j, b, k, res, err = next_result(cluster, pending)
+            if err is not None:
+                _lose_board(cluster, j, b, k, error_text(err), pending, in_hand)
                 continue
             in_hand[b.spec.name].remove(k)
             if k in j.done:                # cannot happen (a chunk is in one board's hands at a time)
@@ -304,15 +284,7 @@ def _run(cluster: Cluster, jobs: list[DeviceJob], cfg: FarmSamplingConfig,
 def _lose_board(cluster: Cluster, j: DeviceJob, b: BoardHandle, k: int, why: str,
                 pending: dict[Any, tuple[DeviceJob, BoardHandle, int]], in_hand: dict[str, list[int]]) -> None:
     """Board `b` failed on chunk k: it leaves the job, its chunks go back to its device's queue."""
-    b.lost = why
-    back = [k] + [kk for kk in in_hand.get(b.spec.name, []) if kk != k]
-    for ref in [r for r, (_, bb, _) in pending.items() if bb is b]:
-        del pending[ref]
-    in_hand[b.spec.name] = []
-    try:
-        cluster.ray.kill(b.actor, no_restart=True)
-    except Exception:
-        pass
+    back = take_out(cluster, b, k, why, pending, in_hand)
     for kk in sorted(back, reverse=True):
         if kk not in j.done:
             j.todo.appendleft(kk)

@@ -11,6 +11,7 @@ import pytest
 
 from core.electrodes import N_ELECTRODES
 from host.board import Board, BoardError
+from host.board.instrument import BoardOptions
 from host.board import protocol as P
 from host.board.faults import FaultPlan, FaultyPort
 
@@ -73,7 +74,9 @@ def test_noisy_link_measurements_complete_exactly(linear_url, expected_linear, r
 
 
 def test_clean_link_keeps_the_largest_frames(linear_url, expected_linear, random_volts, link_profile) -> None:
-    with Board.open(linear_url) as b:
+    # the profile's reply timeout: on a loaded 2-core machine the emulator behind QEMU's UART can
+    # stall longer than the default allows, which the host would (rightly) take for trouble
+    with Board.open(linear_url, timeout_s=max(BoardOptions().timeout_s, link_profile.timeout_s)) as b:
         top, ident = _ceilings(b), b.identity
         head = P.SCHEMA["SWEEP_DATA"].head.size
         assert top["upload_samples"] == (ident["max_payload"] - head) // (2 * N_ELECTRODES)

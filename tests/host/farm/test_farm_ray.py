@@ -10,6 +10,7 @@ injected from the driver's own callbacks, at a point of the job that the job can
 before the fault lands."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -284,3 +285,97 @@ def test_ring_search_on_the_cluster_equals_one_process(cluster, tmp_path: Path) 
     d = {k: torch.as_tensor(job.data[k]) for k in ("x_train", "y_train", "x_test", "y_test")}
     s = score(net, d["x_train"], d["y_train"], d["x_test"], d["y_test"], 2)
     assert float(s["clean"][0]) == pytest.approx(here.best()["clean_test_accuracy"])
+
+
+# ---- one network on several boards ------------------------------------------------------------
+VALIDATION_BOARDS = {         # noise-free linear chips, no DAC errors: every board of a chip agrees
+    "v1": "sim://?seed=21&device=linear&chips=0&dac_gain_error=0&dac_offset_error_mv=0",
+    "v2": "sim://?seed=22&device=linear&chips=0&dac_gain_error=0&dac_offset_error_mv=0",
+    "v3": "sim://?seed=23&device=linear&chips=3&dac_gain_error=0&dac_offset_error_mv=0",
+}
+SPEC.update({k: BoardSpec(k, u) for k, u in VALIDATION_BOARDS.items()})
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    """(model path, x, labels): 6 inputs -> a linear layer -> 2 DNPU nodes (the shipped surrogate) -> 2 classes."""
+    from core import Network
+    from core.io import read_network, write_network
+    from core.network import DnpuLayer, DnpuNode, Linear
+
+    surrogate = Path(__file__).resolve().parents[3] / "models" / "surrogate.onnx"
+    rng = np.random.default_rng(7)
+    nodes = [DnpuNode((1, 2), control_voltages=tuple(c), input_scale=0.25, input_offset=-0.3, input_low=-1.2,
+                      input_high=0.6, output_scale=0.05) for c in ([-0.3, 0.1, -0.5, -0.2, 0.0], [0.2, -0.6, 0.3, 0.1, -0.4])]
+    layers = [Linear((rng.normal(size=(4, 6)) / 2).astype(np.float32)), DnpuLayer(nodes)]
+    path = write_network(tmp_path_factory.mktemp("net") / "net.onnx", 6, layers, surrogate, {"task": "test"})
+    x = rng.normal(size=(100, 6)).astype(np.float32)
+    nf = read_network(path)
+    labels = Network(6, nf.layers, nf.surrogates).evaluate(x).argmax(1).astype(np.int64)
+    return Path(path), x, labels
+
+
+def _expected_logits(model: Path, x: np.ndarray, url: str) -> np.ndarray:
+    from core.io import read_network
+    from host.deploy import evaluate_board
+    run = evaluate_board(read_network(model), x, url, device_map=[0, 0])
+    assert run.error is None
+    return run.logits
+
+
+def test_validation_splits_slices_over_boards_of_a_chip_and_survives_a_lost_board(cluster, network, tmp_path: Path) -> None:
+    """v1 and v2 (chip 0) share the test set, v3 (chip 3) scores it alone; v1 loses its simulator
+    after its first slice and v2 finishes: every slice once, the outputs those of one board."""
+    from host.farm.validation import ValidationConfig, run_validation
+
+    model, x, labels = network
+    pulled: list[str] = []
+
+    def on_slice(group: str, k: int, board) -> None:
+        if board.spec.name == "v1" and not pulled:
+            pulled.append("v1")
+            _pull_the_cable(board.pid)
+
+    cfg = ValidationConfig(chunk=20, per_board=1, device_map=(0, 0), progress=False)
+    rep = run_validation(cluster, [SPEC["v1"], SPEC["v2"], SPEC["v3"]], model, x, labels, tmp_path, cfg,
+                         on_slice=on_slice)
+    assert pulled == ["v1"] and rep["complete"]
+    g0, g3 = sorted(rep["groups"], key=lambda g: g["chips"][0]["seed"])
+    assert [b["name"] for b in g0["boards"]] == ["v1", "v2"] and [b["name"] for b in g3["boards"]] == ["v3"]
+    assert g0["boards"][0]["lost"] and g0["boards"][1]["lost"] is None
+    assert sum(b["samples"] for b in g0["boards"]) == 100 and g3["boards"][0]["samples"] == 100
+    from host.deploy.placement import MAPPED
+    assert [p["how"] for p in g0["placements"]["v2"]] == [MAPPED, MAPPED]      # the user's map, reported
+    for g, url in ((g0, VALIDATION_BOARDS["v1"]), (g3, VALIDATION_BOARDS["v3"])):
+        got = np.load(tmp_path / g["group"] / "logits.npy")
+        np.testing.assert_array_equal(got, _expected_logits(model, x, url))
+    assert not np.allclose(np.load(tmp_path / g0["group"] / "logits.npy"), np.load(tmp_path / g3["group"] / "logits.npy"))
+    saved = json.loads((tmp_path / "validation.json").read_text())
+    assert saved["groups"][0]["accuracy"] == rep["groups"][0]["accuracy"]
+
+
+def test_validation_group_alone_stops_and_resumes(cluster, network, tmp_path: Path) -> None:
+    from host.farm.validation import ValidationConfig, run_validation
+
+    model, x, labels = network
+    pulled: list[str] = []
+
+    def on_slice(group: str, k: int, board) -> None:
+        if not pulled:
+            pulled.append(board.spec.name)
+            _pull_the_cable(board.pid)
+
+    cfg = ValidationConfig(chunk=25, per_board=1, device_map=(0, 0), progress=False)
+    rep = run_validation(cluster, [SPEC["v3"]], model, x, labels, tmp_path, cfg, on_slice=on_slice)
+    g = rep["groups"][0]
+    assert not rep["complete"] and "no other board with these chips" in g["stopped"] and g["slices_done"] == 1
+    with pytest.raises(FarmError, match="--resume"):
+        run_validation(cluster, [SPEC["v3"]], model, x, labels, tmp_path, cfg)
+    again = run_validation(cluster, [SPEC["v3"]], model, x, labels, tmp_path,
+                           ValidationConfig(chunk=25, per_board=1, device_map=(0, 0), resume=True, progress=False))
+    g = again["groups"][0]
+    assert again["complete"] and g["boards"][0]["samples"] == 75          # the stored slice is not measured again
+    np.testing.assert_array_equal(np.load(tmp_path / g["group"] / "logits.npy"),
+                                  _expected_logits(model, x, VALIDATION_BOARDS["v3"]))
+    with pytest.raises(FarmError, match="cannot run"):                    # the surrogate's own chip, no map
+        run_validation(cluster, [SPEC["v3"]], model, x, labels, tmp_path / "b", ValidationConfig(progress=False))

@@ -22,7 +22,7 @@ def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 def test_importing_the_farm_and_its_cli_does_not_import_ray() -> None:
     r = _python("import sys, host.farm, host.farm.__main__ as m, host.farm.boards, host.farm.sampling, "
-                "host.farm.tasks, host.farm.ring, host.farm.cluster, host.farm.training\n"
+                "host.farm.tasks, host.farm.ring, host.farm.cluster, host.farm.training, host.farm.validation\n"
                 "m.build_parser()\n"
                 "assert 'ray' not in sys.modules, 'ray imported'\nprint('ok')")
     assert r.returncode == 0, r.stderr
