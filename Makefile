@@ -16,6 +16,7 @@ help:
 	@echo "make deploy   set up, then run the shipped MNIST network (models/mnist.onnx) on the C core"
 	@echo "make models   train the MNIST networks from scratch: models/mnist.onnx, models/mnist_rf3.onnx (+ reports)"
 	@echo "make mnist-chips  train MNIST rf7 for a board of chips 0, 5, 7 (one surrogate per device): models/chips/"
+	@echo "make chip-surrogates  measure chips 5 and 7 on the farm (1M samples each) and train their surrogates there"
 	@echo "make experiments  capacity, ring and gates through the surrogate, validated on the simulated board (results/)"
 	@echo "make build    rebuild the extensions after changing C/Cython sources"
 	@echo "make firmware build the board firmware's native port and test library (build/firmware/), and a"
@@ -150,6 +151,23 @@ CHIP_SURROGATES ?= models/surrogate.onnx,models/devices/seed5.onnx,models/twins/
 mnist-chips: build
 	$(PY) -m host.experiments mnist --models rf7 --surrogate $(CHIP_SURROGATES) --out results/mnist-chips \
 		--export models/chips $(MNIST_ARGS) --no-progress
+
+# Surrogates for chips 5 and 7 as large as the shipped chip 0's (1,000,000 training and 100,000
+# test samples each), measured on two simulated boards at once and trained one task per chip on
+# a local Ray cluster (issue: device farm): models/chips/virtual-dnpu-meanfield-seed{5,7}.onnx
+# (+ .json). About 35 min on an idle 2-core machine (the trainings run side by side).
+CHIP_SEEDS ?= 5 7
+CHIPS_TRAIN_N ?= 1000000
+CHIPS_TEST_N ?= 100000
+CHIPS_BOARDS = $(foreach s,$(CHIP_SEEDS),--board 'sim://?seed=$(s)')
+.PHONY: chip-surrogates
+chip-surrogates: build
+	rm -rf $(DATA)/chips-train $(DATA)/chips-test
+	$(PY) -m host.farm sample --cluster local $(CHIPS_BOARDS) --n $(CHIPS_TRAIN_N) --seed 0 --out $(DATA)/chips-train --no-progress
+	$(PY) -m host.farm sample --cluster local $(CHIPS_BOARDS) --n $(CHIPS_TEST_N) --seed 1 --out $(DATA)/chips-test --no-progress
+	$(PY) -m host.farm train $(DATA)/chips-train --test $(DATA)/chips-test --cluster local --out models/chips \
+		--batch 512 --lr 1e-3 --threads 1 --max-minutes 25 --no-progress --no-plots
+	rm -rf models/chips/chunks
 
 # The README's first command: set up (no torch: inference never imports it), then deploy the
 # shipped MNIST network on the C core.

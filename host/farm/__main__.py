@@ -54,10 +54,10 @@ TRAIN_EPILOG = """examples:
 
 DATA is what python -m host.farm sample wrote (one folder per device, or one dataset) or any
 host.sample dataset folders; test sets are paired with training sets by device. Each device's
-surrogate is written as --out/MODEL-HASH8.onnx (the device's folder name in the farm's datasets)
-with its report (.json) and plots, trained as python -m host.surrogate train does. A worker
-lost mid-training trains that device again; finished devices are kept in --out/chunks and
---resume skips them."""
+surrogate is written as --out/NAME.onnx, NAME the chip (virtual-dnpu-meanfield-seed5,
+MODEL-SERIAL; else the device's folder in the farm's datasets, MODEL-HASH8), with its report
+(.json) and plots, trained as python -m host.surrogate train does. A worker lost mid-training
+trains that device again; finished devices are kept in --out/chunks and --resume skips them."""
 
 
 VALIDATE_EPILOG = """examples:
@@ -118,13 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="one surrogate per device, trainings fanned out", epilog=TRAIN_EPILOG,
                        description="Train one surrogate per device from farm (or host.sample) datasets, each "
-                                   "device's training a Ray task, into --out/LABEL.onnx + report + plots.",
+                                   "device's training a Ray task, into --out/NAME.onnx + report + plots.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _cluster_args(t)
     t.add_argument("data", type=Path, nargs="+", help="training dataset folders (or folders of them, one per device)")
     t.add_argument("--test", type=Path, action="append", default=[],
                    help="test dataset folder (or folder of them); repeat; paired with the training sets by device")
-    t.add_argument("--out", type=Path, required=True, help="folder for LABEL.onnx, LABEL.json, plots and chunks/")
+    t.add_argument("--out", type=Path, required=True, help="folder for NAME.onnx, NAME.json, plots and chunks/")
     from host.surrogate.config import TrainConfig
     tc = TrainConfig()
     t.add_argument("--hidden", type=int, default=tc.hidden, help="hidden width (default %(default)s)")

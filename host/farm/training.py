@@ -8,7 +8,8 @@ device's training is one task (`tasks.map_chunks`): the driver loads the data an
 the task through the object store (a worker on another machine need not see the driver's
 disk), the task fits the network (`host.surrogate.train.fit`, the same recipe as `python -m
 host.surrogate train`) and returns its weights and history as plain arrays, and the driver
-writes `--out/LABEL.onnx` with its report and plots (`host.surrogate.artefacts.write_trained`).
+writes `--out/NAME.onnx` (the chip's name, `chip_name`: virtual-dnpu-meanfield-seed5; else
+the device's MODEL-HASH8) with its report and plots (`host.surrogate.artefacts.write_trained`).
 
 A task asks for `threads` CPUs, and for a GPU when the training runs on cuda. A worker killed
 mid-training has its device trained again from the start (the result is a function of the data
@@ -17,6 +18,7 @@ and the seed alone, so it is the same); finished trainings are kept in --out/chu
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,11 +34,16 @@ from host.sample import store as ds
 
 @dataclass(frozen=True)
 class DeviceData:
-    """One device's training set and (optional) test set."""
+    """One device's training set and (optional) test set; `name` is its surrogate's file stem."""
 
     label: str
     train: Path
     test: Path | None
+    name: str = ""
+
+    @property
+    def stem(self) -> str:
+        return self.name or self.label
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,29 @@ def dataset_folders(root: Path) -> list[Path]:
     return found
 
 
-def _label(folder: Path) -> str:
+def _identity(folder: Path) -> dict[str, Any]:
     try:
-        meta = ds.read_meta(folder)
+        return ds.read_meta(folder).get("board", {})
     except ds.DatasetError as e:
         raise FarmError(str(e)) from None
-    return device_label(meta.get("board", {}))
+
+
+def _label(folder: Path) -> str:
+    return device_label(_identity(folder))
+
+
+def chip_name(identity: dict[str, Any]) -> str | None:
+    """A file stem naming the chip a board's identity describes (virtual-dnpu-meanfield-seed5,
+    MODEL-SERIAL), or None when it names none."""
+    from host.board.chips import chip_of
+
+    chip = chip_of(identity.get("device"))
+    if chip is None:
+        return None
+    for key, prefix in (("seed", "seed"), ("serial", ""), ("chip", "chip"), ("sha256", "")):
+        if key in chip:
+            return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{chip['model']}-{prefix}{str(chip[key])[:16]}")
+    return None
 
 
 def pair_datasets(train_roots: Sequence[Path], test_roots: Sequence[Path] = ()) -> list[DeviceData]:
@@ -89,7 +113,11 @@ def pair_datasets(train_roots: Sequence[Path], test_roots: Sequence[Path] = ()) 
             if lab in tests:
                 raise FarmError(f"{tests[lab]} and {f} are both test sets of device {lab}: name one")
             tests[lab] = f
-    return [DeviceData(lab, trains[lab], tests.get(lab)) for lab in sorted(trains)]
+    names = {lab: chip_name(_identity(f)) for lab, f in trains.items()}
+    taken = [n for n in names.values() if n]
+    return [DeviceData(lab, trains[lab], tests.get(lab),
+                       names[lab] if names[lab] and taken.count(names[lab]) == 1 else "")
+            for lab in sorted(trains)]
 
 
 def train_device(job: TrainJob, chunk: tuple[str, np.ndarray, np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
@@ -117,7 +145,7 @@ def job_record(job: TrainJob, devices: Sequence[DeviceData], sizes: dict[str, in
 def run_training(cluster: Cluster | None, job: TrainJob, devices: Sequence[DeviceData], out: Path, *,
                  resume: bool = False, plots: bool = True, gpus_per_task: float = 0.0, max_retries: int = 3,
                  on_device: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Train one surrogate per device into `out`/LABEL.onnx (+ .json report, plots); returns the
+    """Train one surrogate per device into `out`/NAME.onnx (+ .json report, plots); returns the
     reports in device order. `on_device(label, report)` runs as each device's file is written."""
     from host.surrogate.artefacts import check_same_device, write_trained
     from host.surrogate.train import TrainResult
@@ -145,7 +173,7 @@ def run_training(cluster: Cluster | None, job: TrainJob, devices: Sequence[Devic
     def written(i: int, arrays: dict[str, np.ndarray]) -> None:
         d = devices[i]
         train, test = loaded[d.label]
-        rep = write_trained(TrainResult.from_arrays(arrays), job.cfg, train, test, out / f"{d.label}.onnx",
+        rep = write_trained(TrainResult.from_arrays(arrays), job.cfg, train, test, out / f"{d.stem}.onnx",
                             n=sizes[d.label], plots=plots)
         rep["device_label"] = d.label
         reports[d.label] = rep

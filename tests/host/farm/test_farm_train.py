@@ -61,6 +61,7 @@ def test_each_device_gets_a_surrogate_of_its_own_chip(data: Path, tmp_path: Path
         sf = onnx_file.read(f)
         assert sf.metadata["source"]["board"]["device"]["seed"] == _chip(train)
         seen.add(_chip(train))
+        assert f.name == f"linear-test-device-seed{_chip(train)}.onnx"         # named by its chip
         # fitted to its own chip: far better on its test set than the other chip's surrogate
         t = store.load(test)
         own = np.sqrt(np.mean((sf.evaluate_numpy(t.samples.volts) - t.samples.current_na) ** 2))
