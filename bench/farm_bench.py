@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The farm on Ray, side by side in one run: sampling on four boards against one, and the ring
-search on two one-CPU Ray workers against one process.
+"""The farm on Ray, side by side in one run: sampling on four boards against one, the ring
+search on two one-CPU Ray workers against one process, and a network validated on four boards
+against one.
 
     .venv/bin/python bench/farm_bench.py                 # both targets, table
     .venv/bin/python bench/farm_bench.py --json          # one JSON document on stdout
@@ -20,6 +21,13 @@ chunks of 250, bfloat16 as the experiment trains) through host.farm.ring.search,
 tasks on a local cluster of two CPUs (two one-CPU workers, warmed up first: torch imported).
 With --rounds, the two sides alternate and the best round of each counts.
 Target: >= 1.7x, and the same best trial (index and scores).
+
+Validation (`--only validation`): the shipped MNIST rf3 network (models/mnist_rf3.onnx, ten
+nodes of chip 0) through host.farm.validation on realtime boards of chip 0, one board scoring
+--val-images test images, then four boards scoring four times as many (slices of --val-chunk
+images: each slice is ten ramps and ten sweeps on its board); every slice is measured once and
+each run's accuracy is printed beside the simulated one. No target in the issue: it shows that
+validation, like sampling, scales with the boards.
 """
 from __future__ import annotations
 
@@ -87,6 +95,37 @@ def bench_sampling(a: argparse.Namespace) -> dict[str, Any]:
                                                    and runs["four"]["every_sample_accounted_for"])}
 
 
+def bench_validation(a: argparse.Namespace) -> dict[str, Any]:
+    from core.io import read_network
+    from host.deploy.data import load_data
+    from host.farm.boards import BoardSpec
+    from host.farm.cluster import ClusterConfig, connect
+    from host.farm.validation import ValidationConfig, run_validation
+
+    model = ROOT / "models" / "mnist_rf3.onnx"
+    nf = read_network(model)
+    data = load_data("test", nf.metadata, nf.n_inputs, 10)
+    urls = [f"sim://?seed={s}&realtime&chips=0&sample_period_us={a.period_us:g}" for s in range(1, 5)]
+    specs = [BoardSpec(f"val{s}", u) for s, u in enumerate(urls, 1)]
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp, \
+            connect(ClusterConfig("local", num_cpus=2, resources={s.resource: 1.0 for s in specs},
+                                  worker_niceness=os.nice(0))) as cluster:
+        for label, boards in (("one", specs[:1]), ("four", specs)):
+            n = a.val_images * len(boards)
+            rep = run_validation(cluster, boards, model, data.x[:n], data.labels[:n], Path(tmp) / label,
+                                 ValidationConfig(chunk=a.val_chunk, progress=False))
+            g = rep["groups"][0]
+            runs[label] = {"boards": len(boards), "images": n, "wall_s": rep["wall_s"],
+                           "rate_ips": round(n / rep["wall_s"], 2), "complete": rep["complete"],
+                           "every_image_once": bool(rep["complete"] and sum(b["samples"] for b in g["boards"]) == n),
+                           "accuracy": g.get("accuracy"), "simulated_accuracy": g.get("simulated_accuracy_same_samples"),
+                           "per_board": {b["name"]: b["samples"] for b in g["boards"]}}
+    ratio = runs["four"]["rate_ips"] / runs["one"]["rate_ips"]
+    return {"model": str(model.relative_to(ROOT)), "urls": urls, "chunk": a.val_chunk, "runs": runs,
+            "ratio": round(ratio, 3)}
+
+
 def bench_ring(a: argparse.Namespace) -> dict[str, Any]:
     from host.experiments.options import set_threads
     from host.farm.cluster import ClusterConfig, connect
@@ -133,7 +172,7 @@ def bench_ring(a: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=("sampling", "ring"), default=None)
+    p.add_argument("--only", choices=("sampling", "ring", "validation"), default=None)
     p.add_argument("--per-board", type=int, default=4 * 2032, help="plan samples per board")
     p.add_argument("--chunk", type=int, default=2032,
                    help="plan samples per chunk (16 reference rows are added to each)")
@@ -145,6 +184,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=1, help="ring: interleaved rounds; the best of each side counts")
     p.add_argument("--fp32", action="store_true", help="ring: train in float32 (default: bfloat16, as the experiment)")
+    p.add_argument("--val-images", type=int, default=400, help="validation: test images per board")
+    p.add_argument("--val-chunk", type=int, default=100, help="validation: images per slice")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     out: dict[str, Any] = {"load_average_before": list(os.getloadavg())}
@@ -152,6 +193,8 @@ def main() -> int:
         out["sampling"] = bench_sampling(a)
     if a.only in (None, "ring"):
         out["ring"] = bench_ring(a)
+    if a.only in (None, "validation"):
+        out["validation"] = bench_validation(a)
     out["load_average_after"] = list(os.getloadavg())
     if a.json:
         print(json.dumps(out, indent=1))
@@ -175,6 +218,14 @@ def main() -> int:
         print(f"  speed-up {r['ratio']:.2f}x ({r['ratio_with_warmup']:.2f}x counting the warm-up; target >= "
               f"{r['target']}x); best trial {r['best_trial']} same: {r['same_best_trial']}, every trial identical: "
               f"{r['all_trials_identical']}: {'met' if r['met'] else 'MISSED'}")
+    if "validation" in out:
+        v = out["validation"]
+        print(f"validation: {v['model']} on realtime simulated boards of chip 0, slices of {v['chunk']} images")
+        for label, r in v["runs"].items():
+            print(f"  {label:5s} {r['boards']} board(s): {r['images']:5d} images in {r['wall_s']:6.2f} s = "
+                  f"{r['rate_ips']:7.2f}/s  every image once: {r['every_image_once']}  accuracy "
+                  f"{100 * r['accuracy']:.2f} % (simulated {100 * r['simulated_accuracy']:.2f} %)  {r['per_board']}")
+        print(f"  four / one = {v['ratio']:.2f}x")
     return 0
 
 
