@@ -61,20 +61,31 @@ def _warm(i: int) -> int:
     return os.getpid()
 
 
-def bench_sampling(a: argparse.Namespace) -> dict[str, Any]:
+def _realtime_boards(a: argparse.Namespace, prefix: str) -> tuple[list[str], list[Any]]:
+    """Four realtime-paced simulated boards of chip 0 (URLs, BoardSpecs named PREFIX1..4)."""
     from host.farm.boards import BoardSpec
+
+    urls = [f"sim://?seed={s}&realtime&chips=0&sample_period_us={a.period_us:g}" for s in range(1, 5)]
+    return urls, [BoardSpec(f"{prefix}{s}", u) for s, u in enumerate(urls, 1)]
+
+
+def _board_cluster(specs: list[Any]) -> Any:
+    """A local cluster of two CPUs offering the boards, its workers at the driver's niceness."""
     from host.farm.cluster import ClusterConfig, connect
+
+    return connect(ClusterConfig("local", num_cpus=2, resources={s.resource: 1.0 for s in specs},
+                                 worker_niceness=os.nice(0)))
+
+
+def bench_sampling(a: argparse.Namespace) -> dict[str, Any]:
     from host.farm.sampling import FarmSamplingConfig, PlanRequest, read_journal, run_sampling
     from host.sample import store
     from host.sample.measure import SamplingConfig
 
-    urls = [f"sim://?seed={s}&realtime&chips=0&sample_period_us={a.period_us:g}" for s in range(1, 5)]
-    specs = [BoardSpec(f"bench{s}", u) for s, u in enumerate(urls, 1)]
+    urls, specs = _realtime_boards(a, "bench")
     cfg = FarmSamplingConfig(sampling=SamplingConfig(chunk=a.chunk), progress=False)
     runs: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp, \
-            connect(ClusterConfig("local", num_cpus=2, resources={s.resource: 1.0 for s in specs},
-                                  worker_niceness=os.nice(0))) as cluster:
+    with tempfile.TemporaryDirectory() as tmp, _board_cluster(specs) as cluster:
         for label, boards in (("one", specs[:1]), ("four", specs)):
             n = a.per_board * len(boards)
             out = Path(tmp) / label
@@ -98,19 +109,14 @@ def bench_sampling(a: argparse.Namespace) -> dict[str, Any]:
 def bench_validation(a: argparse.Namespace) -> dict[str, Any]:
     from core.io import read_network
     from host.deploy.data import load_data
-    from host.farm.boards import BoardSpec
-    from host.farm.cluster import ClusterConfig, connect
     from host.farm.validation import ValidationConfig, run_validation
 
     model = ROOT / "models" / "mnist_rf3.onnx"
     nf = read_network(model)
     data = load_data("test", nf.metadata, nf.n_inputs, 10)
-    urls = [f"sim://?seed={s}&realtime&chips=0&sample_period_us={a.period_us:g}" for s in range(1, 5)]
-    specs = [BoardSpec(f"val{s}", u) for s, u in enumerate(urls, 1)]
+    urls, specs = _realtime_boards(a, "val")
     runs: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp, \
-            connect(ClusterConfig("local", num_cpus=2, resources={s.resource: 1.0 for s in specs},
-                                  worker_niceness=os.nice(0))) as cluster:
+    with tempfile.TemporaryDirectory() as tmp, _board_cluster(specs) as cluster:
         for label, boards in (("one", specs[:1]), ("four", specs)):
             n = a.val_images * len(boards)
             rep = run_validation(cluster, boards, model, data.x[:n], data.labels[:n], Path(tmp) / label,

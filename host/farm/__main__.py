@@ -125,17 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--test", type=Path, action="append", default=[],
                    help="test dataset folder (or folder of them); repeat; paired with the training sets by device")
     t.add_argument("--out", type=Path, required=True, help="folder for NAME.onnx, NAME.json, plots and chunks/")
-    from host.surrogate.config import TrainConfig
-    tc = TrainConfig()
-    t.add_argument("--hidden", type=int, default=tc.hidden, help="hidden width (default %(default)s)")
-    t.add_argument("--layers", type=int, default=tc.layers, help="hidden layers (default %(default)s)")
-    t.add_argument("--lr", type=float, default=tc.lr, help="Adam learning rate (default %(default)s)")
-    t.add_argument("--batch", type=int, default=tc.batch, help="batch size (default %(default)s)")
-    t.add_argument("--epochs", type=int, default=tc.max_epochs, help="maximum epochs (default %(default)s)")
-    t.add_argument("--patience", type=int, default=tc.patience, help="early-stopping patience in epochs")
+    from host.surrogate.config import add_recipe_arguments
+    add_recipe_arguments(t)
     t.add_argument("--limit", type=int, default=None, help="use only the first N training samples of each device")
-    t.add_argument("--max-minutes", type=float, default=None, help="stop each training after this long, keeping its best model")
-    t.add_argument("--seed", type=int, default=tc.seed)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="torch device of each training: auto (cuda where the cluster offers GPUs), cpu, cuda")
     t.add_argument("--threads", type=int, default=1, help="torch threads per training (and CPUs each task asks for)")
@@ -154,8 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", default="test", help="test (the split the model's metadata names) or an .npz with x, labels")
     v.add_argument("--limit", type=int, default=None, help="only the first N samples")
     v.add_argument("--board", action="append", required=True, metavar="[NAME=]URL", help="a board (repeat)")
-    v.add_argument("--chunk", type=int, default=500, help="samples per slice (the unit of work and of resuming)")
-    v.add_argument("--per-board", type=int, default=2, help="slices queued on each board at a time")
+    from host.farm.validation import ValidationConfig
+    vc = ValidationConfig()
+    v.add_argument("--chunk", type=int, default=vc.chunk, help="samples per slice (the unit of work and of resuming)")
+    v.add_argument("--per-board", type=int, default=vc.per_board, help="slices queued on each board at a time")
     v.add_argument("--device-map", default="auto",
                    help="auto (each node on a device of its own chip) or one device index per node, e.g. 0,1,2")
     v.add_argument("--out", type=Path, required=True, help="folder for validation.json and GROUP/chunks")
@@ -301,19 +295,15 @@ def _parse_ranges(text: str) -> Any:
 
 # ---- train ----------------------------------------------------------------------------------
 def _train(args: argparse.Namespace) -> int:
-    import math
-
     from tqdm import tqdm
 
     from host.farm.training import TrainJob, pair_datasets, run_training
-    from host.surrogate.config import TrainConfig
+    from host.surrogate.config import recipe_from_args
 
     if args.threads < 1 or args.retries < 0 or (args.limit is not None and args.limit < 20):
         raise FarmError("--threads must be >= 1, --retries >= 0 and --limit >= 20")
     devices = pair_datasets(args.data, args.test)
-    cfg = TrainConfig(hidden=args.hidden, layers=args.layers, lr=args.lr, batch=args.batch, max_epochs=args.epochs,
-                      patience=args.patience, seed=args.seed, device=args.device,
-                      max_wall_s=args.max_minutes * 60 if args.max_minutes else math.inf)
+    cfg = recipe_from_args(args)
     job = TrainJob(cfg=cfg, threads=args.threads, limit=args.limit)
     bar = tqdm(total=len(devices), desc="surrogates", unit="device", disable=args.no_progress, dynamic_ncols=True)
 

@@ -24,15 +24,14 @@ from host.surrogate import onnx_file
 def _train(args: argparse.Namespace) -> int:
     from host.surrogate import report
     from host.surrogate.artefacts import check_same_device, write_trained
-    from host.surrogate.train import TrainConfig, fit
+    from host.surrogate.config import recipe_from_args
+    from host.surrogate.train import fit
 
     train = ds.load(args.data)
     test = ds.load(args.test) if args.test else None
     if test is not None:
         check_same_device(train, test)
-    cfg = TrainConfig(hidden=args.hidden, layers=args.layers, lr=args.lr, batch=args.batch,
-                      max_epochs=args.epochs, patience=args.patience, val_fraction=args.val_fraction,
-                      seed=args.seed, device=args.device, max_wall_s=args.max_minutes * 60 if args.max_minutes else math.inf)
+    cfg = recipe_from_args(args)
     n = len(train.samples) if args.limit is None else min(args.limit, len(train.samples))
     res = fit(train.samples.volts[:n].astype(np.float64), train.samples.current_na[:n].astype(np.float64),
               train.ranges, cfg, progress=not args.no_progress)
@@ -153,16 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("data", type=Path, help="training dataset folder (from python -m host.sample)")
     t.add_argument("--test", type=Path, help="independent test dataset folder")
     t.add_argument("--out", type=Path, default=Path("models/surrogate.onnx"), help="ONNX file to write (report: same name .json)")
-    t.add_argument("--hidden", type=int, default=90, help="hidden width (default %(default)s)")
-    t.add_argument("--layers", type=int, default=5, help="hidden layers (default %(default)s)")
-    t.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default %(default)s)")
-    t.add_argument("--batch", type=int, default=128, help="batch size (default %(default)s)")
-    t.add_argument("--epochs", type=int, default=200, help="maximum epochs (default %(default)s)")
-    t.add_argument("--patience", type=int, default=12, help="early-stopping patience in epochs")
-    t.add_argument("--val-fraction", type=float, default=0.1, help="validation share (default %(default)s)")
+    from host.surrogate.config import add_recipe_arguments
+    add_recipe_arguments(t)
     t.add_argument("--limit", type=int, default=None, help="use only the first N training samples")
-    t.add_argument("--max-minutes", type=float, default=None, help="stop after this long, keeping the best model")
-    t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu, cuda")
     t.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     t.add_argument("--no-plots", action="store_true")
