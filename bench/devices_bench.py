@@ -5,6 +5,7 @@ test images.
 
     .venv/bin/python bench/devices_bench.py                 # table
     .venv/bin/python bench/devices_bench.py --images 2000 --latency-images 3 --json
+    .venv/bin/python bench/devices_bench.py --firmware native   # both boards on the C firmware
 
 On one device the ten nodes run one after another, each behind a ramp from the previous node's
 voltages; on ten devices the layer is one ramp and one sweep. Target (issue 14): per-image
@@ -53,25 +54,29 @@ def main() -> int:
     p.add_argument("--latency-images", type=int, default=3, help="single images timed on each board")
     p.add_argument("--devices", type=int, default=10, help="devices of the parallel board (copies of chip 0)")
     p.add_argument("--ramp", type=float, default=1.0, help="host ramp rate between points, V/s (deploy's default)")
+    p.add_argument("--firmware", choices=("python", "native", "qemu"), default="python",
+                   help="which firmware serves both boards (default: the Python simulator)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     nf = read_network(a.model)
     n_out = len([n for l in nf.layers if hasattr(l, "nodes") for n in l.nodes])
     data = load_data("test", nf.metadata, nf.n_inputs, n_classes(n_out))
     x, labels = data.x[:a.images], data.labels[:a.images]
-    many = "sim://?chips=" + ",".join(["0"] * a.devices)
-    one = run_on_board(nf, x, labels, ONE, a.latency_images, a.ramp)
+    fw = "" if a.firmware == "python" else f"&firmware={a.firmware}"
+    many = "sim://?chips=" + ",".join(["0"] * a.devices) + fw
+    one = run_on_board(nf, x, labels, ONE + fw, a.latency_images, a.ramp)
     par = run_on_board(nf, x, labels, many, a.latency_images, a.ramp)
     ratio = one["latency_s_median"] / par["latency_s_median"]
     diff = (par["accuracy"] - one["accuracy"]) * 100
-    rep = {"model": str(a.model), "one_device": one, "many_devices": par, "latency_ratio": ratio,
+    rep = {"model": str(a.model), "firmware": a.firmware, "one_device": one, "many_devices": par, "latency_ratio": ratio,
            "accuracy_difference_points": diff,
            "targets": {"latency_ratio": TARGET_LATENCY_RATIO, "accuracy_points": TARGET_ACCURACY_POINTS},
            "met": {"latency": ratio >= TARGET_LATENCY_RATIO, "accuracy": abs(diff) <= TARGET_ACCURACY_POINTS}}
     if a.json:
         print(json.dumps(rep))
         return 0
-    print(f"{a.model.name}: {len(x)} test images, {a.latency_images} single images timed per board")
+    print(f"{a.model.name}: {len(x)} test images, {a.latency_images} single images timed per board "
+          f"(firmware={a.firmware})")
     print(f"{'board':<34} {'devices':>7} {'rounds':>6} {'accuracy':>9} {'latency/image':>14} {'batch':>8}")
     for r in (one, par):
         url = r["url"] if len(r["url"]) <= 34 else r["url"][:31] + "..."

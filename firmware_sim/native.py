@@ -20,7 +20,7 @@ import numpy as np
 
 from core.electrodes import N_ELECTRODES
 from firmware_sim.analog import TIA_RANGE_NA
-from firmware_sim.board import BoardConfig, Firmware
+from firmware_sim.board import BoardConfig, Firmware, members_of
 from firmware_sim.devices import DeviceOptions, LinearDevice, make_device
 from firmware_sim.options import option
 from firmware_sim.physics import NullDevice, VirtualDNPU
@@ -121,9 +121,6 @@ def native_argv(cfg: BoardConfig, dev: DeviceOptions, exit_on_stdin_eof: bool) -
                          "evaluator): use firmware=python or firmware=qemu for a digital twin")
     if dev.device not in NATIVE_DEVICES:
         raise ValueError(f"firmware=native serves device={'|'.join(NATIVE_DEVICES)}, not {dev.device!r}")
-    if len(dev.chip_seeds(cfg.seed)) > 1:
-        raise ValueError("firmware=native carries one device; a board of several (devices=, chips=) "
-                         "needs firmware=python")
     if not 1 <= cfg.fifo_blocks <= NATIVE_MAX_FIFO_BLOCKS:
         raise ValueError(f"firmware=native needs fifo_blocks in 1..{NATIVE_MAX_FIFO_BLOCKS}, got {cfg.fifo_blocks}")
     if not NATIVE_BINARY.exists():
@@ -131,12 +128,17 @@ def native_argv(cfg: BoardConfig, dev: DeviceOptions, exit_on_stdin_eof: bool) -
     device = make_device(dev, cfg.seed)
     board = Firmware(cfg, device)          # draws the DAC errors from the seed
     cfg = board.cfg                        # limits and ADC full scale as the board adopted them
-    extra: list[str] = []
-    if isinstance(device, VirtualDNPU):
-        w, b, clip = np.zeros(N_ELECTRODES), 0.0, device.analog.tia_range_na
-        extra = ["--dnpu-params", _dnpu_params_file(device)]
+    members = members_of(device)           # K devices: K x 7 channels, in device order
+    extra: list[str] = ["--devices", str(len(members))]
+    for m in members:
+        extra += ["--device-json", json.dumps(m.describe, sort_keys=True, separators=(",", ":"))]
+    if isinstance(members[0], VirtualDNPU):
+        w, b, clip = np.zeros(N_ELECTRODES * len(members)), np.zeros(len(members)), members[0].analog.tia_range_na
+        for m in members:
+            extra += ["--dnpu-params", _dnpu_params_file(m)]
     else:
-        w, b, clip = affine_terms(device)
+        terms = [affine_terms(m) for m in members]
+        w, b, clip = np.concatenate([t[0] for t in terms]), np.array([t[1] for t in terms]), terms[0][2]
     fail = -1 if dev.fail_after_rows is None else dev.fail_after_rows
     argv = [str(NATIVE_BINARY), "--pty",
             "--seed", str(cfg.seed), "--dac-bits", str(cfg.dac_bits), "--adc-bits", str(cfg.adc_bits),
@@ -145,9 +147,8 @@ def native_argv(cfg: BoardConfig, dev: DeviceOptions, exit_on_stdin_eof: bool) -
             "--watchdog-s", repr(float(cfg.watchdog_s)), "--sample-period-s", repr(float(cfg.sample_period_s)),
             "--fifo-blocks", str(cfg.fifo_blocks), "--realtime", str(int(cfg.realtime)),
             "--dac-gain", _floats(board.dac_gain), "--dac-offset", _floats(board.dac_offset),
-            "--weights", _floats(w), "--bias", repr(float(b)), "--clip", _floats(clip),
-            "--fail-after-rows", str(fail), "--serial", json.loads(board._identity)["serial"],
-            "--device-json", json.dumps(device.describe, sort_keys=True, separators=(",", ":")), *extra]
+            "--weights", _floats(w), "--bias", _floats(b), "--clip", _floats(clip),
+            "--fail-after-rows", str(fail), "--serial", json.loads(board._identity)["serial"], *extra]
     return argv + (["--exit-on-stdin-eof"] if exit_on_stdin_eof else [])
 
 

@@ -40,7 +40,8 @@ from typing import Iterator
 
 import numpy as np
 
-from firmware_sim.board import BoardConfig, Firmware
+from core.electrodes import N_ELECTRODES
+from firmware_sim.board import BoardConfig, Firmware, members_of
 from firmware_sim.devices import DeviceOptions, make_device
 from firmware_sim.qemu_analog import AnalogEmulator
 from firmware_sim.server import stop_event
@@ -55,10 +56,12 @@ QEMU_STARTUP_S = 20.0
 # firmware/ports/qemu/config.h
 QCFG_ADDR = 0x080E0000
 QCFG_MAGIC = 0x51504E44
-QCFG_VERSION = 2
+QCFG_VERSION = 3
 QCFG_MAX_SIZE = 4096
-QCFG_HEAD = struct.Struct("<8I4d14d3d64s")
-assert QCFG_HEAD.size == 264
+#: the devices the qemu image carries (DNPU_MAX_DEVICES in firmware/ports/qemu/CMakeLists.txt)
+QEMU_MAX_DEVICES = 4
+QCFG_HEAD = struct.Struct(f"<10I4d3d{2 * N_ELECTRODES * QEMU_MAX_DEVICES}d64s")
+assert QCFG_HEAD.size == 160 + 112 * QEMU_MAX_DEVICES
 
 
 def qemu_board(cfg: BoardConfig, dev: DeviceOptions) -> Firmware:
@@ -66,9 +69,10 @@ def qemu_board(cfg: BoardConfig, dev: DeviceOptions) -> Firmware:
     the identity (serial) the qemu board reports."""
     if cfg.fifo_blocks < 1:
         raise ValueError(f"firmware=qemu needs fifo_blocks >= 1, got {cfg.fifo_blocks}")
-    if len(dev.chip_seeds(cfg.seed)) > 1:
-        raise ValueError("firmware=qemu carries one device; a board of several (devices=, chips=) "
-                         "needs firmware=python")
+    k = len(dev.chip_seeds(cfg.seed))
+    if k > QEMU_MAX_DEVICES:
+        raise ValueError(f"firmware=qemu carries at most {QEMU_MAX_DEVICES} devices, not {k}; a larger "
+                         "board needs firmware=python or firmware=native")
     return Firmware(cfg, make_device(dev, cfg.seed))
 
 
@@ -77,16 +81,20 @@ def config_block(board: Firmware) -> bytes:
     ADC full scale); ValueError if they do not fit it."""
     cfg = board.cfg
     serial = json.loads(board._identity)["serial"].encode()
-    device_json = json.dumps(board.device.describe, sort_keys=True, separators=(",", ":")).encode() + b"\0"
+    members = members_of(board.device)
+    device_json = b"".join(json.dumps(m.describe, sort_keys=True, separators=(",", ":")).encode() + b"\0"
+                           for m in members)
     size = QCFG_HEAD.size + len(device_json)
     if len(serial) >= 64 or size > QCFG_MAX_SIZE:
         raise ValueError("firmware=qemu: the serial or the device description is too long for the config block")
     f64 = lambda v: [float(x) for x in np.asarray(v, dtype=np.float64).ravel()]  # noqa: E731
+    limits = np.zeros((QEMU_MAX_DEVICES * N_ELECTRODES, 2))
+    limits[:len(cfg.limits_v)] = cfg.limits_v
     head = QCFG_HEAD.pack(
         QCFG_MAGIC, QCFG_VERSION, size, cfg.seed & 0xFFFFFFFF,
         cfg.dac_bits, cfg.adc_bits, min(cfg.fifo_blocks, QEMU_MAX_FIFO_BLOCKS), int(cfg.realtime),
-        *f64(cfg.dac_span_v), *f64(cfg.adc_span_na), *f64(cfg.limits_v),
-        float(cfg.max_slew_v_per_s), float(cfg.watchdog_s), float(cfg.sample_period_s), serial)
+        len(members), 0, *f64(cfg.dac_span_v), *f64(cfg.adc_span_na),
+        float(cfg.max_slew_v_per_s), float(cfg.watchdog_s), float(cfg.sample_period_s), *f64(limits), serial)
     return head + device_json
 
 

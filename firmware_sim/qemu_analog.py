@@ -2,6 +2,7 @@
 the firmware in QEMU, which forwards each block of conversions over its second UART
 (firmware/ports/qemu/analog_link.h declares the exchange; the layouts below mirror it).
 
+A board of K devices sends rows of 7K codes and gets K codes per row back, sample-major.
 The emulator is the Python firmware's analog side, unchanged: `Firmware.dac_output` (the DAC
 errors drawn from the seed) and `Firmware.convert` (the virtual DNPU, or the null / linear
 devices, then the ADC). So for one seed the qemu board measures the same chip as `firmware=python`
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.electrodes import N_ELECTRODES
 from firmware_sim.board import Firmware
 
 REQUEST = b"B"
@@ -47,7 +47,7 @@ class AnalogEmulator:
     device_error: str = ""
 
     def convert(self, codes: np.ndarray, period_s: float, oversample: int) -> np.ndarray | None:
-        """ADC codes for DAC codes [n, 7] (None: the device failed; why in device_error)."""
+        """ADC codes [n, K] for DAC codes [n, 7K] (None: the device failed; why in device_error)."""
         volts = self.firmware.dac_output(codes.astype(np.int64))
         try:
             return self.firmware.convert(np.ascontiguousarray(volts), period_s, oversample)
@@ -59,9 +59,10 @@ class AnalogEmulator:
     def answer(self, head: bytes, rows: bytes) -> bytes:
         """The reply to one request (its head and its n rows of codes)."""
         tag, oversample, n, period_ns, block, now, due = REQUEST_HEAD.unpack(head)
-        if tag != REQUEST or len(rows) != 2 * N_ELECTRODES * n or n == 0 or oversample == 0:
+        channels = self.firmware.channels
+        if tag != REQUEST or len(rows) != 2 * channels * n or n == 0 or oversample == 0:
             return REPLY_HEAD.pack(REPLY, 0, n)
-        codes = np.frombuffer(rows, dtype="<u2").reshape(n, N_ELECTRODES)
+        codes = np.frombuffer(rows, dtype="<u2").reshape(n, channels)
         if block != NO_BLOCK:
             self.timings.append(BlockTiming(block, n, now, due))
         out = self.convert(codes, period_ns * 1e-9, oversample)
@@ -77,7 +78,7 @@ class AnalogEmulator:
             if head is None:
                 return
             n = REQUEST_HEAD.unpack(head)[2]
-            rows = buf.take(2 * N_ELECTRODES * n)
+            rows = buf.take(2 * self.firmware.channels * n)
             if rows is None:
                 return
             sock.sendall(self.answer(head, rows))

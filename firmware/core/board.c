@@ -57,35 +57,41 @@ static double clip(double x, double lo, double hi)
     return x < lo ? lo : (x > hi ? hi : x);
 }
 
-static void ramp_at(const dnpu_ramp *r, double t, double out[DNPU_CHANNELS])
+/* The first n channels of the ramp at time t. */
+static void ramp_at(const dnpu_ramp *r, unsigned n, double t, double out[DNPU_MAX_CHANNELS])
 {
     double dt = t - r->t0;
     double step = r->rate * (dt > 0.0 ? dt : 0.0);
-    for (int c = 0; c < DNPU_CHANNELS; c++)
+    for (unsigned c = 0; c < n; c++)
         out[c] = r->start[c] + clip(r->target[c] - r->start[c], -step, step);
 }
 
-static bool ramp_done(const dnpu_ramp *r, double t)
+static bool ramp_done(const dnpu_board *b, double t)
 {
-    double v[DNPU_CHANNELS];
-    ramp_at(r, t, v);
-    for (int c = 0; c < DNPU_CHANNELS; c++)
-        if (v[c] != r->target[c])
+    double v[DNPU_MAX_CHANNELS];
+    ramp_at(&b->ramp, b->channels, t, v);
+    for (unsigned c = 0; c < b->channels; c++)
+        if (v[c] != b->ramp.target[c])
             return false;
     return true;
 }
 
-void dnpu_board_outputs(const dnpu_board *b, double t, double out[DNPU_CHANNELS])
+void dnpu_board_outputs(const dnpu_board *b, double t, double out[DNPU_MAX_CHANNELS])
 {
-    ramp_at(&b->ramp, t, out);
+    ramp_at(&b->ramp, b->channels, t, out);
+}
+
+const uint16_t *dnpu_board_row(const dnpu_board *b, uint32_t r)
+{
+    return b->codes + (size_t)r * b->channels;
 }
 
 /* Start slewing from where the outputs are now to `target`; returns the ramp's duration (s). */
-static double ramp_to(dnpu_board *b, const double target[DNPU_CHANNELS], double rate, double t)
+static double ramp_to(dnpu_board *b, const double target[DNPU_MAX_CHANNELS], double rate, double t)
 {
-    double start[DNPU_CHANNELS], worst = 0.0;
-    ramp_at(&b->ramp, t, start);
-    for (int c = 0; c < DNPU_CHANNELS; c++) {
+    double start[DNPU_MAX_CHANNELS], worst = 0.0;
+    ramp_at(&b->ramp, b->channels, t, start);
+    for (unsigned c = 0; c < b->channels; c++) {
         double d = fabs(target[c] - start[c]);
         worst = d > worst ? d : worst;
         b->ramp.start[c] = start[c];
@@ -96,17 +102,17 @@ static double ramp_to(dnpu_board *b, const double target[DNPU_CHANNELS], double 
     return worst / rate;
 }
 
-static void ramp_hold(dnpu_board *b, const uint16_t codes[DNPU_CHANNELS], double t)
+static void ramp_hold(dnpu_board *b, const uint16_t *codes, double t)
 {
-    for (int c = 0; c < DNPU_CHANNELS; c++)
+    for (unsigned c = 0; c < b->channels; c++)
         b->ramp.start[c] = b->ramp.target[c] = code_to_volts(b, codes[c]);
     b->ramp.t0 = t;
     b->ramp.rate = b->cfg.max_slew_v_per_s;
 }
 
-static void dac_write_row(dnpu_board *b, const uint16_t codes[DNPU_CHANNELS])
+static void dac_write_row(dnpu_board *b, const uint16_t *codes)
 {
-    for (unsigned c = 0; c < DNPU_CHANNELS; c++)
+    for (unsigned c = 0; c < b->channels; c++)
         b->hal.dac_stage(b->hal.ctx, c, codes[c]);
     b->hal.dac_latch(b->hal.ctx);
 }
@@ -116,16 +122,16 @@ static void apply_outputs(dnpu_board *b, double t)
 {
     if (b->sweep.running)
         return;                               /* the sweep owns the DACs */
-    double v[DNPU_CHANNELS];
-    uint16_t codes[DNPU_CHANNELS];
+    double v[DNPU_MAX_CHANNELS];
+    uint16_t codes[DNPU_MAX_CHANNELS];
     bool changed = false;
-    ramp_at(&b->ramp, t, v);
-    for (int c = 0; c < DNPU_CHANNELS; c++) {
+    ramp_at(&b->ramp, b->channels, t, v);
+    for (unsigned c = 0; c < b->channels; c++) {
         codes[c] = volts_to_code(b, v[c]);
         changed |= codes[c] != b->dac_now[c];
     }
     if (changed) {
-        memcpy(b->dac_now, codes, sizeof codes);
+        memcpy(b->dac_now, codes, b->channels * sizeof codes[0]);
         dac_write_row(b, codes);
     }
 }
@@ -281,7 +287,7 @@ static void sweep_hold_last_row(dnpu_board *b, double t)
     if (done > s->n)
         done = s->n;
     if (done > 0)
-        ramp_hold(b, b->codes[done - 1], t);
+        ramp_hold(b, dnpu_board_row(b, (uint32_t)done - 1), t);
 }
 
 static void sweep_end(dnpu_board *b, double t)
@@ -300,7 +306,7 @@ static void sweep_abort(dnpu_board *b, double t)
 /* Watchdog, port closed (reason 1, 2) or SAFE (0): ramp to 0 V at max slew, latch safe. */
 static void trip(dnpu_board *b, double t, int32_t reason)
 {
-    static const double zero[DNPU_CHANNELS] = {0};
+    static const double zero[DNPU_MAX_CHANNELS] = {0};
     sweep_abort(b, t);
     ramp_to(b, zero, b->cfg.max_slew_v_per_s, t);
     if (b->armed && reason != 0) {
@@ -326,16 +332,17 @@ static int state_now(const dnpu_board *b, double t)
         return DNPU_STATE_SAFE;
     if (b->sweep.exists && b->sweep.running)
         return DNPU_STATE_SWEEP;
-    return ramp_done(&b->ramp, t) ? DNPU_STATE_IDLE : DNPU_STATE_RAMPING;
+    return ramp_done(b, t) ? DNPU_STATE_IDLE : DNPU_STATE_RAMPING;
 }
 
-/* Reject codes outside the hard limits: the first bad (row, channel) is reported. */
+/* Reject codes outside the hard limits: the first bad (row, channel) is reported, its arg
+ * (sample << 3) | electrode, its text naming the device on a board of several. */
 static bool limits_reject(dnpu_board *b, uint16_t seq, const uint8_t *codes, uint32_t rows,
                           uint32_t offset)
 {
     for (uint32_t r = 0; r < rows; r++) {
-        for (int c = 0; c < DNPU_CHANNELS; c++) {
-            int32_t code = dnpu_get16(codes + 2u * (r * DNPU_CHANNELS + (uint32_t)c));
+        for (unsigned c = 0; c < b->channels; c++) {
+            int32_t code = dnpu_get16(codes + 2u * (r * b->channels + c));
             if (code >= b->limit_codes[c][0] && code <= b->limit_codes[c][1])
                 continue;
             char lo[32], hi[32];
@@ -346,8 +353,14 @@ static bool limits_reject(dnpu_board *b, uint16_t seq, const uint8_t *codes, uin
             dnpu_text_double(&t, b->cfg.limits_v[c][1]);
             CNT(b, limit_rejects);
             uint32_t sample = offset + r;
-            send_error(b, seq, DNPU_ERR_LIMIT, (int32_t)((sample << 3) | (uint32_t)c),
-                       "e%d sample %u: %.6f V outside [%s, %s] V", c, (unsigned)sample,
+            unsigned dev = c / DNPU_CHANNELS, e = c % DNPU_CHANNELS;
+            char name[24];
+            if (b->n_devices > 1)
+                snprintf(name, sizeof name, "device %u e%u", dev, e);
+            else
+                snprintf(name, sizeof name, "e%u", e);
+            send_error(b, seq, DNPU_ERR_LIMIT, (int32_t)((sample << 3) | e),
+                       "%s sample %u: %.6f V outside [%s, %s] V", name, (unsigned)sample,
                        code_to_volts(b, code), lo, hi);
             return true;
         }
@@ -419,23 +432,24 @@ static void cmd_status(dnpu_board *b, const cmd_ctx *c)
 
 static void cmd_get_outputs(dnpu_board *b, const cmd_ctx *c)
 {
-    double v[DNPU_CHANNELS];
-    ramp_at(&b->ramp, c->t, v);
+    double v[DNPU_MAX_CHANNELS];
+    unsigned n = b->channels;
+    ramp_at(&b->ramp, n, c->t, v);
     uint8_t *p = frame_payload(b) + DNPU_OUTPUTS_HEAD_SIZE;
-    for (int ch = 0; ch < DNPU_CHANNELS; ch++) {
+    for (unsigned ch = 0; ch < n; ch++) {
         dnpu_put16(p + 2 * ch, volts_to_code(b, v[ch]));
-        dnpu_put16(p + 2 * (DNPU_CHANNELS + ch), volts_to_code(b, b->ramp.target[ch]));
+        dnpu_put16(p + 2 * (n + ch), volts_to_code(b, b->ramp.target[ch]));
     }
-    frame_send(b, DNPU_MSG_OUTPUTS, c->f->seq, DNPU_OUTPUTS_HEAD_SIZE + 4 * DNPU_CHANNELS, 0);
+    frame_send(b, DNPU_MSG_OUTPUTS, c->f->seq, DNPU_OUTPUTS_HEAD_SIZE + 4 * n, 0);
 }
 
 static void cmd_set(dnpu_board *b, const cmd_ctx *c)
 {
     uint16_t seq = c->f->seq;
     size_t items = c->tail_len / 2;
-    if (items != DNPU_CHANNELS) {
+    if (items != b->channels) {
         CNT(b, malformed);
-        send_error(b, seq, DNPU_ERR_MALFORMED, (int32_t)items, "SET needs %d codes", DNPU_CHANNELS);
+        send_error(b, seq, DNPU_ERR_MALFORMED, (int32_t)items, "SET needs %u codes", b->channels);
         return;
     }
     if (b->sweep.exists && b->sweep.running) {
@@ -447,8 +461,8 @@ static void cmd_set(dnpu_board *b, const cmd_ctx *c)
     uint32_t rate_mv = dnpu_get32(c->p + DNPU_SET_RATE_MV_PER_S_OFF);
     double max = b->cfg.max_slew_v_per_s;
     double rate = rate_mv == 0 ? max : fmin(rate_mv / 1000.0, max);
-    double target[DNPU_CHANNELS];
-    for (int ch = 0; ch < DNPU_CHANNELS; ch++)
+    double target[DNPU_MAX_CHANNELS];
+    for (unsigned ch = 0; ch < b->channels; ch++)
         target[ch] = code_to_volts(b, dnpu_get16(c->tail + 2 * ch));
     double ramp_s = ramp_to(b, target, rate, c->t);
     uint8_t *p = frame_payload(b);
@@ -510,8 +524,8 @@ static void cmd_sweep_begin(dnpu_board *b, const cmd_ctx *c)
     dnpu_text why;
     dnpu_text_init(&why, buf, sizeof buf);
     const char *sep = "";
-    if (n < 1 || n > DNPU_MAX_SWEEP_SAMPLES) {
-        dnpu_text_addf(&why, "%sn_samples %u not in 1..%u", sep, (unsigned)n, DNPU_MAX_SWEEP_SAMPLES);
+    if (n < 1 || n > b->max_sweep_samples) {
+        dnpu_text_addf(&why, "%sn_samples %u not in 1..%u", sep, (unsigned)n, (unsigned)b->max_sweep_samples);
         sep = "; ";
     }
     if (os < 1 || os > DNPU_MAX_OVERSAMPLE) {
@@ -523,9 +537,9 @@ static void cmd_sweep_begin(dnpu_board *b, const cmd_ctx *c)
                        DNPU_MAX_PERIOD_NS);
         sep = "; ";
     }
-    if (block < 1 || block > DNPU_MAX_BLOCK_SAMPLES)
+    if (block < 1 || block > b->max_block_samples)
         dnpu_text_addf(&why, "%sblock_samples %u not in 1..%u", sep, (unsigned)block,
-                       (unsigned)DNPU_MAX_BLOCK_SAMPLES);
+                       (unsigned)b->max_block_samples);
     if (why.len > 0) {
         send_error(b, seq, DNPU_ERR_BAD_ARGUMENT, 0, "%s", buf);
         return;
@@ -572,12 +586,12 @@ static void cmd_sweep_data(dnpu_board *b, const cmd_ctx *c)
     if (s == NULL)
         return;
     size_t items = c->tail_len / 2;
-    if (items % DNPU_CHANNELS) {
+    if (items % b->channels) {
         CNT(b, malformed);
-        send_error(b, seq, DNPU_ERR_MALFORMED, (int32_t)items, "codes not a multiple of %d", DNPU_CHANNELS);
+        send_error(b, seq, DNPU_ERR_MALFORMED, (int32_t)items, "codes not a multiple of %u", b->channels);
         return;
     }
-    uint32_t k = (uint32_t)(items / DNPU_CHANNELS);
+    uint32_t k = (uint32_t)(items / b->channels);
     if ((uint64_t)offset + k > s->n) {
         send_error(b, seq, DNPU_ERR_BAD_SWEEP, (int32_t)offset, "offset %u+%u beyond %u samples",
                    (unsigned)offset, (unsigned)k, (unsigned)s->n);
@@ -586,8 +600,9 @@ static void cmd_sweep_data(dnpu_board *b, const cmd_ctx *c)
     if (limits_reject(b, seq, c->tail, k, offset))
         return;
     for (uint32_t r = 0; r < k; r++) {
-        for (int ch = 0; ch < DNPU_CHANNELS; ch++)
-            b->codes[offset + r][ch] = dnpu_get16(c->tail + 2u * (r * DNPU_CHANNELS + (uint32_t)ch));
+        uint16_t *row = b->codes + (size_t)(offset + r) * b->channels;
+        for (unsigned ch = 0; ch < b->channels; ch++)
+            row[ch] = dnpu_get16(c->tail + 2u * (r * b->channels + ch));
         b->have[offset + r] = 1;
     }
     send_ack(b, seq);
@@ -863,26 +878,30 @@ uint64_t dnpu_board_ticks(const dnpu_board *b)
     return ticks_since_boot(b);
 }
 
-/* Convert one block: each row latched on the DACs, then `oversample` ADC conversions averaged.
- * false if the analog side failed. */
+/* Convert one block: each row latched on the DACs, then `oversample` conversions of every
+ * readout averaged per device. false if the analog side failed. */
 static bool convert_block(dnpu_board *b, uint32_t block)
 {
     dnpu_sweep *s = &b->sweep;
     uint32_t first, last;
+    unsigned k = b->n_devices;
     block_rows(s, block, &first, &last);
     int32_t *out = b->fifo[block % b->cfg.fifo_blocks];
     for (uint32_t r = first; r < last; r++) {
-        dac_write_row(b, b->codes[r]);
-        int64_t sum = 0;
-        for (unsigned k = 0; k < s->oversample; k++) {
-            int32_t code;
-            if (!b->hal.adc_read(b->hal.ctx, &code))
+        dac_write_row(b, dnpu_board_row(b, r));
+        int64_t sum[DNPU_MAX_DEVICES] = {0};
+        for (unsigned i = 0; i < s->oversample; i++) {
+            int32_t codes[DNPU_MAX_DEVICES];
+            if (!b->hal.adc_read(b->hal.ctx, codes))
                 return false;
-            sum += code;
+            for (unsigned d = 0; d < k; d++)
+                sum[d] += codes[d];
         }
-        out[r - first] = s->oversample == 1 ? (int32_t)sum : (int32_t)llround((double)sum / s->oversample);
+        int32_t *dst = out + (size_t)(r - first) * k;
+        for (unsigned d = 0; d < k; d++)
+            dst[d] = s->oversample == 1 ? (int32_t)sum[d] : (int32_t)llround((double)sum[d] / s->oversample);
     }
-    memcpy(b->dac_now, b->codes[last - 1], sizeof b->dac_now);
+    memcpy(b->dac_now, dnpu_board_row(b, last - 1), b->channels * sizeof b->dac_now[0]);
     return true;
 }
 
@@ -924,10 +943,11 @@ static void send_result(dnpu_board *b, uint32_t block)
     p[DNPU_RESULT_FLAGS_OFF] = block + 1 == s->n_blocks ? DNPU_RESULT_LAST : 0;
     const int32_t *codes = b->fifo[block % b->cfg.fifo_blocks];
     uint8_t *tail = p + DNPU_RESULT_HEAD_SIZE;
-    for (uint32_t i = 0; i < last - first; i++)
+    uint32_t n = (last - first) * b->n_devices;
+    for (uint32_t i = 0; i < n; i++)
         dnpu_put32(tail + 4 * i, (uint32_t)codes[i]);
     CNT(b, blocks_sent);
-    frame_send(b, DNPU_MSG_RESULT, (uint16_t)block, DNPU_RESULT_HEAD_SIZE + 4 * (last - first), DNPU_FLAG_STREAM);
+    frame_send(b, DNPU_MSG_RESULT, (uint16_t)block, DNPU_RESULT_HEAD_SIZE + 4 * n, DNPU_FLAG_STREAM);
 }
 
 /* The zero-sample block that ends an overflowed or failed sweep. */
@@ -992,38 +1012,51 @@ void dnpu_config_defaults(dnpu_config *c)
     static const double limits[DNPU_CHANNELS][2] = {
         {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-0.7, 0.3}, {-0.7, 0.3}};
     memset(c, 0, sizeof *c);
+    c->n_devices = 1;
     c->dac_bits = 16;
     c->adc_bits = 16;
     c->dac_span_v[0] = -2.0;
     c->dac_span_v[1] = 2.0;
     c->adc_span_na[0] = -327.68;
     c->adc_span_na[1] = 327.68;
-    memcpy(c->limits_v, limits, sizeof limits);
+    for (unsigned d = 0; d < DNPU_MAX_DEVICES; d++) {
+        memcpy(c->limits_v[d * DNPU_CHANNELS], limits, sizeof limits);
+        c->device_json[d] = "{\"model\":\"null-linear\"}";
+    }
     c->max_slew_v_per_s = 10.0;
     c->watchdog_s = 0.5;
     c->sample_period_s = 10e-6;
     c->fifo_blocks = DNPU_MAX_FIFO_BLOCKS < 64u ? DNPU_MAX_FIFO_BLOCKS : 64u;
-    c->device_json = "{\"model\":\"null-linear\"}";
 }
 
 int dnpu_board_init(dnpu_board *b, const dnpu_config *cfg, const dnpu_hal *hal)
 {
     if (cfg->fifo_blocks < 1 || cfg->fifo_blocks > DNPU_MAX_FIFO_BLOCKS || cfg->dac_bits < 1
-        || cfg->dac_bits > 16 || cfg->adc_bits < 1 || cfg->adc_bits > 31)
+        || cfg->dac_bits > 16 || cfg->adc_bits < 1 || cfg->adc_bits > 31 || cfg->n_devices < 1
+        || cfg->n_devices > DNPU_MAX_DEVICES || DNPU_MAX_BLOCK_SAMPLES / cfg->n_devices < 1)
         return -1;
+    for (unsigned d = 0; d < cfg->n_devices; d++)
+        if (cfg->device_json[d] == NULL)
+            return -1;
     memset(b, 0, offsetof(dnpu_board, sweep));
     b->sweep.exists = false;
     b->cfg = *cfg;
     b->hal = *hal;
     b->dac_lsb_v = (cfg->dac_span_v[1] - cfg->dac_span_v[0]) / (double)(1u << cfg->dac_bits);
     b->adc_lsb_na = (cfg->adc_span_na[1] - cfg->adc_span_na[0]) / (double)(1u << cfg->adc_bits);
-    for (int c = 0; c < DNPU_CHANNELS; c++) {
+    b->n_devices = cfg->n_devices;
+    b->channels = DNPU_CHANNELS * cfg->n_devices;
+    /* the sweep buffer holds as many codes as for one device; a RESULT frame carries K codes per
+     * sample (firmware_sim/board.py sizes both the same way) */
+    b->max_sweep_samples = DNPU_MAX_SWEEP_SAMPLES / cfg->n_devices;
+    b->max_block_samples = DNPU_MAX_BLOCK_SAMPLES / cfg->n_devices;
+    for (unsigned c = 0; c < b->channels; c++) {
         b->limit_codes[c][0] = (int32_t)ceil((cfg->limits_v[c][0] - cfg->dac_span_v[0]) / b->dac_lsb_v - 1e-9);
         b->limit_codes[c][1] = (int32_t)floor((cfg->limits_v[c][1] - cfg->dac_span_v[0]) / b->dac_lsb_v + 1e-9);
     }
     b->zero_code = (uint16_t)(int64_t)rint(-cfg->dac_span_v[0] / b->dac_lsb_v);
     b->hal.dac_force_zero(b->hal.ctx);     /* power-up: 0 V, safe state latched */
-    for (int c = 0; c < DNPU_CHANNELS; c++)
+    for (unsigned c = 0; c < b->channels; c++)
         b->dac_now[c] = b->zero_code;
     b->boot_ticks = b->hal.clock_ticks(b->hal.ctx);
     b->ramp.rate = cfg->max_slew_v_per_s;

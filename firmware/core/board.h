@@ -14,7 +14,14 @@
 #include "frame.h"
 #include "hal.h"
 
-/* DNPU_CHANNELS (the electrodes) comes with the generated header, from core/electrodes.py. */
+/* DNPU_CHANNELS (the electrodes of one device) comes with the generated header, from
+ * core/electrodes.py. A board carries n_devices (1..DNPU_MAX_DEVICES) devices side by side, each
+ * behind DNPU_CHANNELS DAC channels and one readout: channel 7k + e is device k's electrode e, and
+ * a sweep row sets every device at once and reads K currents (protocol 1.2). */
+#ifndef DNPU_MAX_DEVICES
+#define DNPU_MAX_DEVICES 1u
+#endif
+#define DNPU_MAX_CHANNELS (DNPU_MAX_DEVICES * DNPU_CHANNELS)
 
 /* Sizes a port may override (each bounds a static buffer; an MCU port shrinks them to fit its RAM). */
 #ifndef DNPU_MAX_SWEEP_SAMPLES
@@ -70,18 +77,19 @@ typedef struct dnpu_config {
     unsigned dac_bits, adc_bits;
     double dac_span_v[2];
     double adc_span_na[2];
-    double limits_v[DNPU_CHANNELS][2];
+    unsigned n_devices;                   /* 1..DNPU_MAX_DEVICES */
+    double limits_v[DNPU_MAX_CHANNELS][2];  /* the first 7 x n_devices channels */
     double max_slew_v_per_s;
     double watchdog_s;
     double sample_period_s;
     uint32_t fifo_blocks;                 /* 1..DNPU_MAX_FIFO_BLOCKS */
     bool realtime;                        /* sweeps paced by the sample clock (FIFO can overflow) */
     const char *firmware, *model, *serial;
-    const char *device_json;              /* the analog device's own description, a JSON object */
+    const char *device_json[DNPU_MAX_DEVICES];  /* each analog device's own description, a JSON object */
 } dnpu_config;
 
 typedef struct dnpu_ramp {                /* the slew limiter: start -> target at `rate` from t0 */
-    double start[DNPU_CHANNELS], target[DNPU_CHANNELS];
+    double start[DNPU_MAX_CHANNELS], target[DNPU_MAX_CHANNELS];
     double t0, rate;
 } dnpu_ramp;
 
@@ -110,7 +118,10 @@ typedef struct dnpu_board {
     dnpu_config cfg;
     dnpu_hal hal;
     double dac_lsb_v, adc_lsb_na;
-    int32_t limit_codes[DNPU_CHANNELS][2];
+    unsigned n_devices, channels;         /* channels = DNPU_CHANNELS x n_devices */
+    uint32_t max_sweep_samples;           /* DNPU_MAX_SWEEP_SAMPLES / n_devices rows of codes */
+    uint32_t max_block_samples;           /* DNPU_MAX_BLOCK_SAMPLES / n_devices: K codes per sample */
+    int32_t limit_codes[DNPU_MAX_CHANNELS][2];
     uint16_t zero_code;
     uint64_t boot_ticks;
 
@@ -118,7 +129,7 @@ typedef struct dnpu_board {
     double last_rx;                       /* the last valid frame (watchdog) */
     double last_rx_byte;                  /* the last received byte (frame gap) */
     dnpu_ramp ramp;
-    uint16_t dac_now[DNPU_CHANNELS];      /* the codes last latched by the slew limiter */
+    uint16_t dac_now[DNPU_MAX_CHANNELS];  /* the codes last latched by the slew limiter */
 
     uint32_t counters[DNPU_N_COUNTERS];
     dnpu_error_entry errors[DNPU_ERROR_QUEUE];
@@ -136,9 +147,10 @@ typedef struct dnpu_board {
     size_t identity_len;
 
     dnpu_sweep sweep;
-    uint16_t codes[DNPU_MAX_SWEEP_SAMPLES][DNPU_CHANNELS];
+    uint16_t codes[DNPU_MAX_SWEEP_SAMPLES * DNPU_CHANNELS];      /* rows of `channels` codes */
     uint8_t have[DNPU_MAX_SWEEP_SAMPLES];
-    int32_t fifo[DNPU_MAX_FIFO_BLOCKS][DNPU_MAX_BLOCK_SAMPLES];   /* block b in slot b % fifo_blocks */
+    /* block b in slot b % fifo_blocks: sample-major, n_devices codes per sample */
+    int32_t fifo[DNPU_MAX_FIFO_BLOCKS][DNPU_MAX_BLOCK_SAMPLES];
 } dnpu_board;
 
 /* 0 on success; -1 when the config does not fit the static buffers (nothing started). */
@@ -153,8 +165,10 @@ int dnpu_board_init(dnpu_board *b, const dnpu_config *cfg, const dnpu_hal *hal);
 enum { DNPU_BUSY_CONVERT = 1, DNPU_BUSY_TX = 2 };
 int dnpu_board_step(dnpu_board *b);
 
-/* Present outputs in volts (the slew limiter's position now). */
-void dnpu_board_outputs(const dnpu_board *b, double t, double out[DNPU_CHANNELS]);
+/* Present outputs in volts (the slew limiter's position now), b->channels of them. */
+void dnpu_board_outputs(const dnpu_board *b, double t, double out[DNPU_MAX_CHANNELS]);
+/* Sweep row r's DAC codes (b->channels of them; r < b->sweep.n). */
+const uint16_t *dnpu_board_row(const dnpu_board *b, uint32_t r);
 double dnpu_board_time(const dnpu_board *b);
 /* The board clock in ticks since boot (the clock of the sample schedule below). */
 uint64_t dnpu_board_ticks(const dnpu_board *b);

@@ -24,15 +24,17 @@ typedef struct dnpu_hal {
     uint64_t (*clock_ticks)(void *ctx);
     uint64_t ticks_per_s;
 
-    /* DACs: stage a code on channel 0..6 (not yet on the pin), then latch all staged codes at
-     * once; force_zero drives every output to 0 V at once (power-up). */
+    /* DACs: stage a code on channel 0..7K-1 (device k's electrode e is channel 7k + e; not yet on
+     * the pin), then latch all staged codes at once; force_zero drives every output to 0 V at once
+     * (power-up). */
     void (*dac_stage)(void *ctx, unsigned channel, uint16_t code);
     void (*dac_latch)(void *ctx);
     void (*dac_force_zero)(void *ctx);
 
-    /* ADC: one conversion of the readout for the latched outputs; false when the analog side
-     * failed (the sweep then ends with DEVICE). */
-    bool (*adc_read)(void *ctx, int32_t *code);
+    /* ADC: one conversion of every device's readout for the latched outputs, codes[0..K) for the
+     * board's K devices (simultaneous sampling); false when the analog side failed (the sweep
+     * then ends with DEVICE). */
+    bool (*adc_read)(void *ctx, int32_t *codes);
 
     /* The hardware watchdog (resets the MCU if the main loop stops). */
     void (*watchdog_kick)(void *ctx);

@@ -23,7 +23,7 @@ static void pair(dnpu_text *t, double lo, double hi)
 static void add_dac(dnpu_text *t, const dnpu_board *b)
 {
     dnpu_text_add(t, "[");
-    for (int c = 0; c < DNPU_CHANNELS; c++) {
+    for (unsigned c = 0; c < b->channels; c++) {
         dnpu_text_add(t, c ? ",{\"volts_at_code0\":" : "{\"volts_at_code0\":");
         dnpu_text_double(t, b->cfg.dac_span_v[0]);
         dnpu_text_add(t, ",\"volts_per_code\":");
@@ -48,6 +48,32 @@ static void add_counters(dnpu_text *t)
     dnpu_text_add(t, "[");
     for (int i = 0; i < DNPU_N_COUNTERS; i++)
         dnpu_text_addf(t, "%s\"%s\"", i ? "," : "", DNPU_COUNTER_NAMES[i]);
+    dnpu_text_add(t, "]");
+}
+
+/* Channels [first, first + n) of the limits, as [[lo, hi], ...]. */
+static void add_limits(dnpu_text *t, const dnpu_config *c, unsigned first, unsigned n)
+{
+    dnpu_text_add(t, "[");
+    for (unsigned ch = first; ch < first + n; ch++) {
+        dnpu_text_add(t, ch > first ? "," : "");
+        pair(t, c->limits_v[ch][0], c->limits_v[ch][1]);
+    }
+    dnpu_text_add(t, "]");
+}
+
+/* A board of several devices names each: its channels, limits and description (keys sorted). */
+static void add_devices(dnpu_text *t, const dnpu_board *b)
+{
+    dnpu_text_add(t, "[");
+    for (unsigned d = 0; d < b->n_devices; d++) {
+        unsigned first = d * DNPU_CHANNELS;
+        dnpu_text_addf(t, "%s{\"channels\":[%u,%u],\"device\":", d ? "," : "", first, first + DNPU_CHANNELS);
+        dnpu_text_add(t, b->cfg.device_json[d]);
+        dnpu_text_addf(t, ",\"index\":%u,\"limits_v\":", d);
+        add_limits(t, &b->cfg, first, DNPU_CHANNELS);
+        dnpu_text_add(t, "}");
+    }
     dnpu_text_add(t, "]");
 }
 
@@ -82,7 +108,7 @@ size_t dnpu_identity_build(const dnpu_board *b, char *buf, size_t cap)
     key(&t, "adc_bits", 0);
     dnpu_text_addf(&t, "%u", c->adc_bits);
     key(&t, "channels", 0);
-    dnpu_text_addf(&t, "%d", DNPU_CHANNELS);
+    dnpu_text_addf(&t, "%u", b->channels);
     key(&t, "commands", 0);
     add_commands(&t);
     key(&t, "counters", 0);
@@ -92,27 +118,26 @@ size_t dnpu_identity_build(const dnpu_board *b, char *buf, size_t cap)
     key(&t, "dac_bits", 0);
     dnpu_text_addf(&t, "%u", c->dac_bits);
     key(&t, "device", 0);
-    dnpu_text_add(&t, c->device_json);
+    dnpu_text_add(&t, c->device_json[0]);
+    if (b->n_devices > 1) {               /* a one-device board declares no devices (as before 1.2) */
+        key(&t, "devices", 0);
+        add_devices(&t, b);
+    }
     key(&t, "fifo_blocks", 0);
     dnpu_text_addf(&t, "%u", (unsigned)c->fifo_blocks);
     key(&t, "firmware", 0);
     dnpu_text_addf(&t, "\"%s\"", c->firmware);
     key(&t, "limit_codes", 0);
     dnpu_text_add(&t, "[");
-    for (int ch = 0; ch < DNPU_CHANNELS; ch++)
+    for (unsigned ch = 0; ch < b->channels; ch++)
         dnpu_text_addf(&t, "%s[%d,%d]", ch ? "," : "", (int)b->limit_codes[ch][0], (int)b->limit_codes[ch][1]);
     dnpu_text_add(&t, "]");
     key(&t, "limits_v", 0);
-    dnpu_text_add(&t, "[");
-    for (int ch = 0; ch < DNPU_CHANNELS; ch++) {
-        dnpu_text_add(&t, ch ? "," : "");
-        pair(&t, c->limits_v[ch][0], c->limits_v[ch][1]);
-    }
-    dnpu_text_add(&t, "]");
+    add_limits(&t, c, 0, b->channels);
     key(&t, "link_bytes_per_s", 0);
     dnpu_text_addf(&t, "%lu", (unsigned long)DNPU_LINK_BYTES_PER_S);
     key(&t, "max_block_samples", 0);
-    dnpu_text_addf(&t, "%u", (unsigned)DNPU_MAX_BLOCK_SAMPLES);
+    dnpu_text_addf(&t, "%u", (unsigned)b->max_block_samples);
     key(&t, "max_oversample", 0);
     dnpu_text_addf(&t, "%u", DNPU_MAX_OVERSAMPLE);
     key(&t, "max_payload", 0);
@@ -120,9 +145,13 @@ size_t dnpu_identity_build(const dnpu_board *b, char *buf, size_t cap)
     key(&t, "max_slew_v_per_s", 0);
     dnpu_text_double(&t, c->max_slew_v_per_s);
     key(&t, "max_sweep_samples", 0);
-    dnpu_text_addf(&t, "%u", (unsigned)DNPU_MAX_SWEEP_SAMPLES);
+    dnpu_text_addf(&t, "%u", (unsigned)b->max_sweep_samples);
     key(&t, "model", 0);
     dnpu_text_addf(&t, "\"%s\"", c->model);
+    if (b->n_devices > 1) {
+        key(&t, "n_devices", 0);
+        dnpu_text_addf(&t, "%u", b->n_devices);
+    }
     key(&t, "protocol", 0);
     dnpu_text_addf(&t, "{\"major\":%d,\"minor\":%d,\"schema_hash\":%lu}", DNPU_PROTOCOL_MAJOR,
                    DNPU_PROTOCOL_MINOR, (unsigned long)DNPU_SCHEMA_HASH);

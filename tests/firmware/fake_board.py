@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "build" / "firmware" / "fake" / "libdnpu_fake.so"
 NATIVE_BINARY = ROOT / "build" / "firmware" / "native" / "dnpu-board"
 TICKS_PER_S = 1_000_000          # a 1 MHz counter: 1 tick = 1 us
+#: the devices the Linux-side builds carry (DNPU_MAX_DEVICES in firmware/CMakeLists.txt)
+MAX_DEVICES = 16
 
 
 def _load() -> ctypes.CDLL:
@@ -20,7 +22,7 @@ def _load() -> ctypes.CDLL:
         raise RuntimeError(f"{LIBRARY} is missing: run `make firmware`")
     lib = ctypes.CDLL(str(LIBRARY))
     u64, sz = ctypes.c_uint64, ctypes.c_size_t
-    lib.fake_init.argtypes = [u64, ctypes.c_double, ctypes.c_double, ctypes.c_int, ctypes.c_uint]
+    lib.fake_init.argtypes = [u64, ctypes.c_double, ctypes.c_double, ctypes.c_int, ctypes.c_uint, ctypes.c_uint]
     lib.fake_advance.argtypes = [u64]
     lib.fake_ticks.restype = u64
     lib.fake_feed.argtypes = [ctypes.c_char_p, sz]
@@ -46,11 +48,14 @@ class FakeBoard:
     lib: ctypes.CDLL | None = None
 
     def __init__(self, watchdog_s: float = 0.5, max_slew: float = 10.0, realtime: bool = False,
-                 fifo_blocks: int = 64) -> None:
+                 fifo_blocks: int = 64, devices: int = 1) -> None:
+        """`devices`: K devices side by side (K x 7 channels); the fake ADC reads device k's e0
+        code above 0 V."""
         if FakeBoard.lib is None:
             FakeBoard.lib = _load()
         self.lib = FakeBoard.lib
-        assert self.lib.fake_init(TICKS_PER_S, watchdog_s, max_slew, int(realtime), fifo_blocks) == 0
+        self.devices = devices
+        assert self.lib.fake_init(TICKS_PER_S, watchdog_s, max_slew, int(realtime), fifo_blocks, devices) == 0
         self.decoder = H.FrameDecoder()
 
     # time and link
@@ -87,9 +92,10 @@ class FakeBoard:
 
     # the fake hardware
     def dac(self) -> np.ndarray:
-        out = (ctypes.c_uint16 * 7)()
+        """The latched codes of every channel (7 per device)."""
+        out = (ctypes.c_uint16 * (7 * MAX_DEVICES))()
         self.lib.fake_dac(out)
-        return np.array(out, dtype=np.int64)
+        return np.array(out[:7 * self.devices], dtype=np.int64)
 
     def dac_volts(self) -> np.ndarray:
         return -2.0 + self.dac() * (4.0 / 65536)

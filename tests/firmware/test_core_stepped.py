@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from firmware_sim.board import COUNTER_NAMES, BoardConfig, Firmware
-from firmware_sim.devices import LinearDevice
+from firmware_sim.devices import MAX_DEVICES as SIM_MAX_DEVICES
+from firmware_sim.devices import DeviceArray, LinearDevice
 from host.board import protocol as H
 
-from fake_board import FakeBoard, codes_of
+from fake_board import MAX_DEVICES, TICKS_PER_S, FakeBoard, codes_of
 
 ZERO = 32768
 
@@ -246,6 +247,46 @@ def test_device_fault_ends_the_sweep() -> None:
     assert [(H.ERROR_NAMES[int(e["code"])], e["arg"]) for e in errs] == [("DEVICE", 1)]
 
 
+def test_a_row_sets_every_device_and_reads_each_readout() -> None:
+    """Three devices: one sweep row latches all 21 channels at once and its RESULT carries three
+    codes per sample, sample-major, each oversampled on its own (the fake ADC reads device k's
+    e0 code above 0 V)."""
+    k = 3
+    b = FakeBoard(devices=k)
+    b.connect()
+    ident = json.loads(b.ask("IDENTIFY", 3, page=0).fields()["tail"])
+    assert ident["n_devices"] == k and ident["channels"] == 7 * k and len(ident["devices"]) == k
+    assert ident["max_block_samples"] == (ident["max_payload"] - 11) // (4 * k)
+    n = 10
+    volts = np.zeros((n, 7 * k))
+    for d in range(k):
+        volts[:, 7 * d] = np.linspace(-0.5, 0.5, n) * (d + 1) / k
+    rows = codes_of(volts)
+    assert b.ask("SWEEP_BEGIN", 20, sweep_id=5, n_samples=n, oversample=3, period_ns=10_000,
+                 block_samples=4).name == "ACK"
+    assert b.ask("SWEEP_DATA", 21, rows.ravel(), sweep_id=5, offset=0).name == "ACK"
+    reads = b.lib.fake_adc_reads()
+    got = _run(b, window=8)
+    b.step(10)
+    results = [f.fields() for f in got + b.frames() if f.name == "RESULT"]
+    assert [r["first"] for r in results] == [0, 4, 8]
+    codes = np.concatenate([np.asarray(r["tail"], np.int64) for r in results]).reshape(n, k)
+    np.testing.assert_array_equal(codes, rows[:, 0::7].astype(np.int64) - ZERO)
+    assert b.lib.fake_adc_reads() - reads == 3 * n          # one conversion reads every device
+    np.testing.assert_array_equal(b.dac(), rows[-1])        # the last row held on all 21 channels
+    # a row of the wrong width is refused, naming the board's width
+    err = b.ask("SET", 30, rows[0, :7], rate_mv_per_s=0).fields()
+    assert H.ERROR_NAMES[int(err["code"])] == "MALFORMED" and b"21 codes" in bytes(err["tail"])
+
+
+def test_the_core_carries_as_many_devices_as_the_simulator() -> None:
+    FakeBoard(devices=MAX_DEVICES)
+    assert MAX_DEVICES == SIM_MAX_DEVICES
+    lib = FakeBoard.lib
+    for bad in (0, MAX_DEVICES + 1):
+        assert lib.fake_init(TICKS_PER_S, 0.5, 10.0, 0, 64, bad) == -1
+
+
 # ---- byte for byte against firmware_sim -------------------------------------------------------
 
 class _Clock:
@@ -256,10 +297,12 @@ class _Clock:
         return self.t
 
 
-def _script(rng: np.random.Generator) -> list[tuple[float, bytes]]:
+def _script(rng: np.random.Generator, devices: int = 1) -> list[tuple[float, bytes]]:
     """(seconds to wait, frame) pairs: the session, SETs in and out of limits, malformed and
-    unknown frames, retries, sweeps that fail their checks, errors and counters."""
-    ok = codes_of([0.1, -0.2, 0.3, 0.0, 0.5, -0.6, 0.25])
+    unknown frames, retries, sweeps that fail their checks, errors and counters (for a board of
+    `devices` devices: 7 codes per device in every SET and sweep row)."""
+    ch = 7 * devices
+    ok = codes_of(np.tile([0.1, -0.2, 0.3, 0.0, 0.5, -0.6, 0.25], devices))
     out = [(0.0, H.build("STATUS", 1)), (0.0, H.build("HELLO", 2, major=1, minor=0, schema=H.SCHEMA_HASH)),
            (0.0, H.build("SET", 3, ok, rate_mv_per_s=0)), (0.01, H.build("ARM", 4))]
     seq = 5
@@ -267,7 +310,7 @@ def _script(rng: np.random.Generator) -> list[tuple[float, bytes]]:
         k = rng.integers(0, 12)
         dt = float(rng.choice([0.0, 0.001, 0.02, 0.1]))
         if k == 0:
-            c = codes_of(rng.uniform(-1.5, 0.8, 7))
+            c = codes_of(rng.uniform(-1.5, 0.8, ch))
             f = H.build("SET", seq, c, rate_mv_per_s=int(rng.choice([0, 500, 20000])))
         elif k == 1:
             f = H.build("GET_OUTPUTS", seq)
@@ -284,7 +327,7 @@ def _script(rng: np.random.Generator) -> list[tuple[float, bytes]]:
                         oversample=int(rng.choice([0, 1, 2000])), period_ns=int(rng.choice([1, 10_000])),
                         block_samples=int(rng.choice([0, 4, 9999])))
         elif k == 7:
-            c = codes_of(rng.uniform(-1.3, 0.7, (2, 7)))
+            c = codes_of(rng.uniform(-1.3, 0.7, (2, ch)))
             f = H.build("SWEEP_DATA", seq, c.ravel(), sweep_id=int(rng.choice([3, 4])), offset=int(rng.integers(0, 6)))
         elif k == 8:
             f = H.build("SAFE", seq)
@@ -300,13 +343,14 @@ def _script(rng: np.random.Generator) -> list[tuple[float, bytes]]:
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_replies_are_byte_for_byte_the_simulators(seed: int) -> None:
+@pytest.mark.parametrize("seed, devices", [(0, 1), (1, 1), (2, 1), (3, 3)])
+def test_replies_are_byte_for_byte_the_simulators(seed: int, devices: int) -> None:
     clock = _Clock()
-    sim = Firmware(BoardConfig(dac_gain_error=0.0, dac_offset_error_v=0.0), LinearDevice(0), clock=clock)
-    b = FakeBoard()
+    device = LinearDevice(0) if devices == 1 else DeviceArray(tuple(LinearDevice(k) for k in range(devices)))
+    sim = Firmware(BoardConfig(dac_gain_error=0.0, dac_offset_error_v=0.0), device, clock=clock)
+    b = FakeBoard(devices=devices)
     ticks = 0
-    for dt, frame in _script(np.random.default_rng(seed)):
+    for dt, frame in _script(np.random.default_rng(seed), devices):
         ticks += int(round(dt * 1e6))
         clock.t = ticks / 1e6                      # the time the core computes from its counter
         b.advance(dt)

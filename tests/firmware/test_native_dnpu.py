@@ -100,3 +100,22 @@ def test_bad_values_are_refused_even_with_a_valid_checksum(tmp_path, blob: bytes
     r = subprocess.run([str(NATIVE_BINARY), "--pty", "--dnpu-params", str(tmp_path / "missing")],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "No such file" in r.stderr
+
+
+def test_a_board_of_several_chips_measures_each_chip_as_the_simulator_does() -> None:
+    """chips=0,3,0 on the C firmware: device k is chip k (a one-device board of that seed), the
+    copy of chip 0 gives chip 0's currents, and the board agrees with the Python simulator's."""
+    ideal = "dac_gain_error=0&dac_offset_error_mv=0&noise=0"
+    v = np.stack([_volts(500, seed=21), _volts(500, seed=22), _volts(500, seed=21)], axis=1)   # [n, 3, 7]
+
+    def devices(query: str) -> np.ndarray:
+        with Board.open(f"sim://?chips=0,3,0&{ideal}{query}") as b:
+            assert [d["device"]["seed"] for d in b.identity["devices"]] == [0, 3, 0]
+            return b.measure_devices(v)
+
+    c, py = devices("&firmware=native"), devices("")
+    assert np.abs(c - py).max() <= ADC_LSB_NA + 1e-9
+    alone = _measure(f"seed=3&{ideal}&firmware=native", v[:, 1])
+    assert np.abs(c[:, 1] - alone).max() <= ADC_LSB_NA + 1e-9
+    assert np.abs(c[:, 0] - c[:, 2]).max() <= ADC_LSB_NA + 1e-9          # a copy of one chip
+    assert np.abs(c[:, 0] - c[:, 1]).mean() > 5.0                         # two chips differ

@@ -147,3 +147,24 @@ def _state(pid: str) -> str:
         return next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State:"))
     except (OSError, StopIteration):
         return "Z"
+
+
+def test_a_board_of_several_chips_is_the_simulators_board() -> None:
+    """chips=0,3,0 in QEMU: every sweep row carries 21 codes over the analog link and three
+    currents come back per row; the same chips as the Python simulator's board of those options."""
+    query = "chips=0,3,0&noise=0&watchdog_ms=2000"
+    v = np.stack([random_volts(300, seed=31), random_volts(300, seed=32), random_volts(300, seed=31)], axis=1)
+    got = {}
+    for fw in ("", "&firmware=qemu"):
+        with Board.open(f"sim://?{query}{fw}") as b:
+            assert b.n_devices == 3 and [d["device"]["seed"] for d in b.identity["devices"]] == [0, 3, 0]
+            got[fw] = b.measure_devices(v)
+    np.testing.assert_allclose(got["&firmware=qemu"], got[""], atol=0.01 + 1e-9)
+    assert np.abs(got[""][:, 0] - got[""][:, 1]).mean() > 5.0           # two chips, not one
+
+
+def test_more_devices_than_the_image_carries_are_refused_in_words() -> None:
+    from firmware_sim.qemu import QEMU_MAX_DEVICES
+    from host.board import BoardError
+    with pytest.raises((ValueError, BoardError), match=f"at most {QEMU_MAX_DEVICES} devices"):
+        Board.open(f"sim://?devices={QEMU_MAX_DEVICES + 1}&firmware=qemu")

@@ -142,7 +142,7 @@ int main(int argc, char **argv)
     analog_info info = {65535u, 65535u};                                 /* the longest read-backs */
     port_configure(&cfg, &ac, cal, serial);
     port_describe(json, &ac, &info, cal, false, true);
-    cfg.device_json = json;
+    cfg.device_json[0] = json;
     dnpu_hal hal = {.link_read = rd, .link_write = wr, .link_is_open = op, .clock_ticks = tk,
                     .ticks_per_s = 84000000u, .dac_stage = st, .dac_latch = nop, .dac_force_zero = nop,
                     .adc_read = ad, .watchdog_kick = nop};

@@ -21,7 +21,7 @@ static struct {
     uint8_t tx[FAKE_TX_CAP];
     size_t tx_len, write_limit;       /* bytes the link takes per pass of the main loop (0: all) */
     size_t write_budget;
-    uint16_t staged[DNPU_CHANNELS], latched[DNPU_CHANNELS];
+    uint16_t staged[DNPU_MAX_CHANNELS], latched[DNPU_MAX_CHANNELS];
     uint64_t latches, adc_reads, kicks;
     uint64_t latch_ticks[FAKE_LATCH_LOG];
     long long fail_after_reads;       /* < 0: never */
@@ -57,7 +57,7 @@ static uint64_t clock_ticks(void *ctx) { (void)ctx; return fake.ticks; }
 static void dac_stage(void *ctx, unsigned ch, uint16_t code)
 {
     (void)ctx;
-    if (ch < DNPU_CHANNELS)
+    if (ch < DNPU_MAX_CHANNELS)
         fake.staged[ch] = code;
 }
 
@@ -72,17 +72,19 @@ static void dac_latch(void *ctx)
 static void dac_force_zero(void *ctx)
 {
     (void)ctx;
-    for (int c = 0; c < DNPU_CHANNELS; c++)
+    for (unsigned c = 0; c < DNPU_MAX_CHANNELS; c++)
         fake.latched[c] = board.zero_code;
 }
 
-static bool adc_read(void *ctx, int32_t *code)
+/* Device k reads its e0's code above 0 V: a sweep's results show which row each device saw. */
+static bool adc_read(void *ctx, int32_t *codes)
 {
     (void)ctx;
     if (fake.fail_after_reads >= 0 && (long long)fake.adc_reads >= fake.fail_after_reads)
         return false;
     fake.adc_reads++;
-    *code = (int32_t)fake.latched[0] - (int32_t)board.zero_code;
+    for (unsigned d = 0; d < board.n_devices; d++)
+        codes[d] = (int32_t)fake.latched[d * DNPU_CHANNELS] - (int32_t)board.zero_code;
     return true;
 }
 
@@ -90,19 +92,21 @@ static void watchdog_kick(void *ctx) { (void)ctx; fake.kicks++; }
 
 /* ---- the library's interface (tests/firmware/fake_board.py) -------------------------------- */
 
-int fake_init(uint64_t ticks_per_s, double watchdog_s, double max_slew, int realtime, unsigned fifo_blocks)
+int fake_init(uint64_t ticks_per_s, double watchdog_s, double max_slew, int realtime, unsigned fifo_blocks,
+              unsigned n_devices)
 {
-    static const dnpu_config base = {
-        .seed = 0, .dac_bits = 16, .adc_bits = 16, .dac_span_v = {-2.0, 2.0}, .adc_span_na = {-327.68, 327.68},
-        .limits_v = {{-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-0.7, 0.3}, {-0.7, 0.3}},
-        .sample_period_s = 10e-6, .firmware = "dnpu-bench-fake 0.1.0", .model = "DNPU-BENCH-FAKE",
-        .serial = "FAKE-00000000", .device_json = "{\"model\":\"fake\"}",
-    };
     memset(&fake, 0, sizeof fake);
     fake.ticks = 1000;
     fake.open = true;
     fake.fail_after_reads = -1;
-    dnpu_config cfg = base;
+    dnpu_config cfg;
+    dnpu_config_defaults(&cfg);           /* the virtual device's limits on every device */
+    cfg.n_devices = n_devices;
+    for (unsigned d = 0; d < DNPU_MAX_DEVICES; d++)
+        cfg.device_json[d] = "{\"model\":\"fake\"}";
+    cfg.firmware = "dnpu-bench-fake 0.1.0";
+    cfg.model = "DNPU-BENCH-FAKE";
+    cfg.serial = "FAKE-00000000";
     cfg.watchdog_s = watchdog_s;
     cfg.max_slew_v_per_s = max_slew;
     cfg.realtime = realtime != 0;
@@ -143,7 +147,8 @@ size_t fake_take_tx(uint8_t *out, size_t max)
     return n;
 }
 
-void fake_dac(uint16_t out[DNPU_CHANNELS]) { memcpy(out, fake.latched, sizeof fake.latched); }
+/* The latched codes of every channel the board has (out holds DNPU_MAX_CHANNELS). */
+void fake_dac(uint16_t out[DNPU_MAX_CHANNELS]) { memcpy(out, fake.latched, sizeof fake.latched); }
 uint64_t fake_latches(void) { return fake.latches; }
 uint64_t fake_latch_tick(uint64_t i) { return fake.latch_ticks[i % FAKE_LATCH_LOG]; }
 uint64_t fake_adc_reads(void) { return fake.adc_reads; }

@@ -25,7 +25,7 @@ static struct {
     size_t rx_head, rx_len;
     bool open, stall;
     uint64_t ticks;
-    uint16_t staged[DNPU_CHANNELS];
+    uint16_t staged[DNPU_MAX_CHANNELS];
     uint64_t tx_bytes, adc_reads;
     int adc_fail_percent;
     uint64_t rng;
@@ -72,21 +72,23 @@ static uint64_t clock_ticks(void *ctx) { (void)ctx; return fz.ticks; }
 static void dac_stage(void *ctx, unsigned ch, uint16_t code)
 {
     (void)ctx;
-    if (ch < DNPU_CHANNELS)
+    if (ch < DNPU_MAX_CHANNELS)
         fz.staged[ch] = code;
 }
 static void dac_latch(void *ctx) { (void)ctx; }
 static void dac_force_zero(void *ctx) { (void)ctx; }
-static bool adc_read(void *ctx, int32_t *code)
+static bool adc_read(void *ctx, int32_t *codes)
 {
     (void)ctx;
     fz.adc_reads++;
     if (fz.adc_fail_percent && (int)below(100) < fz.adc_fail_percent)
         return false;
-    int32_t v = 0;
-    for (int c = 0; c < DNPU_CHANNELS; c++)
-        v += (int32_t)fz.staged[c] - 32768;
-    *code = v;
+    for (unsigned d = 0; d < board.n_devices; d++) {
+        int32_t v = 0;
+        for (unsigned c = 0; c < DNPU_CHANNELS; c++)
+            v += (int32_t)fz.staged[d * DNPU_CHANNELS + c] - 32768;
+        codes[d] = v;
+    }
     return true;
 }
 static void watchdog_kick(void *ctx) { (void)ctx; }
@@ -230,9 +232,10 @@ static size_t session_frame(void)
             put_le(p, below(8), 2);
         if (id == DNPU_MSG_SET) {
             put_le(p, below(100000), 4);
-            for (int c = 0; c < DNPU_CHANNELS; c++)
+            unsigned n = board.channels;
+            for (unsigned c = 0; c < n; c++)
                 put_le(p + len + 2 * c, 32768 + below(2000) - 1000, 2);
-            len += below(4) ? 2 * DNPU_CHANNELS : 2 * below(2 * DNPU_CHANNELS);
+            len += below(4) ? 2 * n : 2 * below(2 * n);
         }
         return seal(id, len);
     }
@@ -262,9 +265,9 @@ static void full_sweep(void)
             k = sweep_n - off;
         put_le(p + DNPU_SWEEP_DATA_SWEEP_ID_OFF, sweep_id, 2);
         put_le(p + DNPU_SWEEP_DATA_OFFSET_OFF, off, 4);
-        for (uint32_t i = 0; i < k * DNPU_CHANNELS; i++)
+        for (uint32_t i = 0; i < k * board.channels; i++)
             put_le(p + DNPU_SWEEP_DATA_HEAD_SIZE + 2 * i, 32768 + below(4000) - 2000, 2);
-        put(frame, seal(DNPU_MSG_SWEEP_DATA, DNPU_SWEEP_DATA_HEAD_SIZE + 2 * (size_t)k * DNPU_CHANNELS));
+        put(frame, seal(DNPU_MSG_SWEEP_DATA, DNPU_SWEEP_DATA_HEAD_SIZE + 2 * (size_t)k * board.channels));
         off += k;
     }
     put_le(p + DNPU_SWEEP_RUN_SWEEP_ID_OFF, sweep_id, 2);
@@ -339,14 +342,17 @@ int main(int argc, char **argv)
     }
     fz.rng = strtoull(argv[1], NULL, 10) * 0x2545F4914F6CDD1Dull + 1;
     unsigned long long total = strtoull(argv[2], NULL, 10);
-    static const double limits[DNPU_CHANNELS][2] = {
-        {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-1.2, 0.6}, {-0.7, 0.3}, {-0.7, 0.3}};
-    dnpu_config cfg = {
-        .seed = 1, .dac_bits = 16, .adc_bits = 16, .dac_span_v = {-2.0, 2.0}, .adc_span_na = {-327.68, 327.68},
-        .max_slew_v_per_s = 10.0, .watchdog_s = 0.5, .sample_period_s = 10e-6, .fifo_blocks = 4 + below(60),
-        .realtime = below(2), .firmware = "dnpu-fuzz", .model = "DNPU-FUZZ", .serial = "FUZZ-1",
-        .device_json = "{\"model\":\"fuzz\"}"};
-    memcpy(cfg.limits_v, limits, sizeof limits);
+    dnpu_config cfg;
+    dnpu_config_defaults(&cfg);           /* the virtual device's limits on every device */
+    cfg.seed = 1;
+    cfg.fifo_blocks = 4 + below(60);
+    cfg.realtime = below(2);
+    cfg.n_devices = 1 + below(DNPU_MAX_DEVICES < 4u ? DNPU_MAX_DEVICES : 4u);   /* 1..4 devices */
+    cfg.firmware = "dnpu-fuzz";
+    cfg.model = "DNPU-FUZZ";
+    cfg.serial = "FUZZ-1";
+    for (unsigned d = 0; d < DNPU_MAX_DEVICES; d++)
+        cfg.device_json[d] = "{\"model\":\"fuzz\"}";
     dnpu_hal hal = {
         .ctx = NULL, .link_read = link_read, .link_write = link_write, .link_is_open = link_is_open,
         .clock_ticks = clock_ticks, .ticks_per_s = 1000000000u, .dac_stage = dac_stage, .dac_latch = dac_latch,

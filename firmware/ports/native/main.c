@@ -1,7 +1,9 @@
 /* The native port: the firmware core as a Linux process serving a pseudo-terminal (like
  * Klipper's src/linux/). `dnpu-board --pty [--exit-on-stdin-eof] [options]` prints the slave's
  * path on its first line, then serves. The analog side's parameters come on the command line
- * (python -m firmware_sim --options 'firmware=native&...' computes them from the same seed). */
+ * (python -m firmware_sim --options 'firmware=native&...' computes them from the same seed). A
+ * board of K devices (--devices K) takes 7K DAC errors, limits and weights, K biases, and one
+ * --device-json and --dnpu-params per device, in device order. */
 #define _DEFAULT_SOURCE
 #include <errno.h>
 #include <math.h>
@@ -121,84 +123,127 @@ static void watchdog_kick(void *ctx)
 static void dac_stage(void *ctx, unsigned ch, uint16_t code) { (void)ctx; analog_stage(&analog_, ch, code); }
 static void dac_latch(void *ctx) { (void)ctx; analog_latch(&analog_); }
 static void dac_force_zero(void *ctx) { (void)ctx; analog_force_zero(&analog_); }
-static bool adc_read(void *ctx, int32_t *code) { (void)ctx; return analog_adc_read(&analog_, code); }
+static bool adc_read(void *ctx, int32_t *codes) { (void)ctx; return analog_adc_read(&analog_, codes); }
 
-/* ---- the virtual DNPU (--dnpu-params): dnpu_device.c behind the same DACs and ADC ------------ */
+/* ---- the virtual DNPUs (--dnpu-params): dnpu_device.c behind the same DACs and ADC ----------- */
 
-static dnpu_device dnpu_;
-static int32_t dnpu_code;
+static dnpu_device dnpu_[DNPU_MAX_DEVICES];   /* one chip per device */
+static int32_t dnpu_codes[DNPU_MAX_DEVICES];
 static bool dnpu_ok;
 
-/* The DAC volts of the block the core is converting (what dac_write_row will latch row by row). */
+/* The DAC volts device k will see for the block the core is converting (what dac_write_row will
+ * latch row by row); ctx is the device's index. */
 static size_t block_ahead(void *ctx, double *out, size_t cap)
 {
     uint32_t first, last;
-    (void)ctx;
+    unsigned k = (unsigned)(uintptr_t)ctx;
     if (!dnpu_board_next_block(&board, &first, &last))
         return 0;
     size_t n = last - first < cap ? last - first : cap;
     for (size_t r = 0; r < n; r++)
-        for (int c = 0; c < ANALOG_CHANNELS; c++) {
-            double nominal = analog_.dac_v0 + (double)board.codes[first + r][c] * analog_.dac_lsb;
-            out[r * ANALOG_CHANNELS + c] = nominal * analog_.gain[c] + analog_.offset[c];
-        }
+        analog_pin_volts(&analog_, dnpu_board_row(&board, first + (uint32_t)r) + k * DNPU_CHANNELS,
+                         k * DNPU_CHANNELS, DNPU_CHANNELS, out + r * DNPU_CHANNELS);
     return n;
 }
 
-static bool adc_read_dnpu(void *ctx, int32_t *code)
+static bool adc_read_dnpu(void *ctx, int32_t *codes)
 {
     (void)ctx;
     analog *a = &analog_;
-    if (a->fresh_row) {                      /* a new row reached the device: run it */
+    if (a->fresh_row) {                      /* a new row reached the devices: run each */
         a->fresh_row = false;
         a->rows++;
-        double na = 0.0;
-        dnpu_ok = dnpu_device_row(&dnpu_, a->volts, (double)board.sweep.period_ns * 1e-9, board.sweep.oversample,
-                                  block_ahead, NULL, &na);
-        if (!dnpu_ok) {
-            fprintf(stderr, "dnpu-board: %s\n", dnpu_.error);
-            return false;
+        dnpu_ok = true;
+        for (unsigned k = 0; k < a->n_devices && dnpu_ok; k++) {
+            double na = 0.0;
+            dnpu_ok = dnpu_device_row(&dnpu_[k], a->volts + k * DNPU_CHANNELS, (double)board.sweep.period_ns * 1e-9,
+                                      board.sweep.oversample, block_ahead, (void *)(uintptr_t)k, &na);
+            if (!dnpu_ok)
+                fprintf(stderr, "dnpu-board: device %u: %s\n", k, dnpu_[k].error);
+            else
+                dnpu_codes[k] = analog_adc_code(a, na);
         }
-        double q = rint(na / a->adc_lsb);
-        double lo = -(double)a->adc_half, hi = (double)a->adc_half - 1.0;
-        dnpu_code = (int32_t)(q < lo ? lo : (q > hi ? hi : q));
     }
     if (!dnpu_ok)
         return false;
-    *code = dnpu_code;                       /* every conversion of the row: the oversampled mean */
+    /* every conversion of the row: the oversampled mean */
+    memcpy(codes, dnpu_codes, a->n_devices * sizeof codes[0]);
     return true;
 }
 
 /* ---- options --------------------------------------------------------------------------- */
 
-static int parse_list(const char *text, double *out, int n)
+/* Up to `max` numbers separated by ',' or ':' into out; *count says how many (-1: not numbers). */
+static int parse_list(const char *text, double *out, int max, int *count)
 {
     char *end;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < max; i++) {
         out[i] = strtod(text, &end);
         if (end == text)
             return -1;
         text = end;
-        if (i + 1 < n) {
-            if (*text != ',' && *text != ':')
-                return -1;
-            text++;
+        if (*text == '\0') {
+            *count = i + 1;
+            return 0;
         }
+        if (*text != ',' && *text != ':')
+            return -1;
+        text++;
     }
-    return *text == '\0' ? 0 : -1;
+    return -1;                            /* more than max */
 }
+
+/* What a list option must hold for a board of K devices: per channel (7K) or per device (K). */
+typedef struct list_option {
+    const char *name;
+    int count;                            /* given (0: not given) */
+    int per_device;                       /* numbers per device */
+} list_option;
+
+enum { L_LIMITS, L_GAIN, L_OFFSET, L_WEIGHTS, L_BIAS, N_LISTS };
 
 typedef struct options {
     dnpu_config cfg;
     bool exit_on_stdin_eof, pty;
     char serial[64];
-    const char *dnpu_params;              /* the virtual DNPU's parameter file, or NULL: affine device */
+    const char *dnpu_params[DNPU_MAX_DEVICES];  /* each virtual DNPU's parameter file; none: affine devices */
+    unsigned n_params, n_json;
+    list_option lists[N_LISTS];
 } options;
+
+/* Every list sized for the board's devices, one parameter file per device (or none). */
+static int check_counts(const options *o)
+{
+    unsigned k = o->cfg.n_devices;
+    if (k < 1 || k > DNPU_MAX_DEVICES) {
+        fprintf(stderr, "dnpu-board: --devices must be 1..%u, got %u\n", DNPU_MAX_DEVICES, k);
+        return -1;
+    }
+    for (int i = 0; i < N_LISTS; i++) {
+        const list_option *l = &o->lists[i];
+        if (l->count != 0 && l->count != (int)k * l->per_device) {
+            fprintf(stderr, "dnpu-board: %s needs %u numbers for %u device(s), got %d\n", l->name,
+                    k * (unsigned)l->per_device, k, l->count);
+            return -1;
+        }
+    }
+    if (o->n_params != 0 && o->n_params != k) {
+        fprintf(stderr, "dnpu-board: %u --dnpu-params for %u devices\n", o->n_params, k);
+        return -1;
+    }
+    if (o->n_json > 1 && o->n_json != k) {
+        fprintf(stderr, "dnpu-board: %u --device-json for %u devices\n", o->n_json, k);
+        return -1;
+    }
+    return 0;
+}
 
 static int parse_options(int argc, char **argv, options *o)
 {
     dnpu_config *c = &o->cfg;
     double pair[2];
+    int two;
+    list_option *l = o->lists;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -213,26 +258,35 @@ static int parse_options(int argc, char **argv, options *o)
         if (!strcmp(k, "--seed")) c->seed = (uint32_t)strtoul(v, NULL, 10);
         else if (!strcmp(k, "--dac-bits")) c->dac_bits = (unsigned)atoi(v);
         else if (!strcmp(k, "--adc-bits")) c->adc_bits = (unsigned)atoi(v);
-        else if (!strcmp(k, "--dac-span")) bad = parse_list(v, c->dac_span_v, 2);
-        else if (!strcmp(k, "--adc-span")) bad = parse_list(v, c->adc_span_na, 2);
-        else if (!strcmp(k, "--limits")) bad = parse_list(v, &c->limits_v[0][0], 2 * DNPU_CHANNELS);
+        else if (!strcmp(k, "--devices")) c->n_devices = (unsigned)strtoul(v, NULL, 10);
+        else if (!strcmp(k, "--dac-span")) bad = parse_list(v, c->dac_span_v, 2, &two) || two != 2;
+        else if (!strcmp(k, "--adc-span")) bad = parse_list(v, c->adc_span_na, 2, &two) || two != 2;
+        else if (!strcmp(k, "--limits")) bad = parse_list(v, &c->limits_v[0][0], 2 * DNPU_MAX_CHANNELS, &l[L_LIMITS].count);
         else if (!strcmp(k, "--max-slew")) c->max_slew_v_per_s = strtod(v, NULL);
         else if (!strcmp(k, "--watchdog-s")) c->watchdog_s = strtod(v, NULL);
         else if (!strcmp(k, "--sample-period-s")) c->sample_period_s = strtod(v, NULL);
         else if (!strcmp(k, "--fifo-blocks")) c->fifo_blocks = (uint32_t)strtoul(v, NULL, 10);
         else if (!strcmp(k, "--realtime")) c->realtime = atoi(v) != 0;
-        else if (!strcmp(k, "--dac-gain")) bad = parse_list(v, analog_.gain, ANALOG_CHANNELS);
-        else if (!strcmp(k, "--dac-offset")) bad = parse_list(v, analog_.offset, ANALOG_CHANNELS);
-        else if (!strcmp(k, "--weights")) bad = parse_list(v, analog_.w, ANALOG_CHANNELS);
-        else if (!strcmp(k, "--bias")) analog_.bias = strtod(v, NULL);
+        else if (!strcmp(k, "--dac-gain")) bad = parse_list(v, analog_.gain, ANALOG_CHANNELS, &l[L_GAIN].count);
+        else if (!strcmp(k, "--dac-offset")) bad = parse_list(v, analog_.offset, ANALOG_CHANNELS, &l[L_OFFSET].count);
+        else if (!strcmp(k, "--weights")) bad = parse_list(v, analog_.w, ANALOG_CHANNELS, &l[L_WEIGHTS].count);
+        else if (!strcmp(k, "--bias")) bad = parse_list(v, analog_.bias, DNPU_MAX_DEVICES, &l[L_BIAS].count);
         else if (!strcmp(k, "--clip")) {
-            bad = parse_list(v, pair, 2);
+            bad = parse_list(v, pair, 2, &two) || two != 2;
             analog_.clip_lo = pair[0];
             analog_.clip_hi = pair[1];
         }
         else if (!strcmp(k, "--fail-after-rows")) analog_.fail_after_rows = strtoll(v, NULL, 10);
-        else if (!strcmp(k, "--device-json")) c->device_json = v;
-        else if (!strcmp(k, "--dnpu-params")) o->dnpu_params = v;
+        else if (!strcmp(k, "--device-json")) {
+            bad = o->n_json >= DNPU_MAX_DEVICES;
+            if (!bad)
+                c->device_json[o->n_json++] = v;
+        }
+        else if (!strcmp(k, "--dnpu-params")) {
+            bad = o->n_params >= DNPU_MAX_DEVICES;
+            if (!bad)
+                o->dnpu_params[o->n_params++] = v;
+        }
         else if (!strcmp(k, "--serial")) snprintf(o->serial, sizeof o->serial, "%s", v);
         else {
             fprintf(stderr, "dnpu-board: unknown option %s\n", k);
@@ -243,7 +297,7 @@ static int parse_options(int argc, char **argv, options *o)
             return -1;
         }
     }
-    return 0;
+    return check_counts(o);
 }
 
 static void defaults(options *o)
@@ -252,6 +306,11 @@ static void defaults(options *o)
     o->cfg.firmware = "dnpu-bench-native 0.1.0";
     o->cfg.model = "DNPU-BENCH-NATIVE";
     analog_defaults(&analog_);
+    static const list_option lists[N_LISTS] = {
+        [L_LIMITS] = {"--limits", 0, 2 * DNPU_CHANNELS}, [L_GAIN] = {"--dac-gain", 0, DNPU_CHANNELS},
+        [L_OFFSET] = {"--dac-offset", 0, DNPU_CHANNELS}, [L_WEIGHTS] = {"--weights", 0, DNPU_CHANNELS},
+        [L_BIAS] = {"--bias", 0, 1}};
+    memcpy(o->lists, lists, sizeof lists);
 }
 
 /* ---- main loop ---------------------------------------------------------------------------- */
@@ -270,10 +329,10 @@ int main(int argc, char **argv)
     o.cfg.serial = o.serial;
     analog_configure(&analog_, &o.cfg);
 
-    if (o.dnpu_params != NULL) {
+    for (unsigned k = 0; k < o.n_params; k++) {
         char err[256];
-        if (dnpu_device_load(&dnpu_, o.dnpu_params, DNPU_MAX_BLOCK_SAMPLES, err, sizeof err) < 0) {
-            fprintf(stderr, "dnpu-board: bad --dnpu-params: %s\n", err);
+        if (dnpu_device_load(&dnpu_[k], o.dnpu_params[k], DNPU_MAX_BLOCK_SAMPLES, err, sizeof err) < 0) {
+            fprintf(stderr, "dnpu-board: bad --dnpu-params for device %u: %s\n", k, err);
             return EXIT_BAD_OPTIONS;
         }
     }
@@ -287,7 +346,7 @@ int main(int argc, char **argv)
         .ctx = NULL, .link_read = link_read, .link_write = link_write, .link_is_open = link_is_open,
         .clock_ticks = clock_ticks, .ticks_per_s = 1000000000u, .dac_stage = dac_stage,
         .dac_latch = dac_latch, .dac_force_zero = dac_force_zero,
-        .adc_read = o.dnpu_params != NULL ? adc_read_dnpu : adc_read,
+        .adc_read = o.n_params > 0 ? adc_read_dnpu : adc_read,
         .watchdog_kick = watchdog_kick,
     };
     if (dnpu_board_init(&board, &o.cfg, &hal) < 0) {

@@ -57,12 +57,14 @@ static void put64(uint8_t *p, uint64_t v)
     dnpu_put32(p + 4, (uint32_t)(v >> 32));
 }
 
-/* Convert n rows (the latched row alone, or the sweep's block from row `first`); the codes land
- * in a->codes. false: no reply in time, a malformed one, or the device failed. */
-static bool request(analog_link *a, const uint16_t (*rows)[DNPU_CHANNELS], uint32_t n,
+/* Convert n rows of b->channels codes (the latched row alone, or the sweep's block from row
+ * `first`); the n x K codes land in a->codes. false: no reply in time, a malformed one, or the
+ * device failed. */
+static bool request(analog_link *a, const uint16_t *rows, uint32_t n,
                     uint32_t period_ns, unsigned oversample, uint32_t block, uint64_t due)
 {
     const dnpu_board *b = a->board;
+    const unsigned channels = b->channels;
     uint8_t head[ANALOG_REQUEST_HEAD];
     head[0] = ANALOG_REQUEST;
     head[1] = (uint8_t)oversample;
@@ -73,10 +75,10 @@ static bool request(analog_link *a, const uint16_t (*rows)[DNPU_CHANNELS], uint3
     put64(head + 20, due);
     uart_send(head, sizeof head);
     for (uint32_t r = 0; r < n; r++) {
-        uint8_t row[2 * DNPU_CHANNELS];
-        for (unsigned c = 0; c < DNPU_CHANNELS; c++)
-            dnpu_put16(row + 2 * c, rows[r][c]);
-        uart_send(row, sizeof row);
+        uint8_t row[2 * DNPU_MAX_CHANNELS];
+        for (unsigned c = 0; c < channels; c++)
+            dnpu_put16(row + 2 * c, rows[(size_t)r * channels + c]);
+        uart_send(row, 2u * channels);
     }
     a->requests++;
 
@@ -90,13 +92,13 @@ static bool request(analog_link *a, const uint16_t (*rows)[DNPU_CHANNELS], uint3
         return false;                     /* out of step: the emulator is gone or confused */
     if (!reply[1])
         return false;                     /* the device failed on this block */
-    for (uint32_t r = 0; r < n; r++) {
+    for (uint32_t i = 0; i < n * b->n_devices; i++) {
         uint8_t c4[4];
         if (!uart_recv(c4, sizeof c4, deadline)) {
             a->timeouts++;
             return false;
         }
-        a->codes[r] = (int32_t)dnpu_get32(c4);
+        a->codes[i] = (int32_t)dnpu_get32(c4);
     }
     return true;
 }
@@ -108,14 +110,22 @@ static bool block_starts_here(const analog_link *a, uint32_t *first, uint32_t *n
     if (!dnpu_board_next_block(a->board, first, &last))
         return false;
     *n = last - *first;
-    return *n <= DNPU_MAX_BLOCK_SAMPLES && memcmp(a->board->codes[*first], a->latched, sizeof a->latched) == 0;
+    return *n * a->board->n_devices <= DNPU_MAX_BLOCK_SAMPLES
+        && memcmp(dnpu_board_row(a->board, *first), a->latched, 2u * a->board->channels) == 0;
 }
 
 static bool next_row_was_sent_ahead(const analog_link *a)
 {
     const dnpu_board *b = a->board;
     return a->ahead_pos < a->ahead_n && b->sweep.exists && b->sweep.id == a->ahead_sweep
-        && memcmp(b->codes[a->ahead_first + a->ahead_pos], a->latched, sizeof a->latched) == 0;
+        && memcmp(dnpu_board_row(b, a->ahead_first + a->ahead_pos), a->latched, 2u * b->channels) == 0;
+}
+
+/* The row's codes: row i of the last reply. */
+static void take_row(analog_link *a, uint32_t i)
+{
+    const unsigned k = a->board->n_devices;
+    memcpy(a->row_codes, a->codes + (size_t)i * k, k * sizeof a->row_codes[0]);
 }
 
 static void convert_row(analog_link *a)
@@ -123,7 +133,7 @@ static void convert_row(analog_link *a)
     const dnpu_board *b = a->board;
     const dnpu_sweep *s = &b->sweep;
     if (next_row_was_sent_ahead(a)) {
-        a->row_code = a->codes[a->ahead_pos++];
+        take_row(a, a->ahead_pos++);
         a->row_ok = true;
         return;
     }
@@ -131,21 +141,20 @@ static void convert_row(analog_link *a)
     uint32_t first, n;
     if (block_starts_here(a, &first, &n)) {
         uint64_t due = b->cfg.realtime ? dnpu_board_next_block_due(b) : 0;
-        a->row_ok = request(a, &b->codes[first], n, s->period_ns,
+        a->row_ok = request(a, dnpu_board_row(b, first), n, s->period_ns,
                             s->oversample, s->produced, due);
         if (a->row_ok) {
             a->ahead_first = first;
             a->ahead_n = n;
             a->ahead_pos = 1;
             a->ahead_sweep = s->id;
-            a->row_code = a->codes[0];
+            take_row(a, 0);
         }
         return;
     }
     uint32_t period_ns = s->exists ? s->period_ns : (uint32_t)(b->cfg.sample_period_s * 1e9);
-    a->row_ok = request(a, (const uint16_t (*)[DNPU_CHANNELS])&a->latched, 1, period_ns,
-                        s->exists ? s->oversample : 1u, UINT32_MAX, 0);
-    a->row_code = a->codes[0];
+    a->row_ok = request(a, a->latched, 1, period_ns, s->exists ? s->oversample : 1u, UINT32_MAX, 0);
+    take_row(a, 0);
 }
 
 /* ---- the HAL's analog entries ---------------------------------------------------------------- */
@@ -159,7 +168,7 @@ void analog_link_init(analog_link *a, const dnpu_board *board, uint32_t pclk_hz)
 
 void analog_link_stage(analog_link *a, unsigned channel, uint16_t code)
 {
-    if (channel < DNPU_CHANNELS)
+    if (channel < DNPU_MAX_CHANNELS)
         a->staged[channel] = code;
 }
 
@@ -172,19 +181,19 @@ void analog_link_latch(analog_link *a)
 /* 0 V on every pin: the emulator's device sees only converted rows, so nothing to forward. */
 void analog_link_force_zero(analog_link *a)
 {
-    for (unsigned c = 0; c < DNPU_CHANNELS; c++)
+    for (unsigned c = 0; c < DNPU_MAX_CHANNELS; c++)
         a->staged[c] = a->latched[c] = a->board->zero_code;
     a->fresh = true;
 }
 
 /* Every conversion of a row returns the row's code (the emulator averages the oversample
  * sub-samples in nA before its ADC, as the Python firmware does). */
-bool analog_link_adc_read(analog_link *a, int32_t *code)
+bool analog_link_adc_read(analog_link *a, int32_t *codes)
 {
     if (a->fresh) {
         a->fresh = false;
         convert_row(a);
     }
-    *code = a->row_code;
+    memcpy(codes, a->row_codes, a->board->n_devices * sizeof codes[0]);
     return a->row_ok;
 }

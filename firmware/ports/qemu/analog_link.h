@@ -7,8 +7,9 @@
  * The link carries one exchange per block (little-endian; firmware_sim/qemu_analog.py mirrors
  * these layouts):
  *   guest -> host  REQUEST  'B' u8 oversample, u16 n, u32 period_ns, u32 block,
- *                           u64 now_ticks, u64 due_ticks, then n rows of 7 u16 DAC codes
- *   host -> guest  REPLY    'R' u8 ok, u16 n, then (ok only) n i32 ADC codes
+ *                           u64 now_ticks, u64 due_ticks, then n rows of 7K u16 DAC codes
+ *   host -> guest  REPLY    'R' u8 ok, u16 n, then (ok only) n x K i32 ADC codes, sample-major
+ * for the board's K devices (both sides know K from the boot configuration block).
  * `now_ticks` is the board clock (since boot) when the block's conversion began and `due_ticks`
  * when its sample clock made it due (0: not a real-time sweep); the emulator keeps them, so the
  * bench can report the sample clock's jitter. The core converts a block row by row: the first
@@ -32,14 +33,14 @@
 
 typedef struct analog_link {
     const dnpu_board *board;            /* read only: the sweep being converted */
-    uint16_t staged[DNPU_CHANNELS], latched[DNPU_CHANNELS];
+    uint16_t staged[DNPU_MAX_CHANNELS], latched[DNPU_MAX_CHANNELS];
     bool fresh;                         /* a row was latched since the last conversion */
     bool row_ok;
-    int32_t row_code;
+    int32_t row_codes[DNPU_MAX_DEVICES];
     /* the rows sent ahead and their codes */
     uint32_t ahead_first, ahead_n, ahead_pos;
     uint16_t ahead_sweep;
-    int32_t codes[DNPU_MAX_BLOCK_SAMPLES];
+    int32_t codes[DNPU_MAX_BLOCK_SAMPLES];  /* n x K: a block holds DNPU_MAX_BLOCK_SAMPLES / K rows */
     uint32_t timeouts, requests;
 } analog_link;
 
@@ -47,6 +48,6 @@ void analog_link_init(analog_link *a, const dnpu_board *board, uint32_t pclk_hz)
 void analog_link_stage(analog_link *a, unsigned channel, uint16_t code);
 void analog_link_latch(analog_link *a);
 void analog_link_force_zero(analog_link *a);
-bool analog_link_adc_read(analog_link *a, int32_t *code);
+bool analog_link_adc_read(analog_link *a, int32_t *codes);
 
 #endif

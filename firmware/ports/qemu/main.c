@@ -77,16 +77,36 @@ static void defaults(dnpu_config *c)
     c->serial = "QEMU-NOCONFIG";
 }
 
+/* The n NUL-terminated JSON objects of the block, copied into device_json_ and pointed at by
+ * c->device_json; false when they do not all end within the block. */
+static bool load_device_json(dnpu_config *c, const qcfg *q, unsigned n)
+{
+    size_t json_max = q->size - sizeof(qcfg), at = 0;
+    memcpy(device_json_, q->device_json, json_max);
+    for (unsigned k = 0; k < n; k++) {
+        const char *end = at < json_max ? memchr(device_json_ + at, 0, json_max - at) : NULL;
+        if (end == NULL)
+            return false;
+        c->device_json[k] = device_json_ + at;
+        at = (size_t)(end - device_json_) + 1;
+    }
+    return true;
+}
+
 /* Take the launcher's block when it is valid (else keep the defaults); bounded by QCFG_MAX_SIZE. */
 static void load_config(dnpu_config *c)
 {
     const qcfg *q = (const qcfg *)(uintptr_t)QCFG_ADDR;
     if (q->magic != QCFG_MAGIC || q->version != QCFG_VERSION || q->size <= sizeof(qcfg)
-        || q->size > QCFG_MAX_SIZE)
+        || q->size > QCFG_MAX_SIZE || q->n_devices < 1 || q->n_devices > QCFG_MAX_DEVICES)
         return;
-    size_t json_max = q->size - sizeof(qcfg);
-    if (memchr(q->device_json, 0, json_max) == NULL || memchr(q->serial, 0, sizeof q->serial) == NULL)
+    if (memchr(q->serial, 0, sizeof q->serial) == NULL)
         return;
+    dnpu_config loaded = *c;
+    if (!load_device_json(&loaded, q, q->n_devices))
+        return;
+    *c = loaded;
+    c->n_devices = q->n_devices;
     c->seed = q->seed;
     c->dac_bits = q->dac_bits;
     c->adc_bits = q->adc_bits;
@@ -99,9 +119,7 @@ static void load_config(dnpu_config *c)
     c->watchdog_s = q->watchdog_s;
     c->sample_period_s = q->sample_period_s;
     memcpy(serial_, q->serial, sizeof serial_);
-    memcpy(device_json_, q->device_json, json_max);
     c->serial = serial_;
-    c->device_json = device_json_;
 }
 
 /* ---- main loop ---------------------------------------------------------------------------- */

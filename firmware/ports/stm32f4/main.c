@@ -53,9 +53,9 @@ static void uid_serial(char *out, size_t cap)
  * turn the ramp into 10 mV steps). */
 static bool ramping(const dnpu_board *b)
 {
-    double out[DNPU_CHANNELS];
+    double out[DNPU_MAX_CHANNELS];
     dnpu_board_outputs(b, dnpu_board_time(b), out);
-    for (int c = 0; c < DNPU_CHANNELS; c++)
+    for (unsigned c = 0; c < b->channels; c++)
         if (out[c] != b->ramp.target[c])
             return true;
     return false;
@@ -84,7 +84,7 @@ int main(void)
     port_configure(&cfg, &ac, cal, serial_);
     analog_init(&ac, &info);                /* the DAC stays in hardware clear (0 V) */
     port_describe(device_json_, &ac, &info, cal, hse, iwdg_reset);
-    cfg.device_json = device_json_;
+    cfg.device_json[0] = device_json_;
 
     static const dnpu_hal hal = {
         .ctx = NULL, .link_read = link_read, .link_write = link_write, .link_is_open = link_is_open,
@@ -94,7 +94,7 @@ int main(void)
     };
     watchdog_start();
     if (dnpu_board_init(&board, &cfg, &hal) < 0) {
-        cfg.device_json = "{\"model\":\"external\"}";   /* an identity too long for its buffer */
+        cfg.device_json[0] = "{\"model\":\"external\"}";   /* an identity too long for its buffer */
         if (dnpu_board_init(&board, &cfg, &hal) < 0)
             for (;;)                        /* the IWDG resets; the CLR pull-down holds 0 V */
                 wait_for_interrupt();

@@ -1,5 +1,6 @@
 """Boards carrying several DNPUs (protocol 1.2): K x 7 DAC channels, K readouts, one sweep row
-setting every device at once; `devices=K` and `chips=` on the simulated board."""
+setting every device at once; `devices=K` and `chips=` on the simulated board, served by every
+firmware (the Python simulator, the C firmware's native port and its qemu image)."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,8 @@ LINEAR3 = f"sim://?seed={SEED}&devices=3&device=linear&dac_gain_error=0&dac_offs
 
 
 @pytest.fixture(scope="module")
-def board3():
-    with Board.open(LINEAR3) as b:
+def board3(served_by):
+    with Board.open(served_by(LINEAR3)) as b:
         yield b
 
 
@@ -26,15 +27,20 @@ def _configure(query: str):
     return configure(build_parser().parse_args(["--pty", "--options", query]))
 
 
-def test_identity_names_every_device_and_its_limits(board3: Board, random_volts) -> None:
+def test_identity_names_every_device_and_its_limits(board3: Board, linear_url: str) -> None:
     ident = board3.identity
     assert ident["n_devices"] == 3 and ident["channels"] == 3 * N_ELECTRODES
     assert [d["device"]["seed"] for d in ident["devices"]] == [3, 4, 5]
     assert ident["device"] == ident["devices"][0]["device"]      # identity["device"] keeps its meaning
     assert board3.n_devices == 3 and board3.device_limits_v.shape == (3, N_ELECTRODES, 2)
     np.testing.assert_array_equal(board3.limits_v, board3.device_limits_v[0])
-    # a RESULT frame carries three codes per sample, so a block holds a third of the samples
-    assert ident["max_block_samples"] == (8192 - 11) // 12
+    # a RESULT frame carries three codes per sample, so a block holds a third of the samples of
+    # the same firmware's one-device board, and the sweep buffer a third of the rows
+    with Board.open(linear_url) as one:
+        assert one.n_devices == 1 and "devices" not in one.identity and "n_devices" not in one.identity
+        assert ident["max_block_samples"] == one.identity["max_block_samples"] // 3
+        assert ident["max_sweep_samples"] == one.identity["max_sweep_samples"] // 3
+    assert 11 + 12 * ident["max_block_samples"] <= ident["max_payload"]
 
 
 def test_one_row_drives_every_device(board3: Board, expected_linear, random_volts) -> None:
@@ -101,13 +107,6 @@ def test_board_rejects_out_of_limit_codes_of_any_device(board3: Board) -> None:
     assert board3.status()["armed"]
 
 
-def test_one_device_board_keeps_its_single_device_identity(linear_url: str) -> None:
-    if "firmware=" in linear_url:
-        pytest.skip("the python firmware is enough here")
-    with Board.open(linear_url) as b:
-        assert b.n_devices == 1 and "devices" not in b.identity and b.identity.get("n_devices", 1) == 1
-
-
 def test_chips_names_each_device_and_copies_have_their_own_noise() -> None:
     cfg, dev = _configure("seed=9&chips=0,0,2&n_sites=12")
     assert dev.chip_seeds(cfg.seed) == (0, 0, 2)
@@ -130,8 +129,7 @@ def test_chips_names_each_device_and_copies_have_their_own_noise() -> None:
 
 @pytest.mark.parametrize("query, words", [
     ("devices=0", "devices must be 1..16"), ("devices=17", "devices must be 1..16"),
-    ("devices=2&chips=1,2,3", "chips= names 3"), ("chips=1,x", "cannot parse"),
-    ("devices=2&firmware=native", "firmware=python"), ("chips=0,0&firmware=qemu", "firmware=python")])
+    ("devices=2&chips=1,2,3", "chips= names 3"), ("chips=1,x", "cannot parse")])
 def test_bad_device_options_are_refused_in_words(query: str, words: str) -> None:
     from host.board import BoardError
     with pytest.raises((ValueError, BoardError), match=words):
