@@ -163,8 +163,12 @@ def test_a_board_of_several_chips_is_the_simulators_board() -> None:
     assert np.abs(got[""][:, 0] - got[""][:, 1]).mean() > 5.0           # two chips, not one
 
 
-def test_more_devices_than_the_image_carries_are_refused_in_words() -> None:
+def test_the_image_carries_as_many_devices_as_the_launcher_allows_and_no_more() -> None:
     from firmware_sim.qemu import QEMU_MAX_DEVICES
     from host.board import BoardError
+    # the launcher's QEMU_MAX_DEVICES is the image's DNPU_MAX_DEVICES: a block of that many loads
+    # (an image carrying fewer would ignore the block and boot as one device)
+    with Board.open(f"sim://?devices={QEMU_MAX_DEVICES}&device=linear&watchdog_ms=2000&firmware=qemu") as b:
+        assert b.n_devices == QEMU_MAX_DEVICES and b.identity["firmware"].startswith("dnpu-bench-qemu")
     with pytest.raises((ValueError, BoardError), match=f"at most {QEMU_MAX_DEVICES} devices"):
         Board.open(f"sim://?devices={QEMU_MAX_DEVICES + 1}&firmware=qemu")

@@ -78,8 +78,8 @@ static void defaults(dnpu_config *c)
 }
 
 /* The n NUL-terminated JSON objects of the block, copied into device_json_ and pointed at by
- * c->device_json; false when they do not all end within the block. */
-static bool load_device_json(dnpu_config *c, const qcfg *q, unsigned n)
+ * json[0..n); false when they do not all end within the block. */
+static bool load_device_json(const qcfg *q, unsigned n, const char *json[QCFG_MAX_DEVICES])
 {
     size_t json_max = q->size - sizeof(qcfg), at = 0;
     memcpy(device_json_, q->device_json, json_max);
@@ -87,7 +87,7 @@ static bool load_device_json(dnpu_config *c, const qcfg *q, unsigned n)
         const char *end = at < json_max ? memchr(device_json_ + at, 0, json_max - at) : NULL;
         if (end == NULL)
             return false;
-        c->device_json[k] = device_json_ + at;
+        json[k] = device_json_ + at;
         at = (size_t)(end - device_json_) + 1;
     }
     return true;
@@ -102,10 +102,10 @@ static void load_config(dnpu_config *c)
         return;
     if (memchr(q->serial, 0, sizeof q->serial) == NULL)
         return;
-    dnpu_config loaded = *c;
-    if (!load_device_json(&loaded, q, q->n_devices))
+    const char *json[QCFG_MAX_DEVICES];
+    if (!load_device_json(q, q->n_devices, json))
         return;
-    *c = loaded;
+    memcpy(c->device_json, json, q->n_devices * sizeof json[0]);
     c->n_devices = q->n_devices;
     c->seed = q->seed;
     c->dac_bits = q->dac_bits;
