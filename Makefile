@@ -142,11 +142,11 @@ models: build
 	$(PY) -m host.experiments mnist --out results/mnist --export models $(MNIST_ARGS)
 
 # MNIST for a board of three chips (issue: device farm): rf7 with its ten nodes bound to the chips
-# of the shipped surrogate, models/devices/seed5.onnx and models/twins/seed7.onnx in turn (node k
+# of the shipped surrogate and of chips 5 and 7 (make chip-surrogates: models/chips/) in turn (node k
 # on device k mod 3), each trained through its own chip's surrogate -> models/chips/mnist.onnx
 # (+ .json, confusion plot, summary). About 3 min on an idle 2-core machine. Deploy it on
 # sim://?chips=0,5,7,0,5,7,0,5,7,0 (bench/chips_bench.py).
-CHIP_SURROGATES ?= models/surrogate.onnx,models/devices/seed5.onnx,models/twins/seed7.onnx
+CHIP_SURROGATES ?= models/surrogate.onnx,models/chips/virtual-dnpu-meanfield-seed5.onnx,models/chips/virtual-dnpu-meanfield-seed7.onnx
 .PHONY: mnist-chips
 mnist-chips: build
 	$(PY) -m host.experiments mnist --models rf7 --surrogate $(CHIP_SURROGATES) --out results/mnist-chips \

@@ -43,7 +43,7 @@ import numpy as np
 from core.electrodes import N_ELECTRODES
 from firmware_sim.board import BoardConfig, Firmware, members_of
 from firmware_sim.devices import DeviceOptions, make_device
-from firmware_sim.qemu_analog import AnalogEmulator
+from firmware_sim.qemu_analog import AnalogEmulator, BootRecord
 from firmware_sim.server import stop_event
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +140,7 @@ def run_qemu(cfg: BoardConfig, dev: DeviceOptions) -> Iterator[QemuSession]:
             lines = _drain(proc)
             sock = _attach(sock_path, proc, lines)
             analog = AnalogEmulator(board)
+            _check_boot(analog.read_boot(sock, QEMU_STARTUP_S), len(members_of(board.device)), len(block), lines)
             analog.start(sock)
             yield QemuSession(lines.pty(), proc, analog)
         finally:
@@ -157,6 +158,18 @@ def serve_qemu(cfg: BoardConfig, dev: DeviceOptions, pty: bool, exit_on_stdin_eo
         print(session.pty, flush=True)
         _wait_for_stop(session.proc, exit_on_stdin_eof)
     return 0
+
+
+def _check_boot(boot: BootRecord | None, n_devices: int, config_size: int, lines: "_QemuOutput") -> None:
+    """RuntimeError unless the firmware booted as the board the launcher packed (a stale image, or
+    a block it refuses, would otherwise serve its defaults as another board)."""
+    if boot is None:
+        raise RuntimeError(f"firmware=qemu: the image sent no boot record on its analog link within "
+                           f"{QEMU_STARTUP_S:g} s (an image older than this launcher? make firmware-qemu); QEMU: {lines.why()}")
+    why = boot.problem(n_devices, config_size)
+    if why is not None:
+        raise RuntimeError(f"firmware=qemu: {QEMU_IMAGE.name} did not take the board's configuration: {why} "
+                           f"(rebuild it with make firmware-qemu)")
 
 
 def _die_with_parent() -> None:

@@ -23,10 +23,40 @@ from firmware_sim.board import Firmware
 
 REQUEST = b"B"
 REPLY = b"R"
+BOOT = b"C"
 REQUEST_HEAD = struct.Struct("<cBHIIQQ")     # 'B', oversample, n, period_ns, block, now, due
 REPLY_HEAD = struct.Struct("<cBH")           # 'R', ok, n
-assert REQUEST_HEAD.size == 28 and REPLY_HEAD.size == 4
+BOOT_RECORD = struct.Struct("<cBHI")         # 'C', config, n_devices, the adopted block's size
+assert REQUEST_HEAD.size == 28 and REPLY_HEAD.size == 4 and BOOT_RECORD.size == 8
 NO_BLOCK = 0xFFFFFFFF                        # a row converted outside a sweep block
+#: the BOOT record's config codes (ANALOG_CONFIG_* in analog_link.h): 0 adopted, 7 adopted with
+#: the FIFO at the image's own size, the others why the launcher's block was not taken
+CONFIG_ADOPTED = (0, 7)
+CONFIG_REFUSED = {
+    1: "no configuration block at its address", 2: "the block's layout version is not the image's",
+    3: "the block's size is out of bounds", 4: "the device count is outside what the image carries",
+    5: "the serial does not end within its field", 6: "a device description does not end within the block",
+    8: "the board refused the settings and halted",
+}
+
+
+@dataclass(frozen=True)
+class BootRecord:
+    """What the firmware in QEMU adopted at boot (analog_link.h's BOOT)."""
+
+    config: int
+    n_devices: int
+    config_size: int
+
+    def problem(self, n_devices: int, config_size: int) -> str | None:
+        """Why this is not the board the launcher packed (`n_devices`, a block of `config_size`
+        bytes), or None."""
+        if self.config not in CONFIG_ADOPTED:
+            return CONFIG_REFUSED.get(self.config, f"unknown refusal code {self.config}")
+        if (self.n_devices, self.config_size) != (n_devices, config_size):
+            return (f"it adopted {self.n_devices} device(s) from a {self.config_size}-byte block, the launcher "
+                    f"packed {n_devices} in {config_size} bytes")
+        return None
 
 
 @dataclass(frozen=True)
@@ -45,6 +75,7 @@ class AnalogEmulator:
     firmware: Firmware                       # its DAC errors and ADC; its device is the one run
     timings: list[BlockTiming] = field(default_factory=list)
     device_error: str = ""
+    _reader: "_Reader | None" = field(default=None, repr=False)   # the link, once read_boot has read from it
 
     def convert(self, codes: np.ndarray, period_s: float, oversample: int) -> np.ndarray | None:
         """ADC codes [n, K] for DAC codes [n, 7K] (None: the device failed; why in device_error)."""
@@ -70,9 +101,23 @@ class AnalogEmulator:
             return REPLY_HEAD.pack(REPLY, 0, n)
         return REPLY_HEAD.pack(REPLY, 1, n) + out.astype("<i4").tobytes()
 
+    def read_boot(self, sock: socket.socket, timeout_s: float) -> BootRecord | None:
+        """The firmware's BOOT record, the first thing it sends (None: none within `timeout_s`,
+        or something else came)."""
+        self._reader = _Reader(sock)
+        sock.settimeout(timeout_s)
+        try:
+            rec = self._reader.take(BOOT_RECORD.size)
+        finally:
+            sock.settimeout(None)
+        if rec is None or rec[:1] != BOOT:
+            return None
+        _, config, n_devices, size = BOOT_RECORD.unpack(rec)
+        return BootRecord(config, n_devices, size)
+
     def serve(self, sock: socket.socket) -> None:
         """Answer requests until the firmware's side closes (QEMU stopped)."""
-        buf = _Reader(sock)
+        buf = self._reader if self._reader is not None else _Reader(sock)
         while True:
             head = buf.take(REQUEST_HEAD.size)
             if head is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -170,3 +170,24 @@ class BoardSession:
         if self.board is not None:
             self.board.close()      # ramps every output to 0 V unless the link is broken
             self.board = None
+
+
+def check_chips(session: BoardSession, surrogates: Sequence[Any]) -> list[dict[str, Any]]:
+    """One surrogate per device of the session's board (``.path``, ``.metadata``, in the board's
+    device order), each file's chip against its device's: an ExperimentError on a mismatch or a
+    count that differs (a surrogate never stands for a chip other than its own); the pairs, for
+    the results."""
+    from host.board.chips import board_chips, describe_chip, surrogate_chip
+
+    chips = board_chips(session.board.identity)
+    if len(chips) != len(surrogates):
+        raise ExperimentError(f"{len(surrogates)} surrogates (one per device) for a board of {len(chips)} devices")
+    out = []
+    for d, (s, c) in enumerate(zip(surrogates, chips)):
+        want = surrogate_chip(s.metadata)
+        if want is not None and c is not None and want != c:
+            raise ExperimentError(f"surrogate {s.path!r} was measured on {describe_chip(want)}, but device {d} of "
+                                  f"the board carries {describe_chip(c)}: give the surrogates in the board's device order")
+        out.append({"device": d, "surrogate": s.path, "chip": describe_chip(c if c is not None else want),
+                    "checked": want is not None and c is not None})
+    return out

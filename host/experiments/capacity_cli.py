@@ -22,6 +22,7 @@ import numpy as np
 
 from core.electrodes import N_ELECTRODES, place_volts
 from host.experiments.board_session import BoardSession
+from host.experiments.capacity_config import add_search_arguments
 from host.experiments.capacity_loop import CapacityLoopConfig, complement_representatives, fine_tune_labellings
 from host.experiments.data_electrodes import (PAPER_DATA_ELECTRODES, Screening, choose_electrodes,
                                               parse_data_electrodes, place_paper_points, screen_pairs)
@@ -42,16 +43,12 @@ SCREEN_BAR = 0.9
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p, "results/capacity")
-    p.add_argument("--n-min", type=int, default=4)
-    p.add_argument("--n-max", type=int, default=10)
-    p.add_argument("--attempts", type=int, default=15, help="attempts per labelling (shrinking noise)")
-    p.add_argument("--epochs", type=int, default=1500, help="full-batch epochs per attempt (at most)")
+    add_search_arguments(p)
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help=f"comma-separated subset of {','.join(SYSTEMS)} (device implies surrogate)")
     p.add_argument("--repeats", type=int, default=10, help="board measurements of every point per labelling")
     p.add_argument("--second-attempts", type=int, default=15,
                    help="attempts of the second surrogate search for labellings that failed on the board")
-    p.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast (faster, checks stay float32)")
     p.add_argument("--data-electrodes", default=",".join(map(str, PAPER_DATA_ELECTRODES)),
                    help="the two electrodes the points go on, like 1,2 (the paper's), or auto: screen all pairs "
                         f"briefly by the labellings of the first {SCREEN_N} points found clear of the noise")
@@ -230,10 +227,84 @@ def _text_table(table: dict[str, list[dict[str, Any]]], vc: dict[str, int]) -> s
     return "\n".join(lines) + "\n"
 
 
+#: the systems of one DNPU compared across the devices of a board (the NNs do not depend on the
+#: chip), with their short names in the comparison table
+DEVICE_SYSTEMS = {"surrogate": "surrogate", "surrogate_robust": "robust", "device": "board", "device_loop": "loop"}
+
+
+def summarise_device(results: dict[str, Any]) -> dict[str, Any]:
+    """A device's row in a run over every device of a board (host.experiments.per_device): its VC
+    estimates and C_N per system."""
+    table = results.get("table", {})
+    caps = {k: {str(r["n"]): r["robust_capacity" if k == "surrogate_robust" else "capacity"] for r in table[k]}
+            for k in DEVICE_SYSTEMS if table.get(k)}
+    return {"data_electrodes": results.get("data_electrodes"),
+            "vc": {k: v for k, v in results.get("vc", {}).items() if k in DEVICE_SYSTEMS}, "capacity": caps}
+
+
+def devices_table(rows: list[dict[str, Any]]) -> str:
+    """Per device: the VC estimates of its systems, then its C_N on the board (or through the surrogate)."""
+    systems = [k for k in DEVICE_SYSTEMS if any(k in r.get("vc", {}) for r in rows)]
+    shown = "device" if "device" in systems else "surrogate"
+    ns = sorted({int(n) for r in rows for n in r.get("capacity", {}).get(shown, {})})
+    lines = [f"capacity per device (VC estimates: surrogate, its margin > noise, board, board after the loop; "
+             f"C_N: {'board' if shown == 'device' else shown})",
+             f"{'device':<7}{'electrodes':<11}" + "".join(f"{'VC ' + DEVICE_SYSTEMS[k]:>13}" for k in systems)
+             + "".join(f"{'N=' + str(n):>7}" for n in ns) + "  chip"]
+    for r in rows:
+        pair = ",".join(f"e{e}" for e in r.get("data_electrodes") or [])
+        vc = "".join(f"{r.get('vc', {}).get(k, '-'):>13}" for k in systems)
+        c = r.get("capacity", {}).get(shown, {})
+        cells = "".join(f"{c[str(n)]:>7.3f}" if str(n) in c else f"{'-':>7}" for n in ns)
+        lines.append(f"{r['device']:<7}{pair:<11}{vc}{cells}  {r['chip']}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_devices(path: Path, rows: list[dict[str, Any]]) -> None:
+    """C_N against N for every device: on the board (solid) and through its surrogate (dashed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4 + 0.3 * len(rows)))
+    for i, r in enumerate(rows):
+        colour = f"C{i % 10}"
+        for key, style in (("device", "s-"), ("surrogate", "o--")):
+            c = r.get("capacity", {}).get(key)
+            if c:
+                ns = sorted(int(n) for n in c)
+                ax.plot(ns, [c[str(n)] for n in ns], style, color=colour,
+                        label=f"device {r['device']} ({key}): {r['chip']}")
+    ax.set_xlabel("N (points)")
+    ax.set_ylabel("capacity C_N")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _chip_systems_only(args: argparse.Namespace, device: int) -> None:
+    """The NN baselines do not depend on the chip: device 0's run trains them, the others skip them."""
+    if device > 0:
+        kept = [s for s in _systems(args.systems) if s not in ("nn2", "nn3")]
+        args.systems = ",".join(kept) if kept else "surrogate"
+
+
 def run(args: argparse.Namespace) -> int:
+    """The capacity of one DNPU; with one surrogate per device, of every device of the board."""
+    from host.experiments.per_device import PerDeviceExperiment, run_on_devices
+
+    return run_on_devices(args, PerDeviceExperiment("capacity", run_one_device, summarise_device, devices_table,
+                                                    plot_devices, _chip_systems_only))
+
+
+def run_one_device(args: argparse.Namespace) -> int:
+    """The capacity of one DNPU: one surrogate, the board's device --board-device."""
     import torch
 
-    from host.experiments.capacity import CAPACITY_POINTS_V, CapacityConfig, capacity_runs, search, vc_estimate
+    from host.experiments.capacity import CAPACITY_POINTS_V, capacity_runs, config_for, search, vc_estimate
     from host.networks.classifiers import TrialDNPUClassifier, TrialNNClassifier
 
     clock = timer()
@@ -250,9 +321,8 @@ def run(args: argparse.Namespace) -> int:
         if args.repeats < 5:
             raise ExperimentError("--repeats must be >= 5 (20 % of the measurements are held out)")
         sur = load_surrogate(args.surrogate, engine=args.engine, threads=args.threads)
-        cfg = CapacityConfig(n_min=args.n_min, n_max=args.n_max, attempts=args.attempts, epochs=args.epochs,
-                             noise_std0=sur.test_rmse_na, noise_rms=sur.noise_floor_na,
-                             margin_goal=2 * sur.noise_floor_na, seed=args.seed, bf16=args.bf16)
+        cfg = config_for(sur, n_min=args.n_min, n_max=args.n_max, attempts=args.attempts, epochs=args.epochs,
+                         seed=args.seed, bf16=args.bf16)
         choice = parse_data_electrodes(args.data_electrodes)
         out = out_folder(args.out)
         chosen = choose_electrodes(choice, lambda: screen_capacity(sur, cfg, args.quiet))

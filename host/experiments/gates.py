@@ -239,7 +239,83 @@ def _loop_config(args: argparse.Namespace) -> Any:
                            spsa_iterations=args.spsa_iterations, seed=args.seed)
 
 
+def summarise_device(results: dict[str, Any]) -> dict[str, Any]:
+    """A device's row in a run over every device of a board (host.experiments.per_device)."""
+    keys = ("surrogate_margin_na", "board_worst_margin_na", "board_margin_over_noise", "board_heldout_accuracy",
+            "board_ok")
+    gates = {g: {k: r[k] for k in keys if k in r} for g, r in results.get("gates", {}).items()}
+    row: dict[str, Any] = {"data_electrodes": results.get("data_electrodes"), "gates": gates,
+                           "noise_floor_na": results.get("board_noise_floor_na", results.get("noise_floor_na"))}
+    if gates and all("board_ok" in r for r in gates.values()):
+        row["board_gates_ok"] = sum(bool(r["board_ok"]) for r in gates.values())
+        row["worst_margin_over_noise"] = min(r["board_margin_over_noise"] for r in gates.values())
+    return row
+
+
+def _margin_over_noise(row: dict[str, Any], gate: str) -> float:
+    """The board's worst margin over its noise, or (no board) the surrogate's margin over its floor."""
+    r = row["gates"].get(gate, {})
+    if "board_margin_over_noise" in r:
+        return float(r["board_margin_over_noise"])
+    floor = row.get("noise_floor_na") or float("nan")
+    return float(r.get("surrogate_margin_na", float("nan"))) / floor
+
+
+def devices_table(rows: list[dict[str, Any]]) -> str:
+    """Per device: its data electrodes and every gate's worst margin in units of the noise."""
+    gates = list(dict.fromkeys(g for r in rows for g in r.get("gates", {})))
+    on_board = all("board_gates_ok" in r for r in rows)
+    what = "board worst margin / board noise" if on_board else "surrogate margin / surrogate noise floor"
+    lines = [f"gates per device ({what}; ok: held-out accuracy 100 % on the board)",
+             f"{'device':<7}{'electrodes':<11}" + "".join(f"{g:>10}" for g in gates) + "  chip"]
+    for r in rows:
+        pair = ",".join(f"e{e}" for e in r.get("data_electrodes") or [])
+        cells = ""
+        for g in gates:
+            x = _margin_over_noise(r, g) if g in r.get("gates", {}) else float("nan")
+            ok = r["gates"].get(g, {}).get("board_ok")
+            cells += f"{x:>7.1f}x{'  ' if ok is None else (' +' if ok else ' !')}"
+        lines.append(f"{r['device']:<7}{pair:<11}{cells}  {r['chip']}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_devices(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Grouped bars: every gate's worst margin over the noise, one bar per device."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gates = list(dict.fromkeys(g for r in rows for g in r.get("gates", {})))
+    if not gates:
+        return
+    fig, ax = plt.subplots(figsize=(2.5 + 1.1 * len(gates), 3.4 + 0.25 * len(rows)))
+    width = 0.8 / len(rows)
+    x = np.arange(len(gates))
+    for i, r in enumerate(rows):
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, [_margin_over_noise(r, g) for g in gates], width,
+               label=f"device {r['device']}: {r['chip']}")
+    ax.axhline(10, color="k", lw=0.8, ls="--")       # the margin a gate should clear: 10x the noise
+    ax.set_xticks(x, gates)
+    if all(_margin_over_noise(r, g) > 0 for r in rows for g in gates):
+        ax.set_yscale("log")
+    on_board = all("board_gates_ok" in r for r in rows)
+    ax.set_ylabel("worst margin / noise" + (" (board)" if on_board else " (surrogate)"))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def run(args: argparse.Namespace) -> int:
+    """The gates on one DNPU; with one surrogate per device, on every device of the board."""
+    from host.experiments.per_device import PerDeviceExperiment, run_on_devices
+
+    return run_on_devices(args, PerDeviceExperiment("gates", run_one_device, summarise_device, devices_table,
+                                                    plot_devices))
+
+
+def run_one_device(args: argparse.Namespace) -> int:
+    """The gates on one DNPU: one surrogate, the board's device --board-device."""
     clock = timer()
     try:
         set_threads(args.threads, args.engine)

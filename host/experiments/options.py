@@ -22,8 +22,11 @@ def add_common_arguments(p: argparse.ArgumentParser, out_default: str) -> None:
                    help="on a board of several devices, run on device K (the others hold their voltages); the "
                         "surrogate's chip is checked against device K's and a mismatch is warned about")
     p.add_argument("--no-board", action="store_true", help="skip the validation on the board")
-    p.add_argument("--surrogate", default=DEFAULT_SURROGATE, help="surrogate ONNX file to train through (ring: or one per device of a "
-                        "board of several chips, comma-separated in the board's device order)")
+    p.add_argument("--surrogate", default=DEFAULT_SURROGATE,
+                   help="surrogate ONNX file to train through; or one per device of a board of several chips, "
+                        "comma-separated in the board's device order (ring: the network's nodes take the devices in "
+                        "turn; gates, capacity: the experiment runs on every device through its own chip's file, "
+                        "into OUT/device-K, and OUT/results.json compares the chips)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and noise")
     p.add_argument("--out", default=out_default, help="output folder (results.json, config.json, plots)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for training")

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from host.experiments.board_session import BoardSession
+from host.experiments.board_session import BoardSession, check_chips
 from host.experiments.errors import ExperimentError, fail
 from host.experiments.data_electrodes import AUTO, Screening, choose_electrodes, parse_data_electrodes, screen_pairs
 from host.experiments.options import add_common_arguments, add_train_on, run_info, set_threads, trains_on_board
@@ -584,25 +584,6 @@ def _prune_epochs(text: str, epochs: int) -> tuple[int, ...]:
     return tuple(sorted({e for e in (int(round(f * epochs)) for f in fr) if 0 < e < epochs}))
 
 
-def check_chips(session: BoardSession, sur: ChipSurrogates) -> list[dict[str, Any]]:
-    """Each surrogate's chip against the board's device of the same index (ExperimentError on a
-    mismatch: a node never runs on a chip other than its own); the pairs, for the results."""
-    from host.board.chips import board_chips, describe_chip, surrogate_chip
-
-    chips = board_chips(session.identity)
-    if len(chips) != len(sur.surrogates):
-        raise ExperimentError(f"{len(sur.surrogates)} surrogates (one per device) for a board of {len(chips)} devices")
-    out = []
-    for d, (s, c) in enumerate(zip(sur.surrogates, chips)):
-        want = surrogate_chip(s.metadata)
-        if want is not None and c is not None and want != c:
-            raise ExperimentError(f"surrogate {s.path!r} was measured on {describe_chip(want)}, but device {d} of "
-                                  f"the board carries {describe_chip(c)}: give the surrogates in the board's device order")
-        out.append({"device": d, "surrogate": s.path, "chip": describe_chip(c if c is not None else want),
-                    "checked": want is not None and c is not None})
-    return out
-
-
 def export_network(out: Path, net: Any, logistic: tuple[float, float], sur: SurrogateInfo,
                    meta: dict[str, Any]) -> dict[str, Any]:
     """The best 2-2-1 as a network ONNX file (core.io.write_network).
@@ -726,7 +707,7 @@ def run(args: argparse.Namespace) -> int:
             with BoardSession(args.board, args.limit_policy, args.board_device) as session:
                 results["board_url"] = args.board
                 if isinstance(sur, ChipSurrogates):
-                    results["chips"] = check_chips(session, sur)
+                    results["chips"] = check_chips(session, sur.surrogates)
                 else:
                     results["chip"] = session.check_chip(sur)
                 for name in archs:

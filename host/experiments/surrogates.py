@@ -154,12 +154,19 @@ class ChipSurrogates:
         return [[self.surrogates[d].model for d in layer] for layer in self.node_devices(nodes, multiplex)]
 
 
+def surrogate_paths(text: str) -> list[str]:
+    """--surrogate's files: one, or a comma-separated list of them, one per device of the board in
+    the board's device order."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ExperimentError("--surrogate: no file given")
+    return parts
+
+
 def load_surrogates(paths: str, engine: str = "core", threads: int | None = None) -> "SurrogateInfo | ChipSurrogates":
     """One surrogate file, or a comma-separated list of them: one per device of the board, in the
     board's device order (ChipSurrogates)."""
-    parts = [p.strip() for p in paths.split(",") if p.strip()]
-    if not parts:
-        raise ExperimentError("--surrogate: no file given")
+    parts = surrogate_paths(paths)
     if len(parts) == 1:
         return load_surrogate(parts[0], engine, threads)
     loaded: dict[str, SurrogateInfo] = {}      # a file named for several devices (copies of one chip) loads once

@@ -172,3 +172,26 @@ def test_the_image_carries_as_many_devices_as_the_launcher_allows_and_no_more() 
         assert b.n_devices == QEMU_MAX_DEVICES and b.identity["firmware"].startswith("dnpu-bench-qemu")
     with pytest.raises((ValueError, BoardError), match=f"at most {QEMU_MAX_DEVICES} devices"):
         Board.open(f"sim://?devices={QEMU_MAX_DEVICES + 1}&firmware=qemu")
+
+
+@pytest.mark.parametrize("spoil, why", [
+    ("version", "layout version is not the image's"),
+    ("devices", "device count is outside what the image carries"),
+])
+def test_a_block_the_image_does_not_take_is_an_error_not_a_board_on_defaults(monkeypatch, spoil, why) -> None:
+    """The image says at boot what it adopted (the analog link's BOOT record); the launcher stops
+    with the reason instead of serving the image's defaults as if they were the board asked for
+    (a stale image carrying fewer devices, a block of another layout)."""
+    import struct
+
+    import firmware_sim.qemu as q
+
+    packed = q.config_block
+    if spoil == "version":
+        monkeypatch.setattr(q, "QCFG_VERSION", q.QCFG_VERSION + 1)
+    else:       # n_devices, the ninth u32 of the head, beyond any image's DNPU_MAX_DEVICES
+        monkeypatch.setattr(q, "config_block", lambda b: (lambda blk: blk[:32] + struct.pack("<I", 99) + blk[36:])(
+            packed(b)))
+    with pytest.raises(RuntimeError, match=why):
+        with run_qemu(BoardConfig(seed=SEED, watchdog_s=2.0), DeviceOptions(device="linear")):
+            pass

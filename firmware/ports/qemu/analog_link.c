@@ -197,3 +197,14 @@ bool analog_link_adc_read(analog_link *a, int32_t *codes)
     memcpy(codes, a->row_codes, a->board->n_devices * sizeof codes[0]);
     return a->row_ok;
 }
+
+void analog_link_announce(analog_link *a, unsigned config, uint32_t config_size)
+{
+    uint8_t rec[ANALOG_BOOT_SIZE];
+    rec[0] = (uint8_t)ANALOG_BOOT;
+    rec[1] = (uint8_t)config;
+    rec[2] = (uint8_t)(a->board->n_devices & 0xFFu);
+    rec[3] = (uint8_t)(a->board->n_devices >> 8);
+    dnpu_put32(rec + 4, config_size);
+    uart_send(rec, sizeof rec);
+}

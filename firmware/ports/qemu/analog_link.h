@@ -10,6 +10,11 @@
  *                           u64 now_ticks, u64 due_ticks, then n rows of 7K u16 DAC codes
  *   host -> guest  REPLY    'R' u8 ok, u16 n, then (ok only) n x K i32 ADC codes, sample-major
  * for the board's K devices (both sides know K from the boot configuration block).
+ * Once, at boot, before any block:
+ *   guest -> host  BOOT     'C' u8 config (0: the launcher's block adopted, else why it was not:
+ *                           the ANALOG_CONFIG_* codes), u16 n_devices, u32 the adopted block's size
+ * so the launcher knows the image serves the board it packed (a stale image or a block it
+ * refuses would otherwise boot on its defaults as another board).
  * `now_ticks` is the board clock (since boot) when the block's conversion began and `due_ticks`
  * when its sample clock made it due (0: not a real-time sweep); the emulator keeps them, so the
  * bench can report the sample clock's jitter. The core converts a block row by row: the first
@@ -30,6 +35,20 @@
 #define ANALOG_REQUEST_HEAD 28u
 #define ANALOG_REPLY_HEAD 4u
 #define ANALOG_REPLY_TIMEOUT_S 10u
+#define ANALOG_BOOT 'C'
+#define ANALOG_BOOT_SIZE 8u
+/* the BOOT record's config codes (firmware_sim/qemu_analog.py: CONFIG_REFUSED words them) */
+enum {
+    ANALOG_CONFIG_ADOPTED = 0,
+    ANALOG_CONFIG_NO_BLOCK = 1,         /* no magic at QCFG_ADDR */
+    ANALOG_CONFIG_VERSION = 2,          /* another layout version */
+    ANALOG_CONFIG_SIZE = 3,             /* size outside (header, QCFG_MAX_SIZE] */
+    ANALOG_CONFIG_DEVICES = 4,          /* n_devices outside 1..QCFG_MAX_DEVICES */
+    ANALOG_CONFIG_SERIAL = 5,           /* serial without its NUL */
+    ANALOG_CONFIG_JSON = 6,             /* fewer NUL-terminated descriptions than devices */
+    ANALOG_CONFIG_FIFO = 7,             /* adopted, but fifo_blocks did not fit and fell back */
+    ANALOG_CONFIG_INIT = 8,             /* the board refused the settings even so: it halts */
+};
 
 typedef struct analog_link {
     const dnpu_board *board;            /* read only: the sweep being converted */
@@ -49,5 +68,7 @@ void analog_link_stage(analog_link *a, unsigned channel, uint16_t code);
 void analog_link_latch(analog_link *a);
 void analog_link_force_zero(analog_link *a);
 bool analog_link_adc_read(analog_link *a, int32_t *codes);
+/* The BOOT record: `config` (an ANALOG_CONFIG_* code), the board's device count, `config_size`. */
+void analog_link_announce(analog_link *a, unsigned config, uint32_t config_size);
 
 #endif

@@ -93,18 +93,24 @@ static bool load_device_json(const qcfg *q, unsigned n, const char *json[QCFG_MA
     return true;
 }
 
-/* Take the launcher's block when it is valid (else keep the defaults); bounded by QCFG_MAX_SIZE. */
-static void load_config(dnpu_config *c)
+/* Take the launcher's block when it is valid (else keep the defaults); bounded by QCFG_MAX_SIZE.
+ * Returns ANALOG_CONFIG_ADOPTED, or the code of why the block was not taken. */
+static unsigned load_config(dnpu_config *c)
 {
     const qcfg *q = (const qcfg *)(uintptr_t)QCFG_ADDR;
-    if (q->magic != QCFG_MAGIC || q->version != QCFG_VERSION || q->size <= sizeof(qcfg)
-        || q->size > QCFG_MAX_SIZE || q->n_devices < 1 || q->n_devices > QCFG_MAX_DEVICES)
-        return;
+    if (q->magic != QCFG_MAGIC)
+        return ANALOG_CONFIG_NO_BLOCK;
+    if (q->version != QCFG_VERSION)
+        return ANALOG_CONFIG_VERSION;
+    if (q->size <= sizeof(qcfg) || q->size > QCFG_MAX_SIZE)
+        return ANALOG_CONFIG_SIZE;
+    if (q->n_devices < 1 || q->n_devices > QCFG_MAX_DEVICES)
+        return ANALOG_CONFIG_DEVICES;
     if (memchr(q->serial, 0, sizeof q->serial) == NULL)
-        return;
+        return ANALOG_CONFIG_SERIAL;
     const char *json[QCFG_MAX_DEVICES];
     if (!load_device_json(q, q->n_devices, json))
-        return;
+        return ANALOG_CONFIG_JSON;
     memcpy(c->device_json, json, q->n_devices * sizeof json[0]);
     c->n_devices = q->n_devices;
     c->seed = q->seed;
@@ -120,6 +126,7 @@ static void load_config(dnpu_config *c)
     c->sample_period_s = q->sample_period_s;
     memcpy(serial_, q->serial, sizeof serial_);
     c->serial = serial_;
+    return ANALOG_CONFIG_ADOPTED;
 }
 
 /* ---- main loop ---------------------------------------------------------------------------- */
@@ -128,7 +135,7 @@ int main(void)
 {
     static dnpu_config cfg;
     defaults(&cfg);
-    load_config(&cfg);
+    unsigned config = load_config(&cfg);
     cfg.firmware = "dnpu-bench-qemu 0.1.0";
     cfg.model = "DNPU-BENCH-QEMU-STM32F405";
 
@@ -143,10 +150,16 @@ int main(void)
     };
     if (dnpu_board_init(&board, &cfg, &hal) < 0) {
         cfg.fifo_blocks = DNPU_MAX_FIFO_BLOCKS;    /* a block that does not fit: fall back */
-        if (dnpu_board_init(&board, &cfg, &hal) < 0)
+        if (config == ANALOG_CONFIG_ADOPTED)
+            config = ANALOG_CONFIG_FIFO;
+        if (dnpu_board_init(&board, &cfg, &hal) < 0) {
+            analog_link_announce(&analog_, ANALOG_CONFIG_INIT, 0u);
             for (;;)
                 wait_for_interrupt();
+        }
     }
+    analog_link_announce(&analog_, config, config == ANALOG_CONFIG_ADOPTED || config == ANALOG_CONFIG_FIFO
+                                               ? ((const qcfg *)(uintptr_t)QCFG_ADDR)->size : 0u);
     watchdog_start();
     wakeup_init(DNPU_CPU_CLOCK_HZ, WAKEUP_HZ);
 
