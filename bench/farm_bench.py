@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The farm on Ray, side by side in one run: sampling on four boards against one, the ring
-search on two one-CPU Ray workers against one process, and a network validated on four boards
-against one.
+search on two one-CPU Ray workers against one process, a network validated on four boards
+against one, and the capacity search of three chips on two workers against one process
+(`--only capacity`, N = 4..`--cap-n-max`; the results must be identical).
 
     .venv/bin/python bench/farm_bench.py                 # both targets, table
     .venv/bin/python bench/farm_bench.py --json          # one JSON document on stdout
@@ -176,9 +177,37 @@ def bench_ring(a: argparse.Namespace) -> dict[str, Any]:
             "target": TARGET_RING, "met": bool(ratio >= TARGET_RING and same)}
 
 
+def bench_capacity(a: argparse.Namespace) -> dict[str, Any]:
+    """The capacity search of three chips (0, 5, 7; N = 4..cap-n-max) in one process against two
+    one-CPU Ray workers; the results must be identical."""
+    from host.experiments.options import set_threads
+    from host.farm.capacity import capacity_job, search_all
+    from host.farm.cluster import ClusterConfig, connect
+    from host.farm.tasks import TaskOptions, map_chunks
+
+    surrogates = [a.surrogate] + [str(ROOT / f"models/chips/virtual-dnpu-meanfield-seed{s}.onnx") for s in (5, 7)]
+    job = capacity_job(surrogates, [(1, 2)], {"n_min": 4, "n_max": a.cap_n_max, "seed": a.seed},
+                       engine="core", threads=1, chunk=a.cap_chunk)
+    set_threads(1, "core")
+    with connect(ClusterConfig("local", num_cpus=2, worker_niceness=os.nice(0))) as cluster:
+        map_chunks(_warm, [0, 1], cluster)
+        t = time.monotonic()
+        here = search_all(job, None)
+        t_here = time.monotonic() - t
+        t = time.monotonic()
+        farm = search_all(job, cluster, options=TaskOptions(num_cpus=1))
+        t_farm = time.monotonic() - t
+    identical = all(np.array_equal(x.found, y.found) and np.array_equal(x.margin, y.margin)
+                    for h, f in zip(here, farm) for x, y in zip(h.runs, f.runs))
+    return {"surrogates": [str(Path(p).relative_to(ROOT)) for p in surrogates], "n_max": a.cap_n_max,
+            "chunk": a.cap_chunk, "one_process_s": round(t_here, 2), "two_workers_s": round(t_farm, 2),
+            "ratio": round(t_here / t_farm, 3), "identical": bool(identical),
+            "capacity": [{str(r["n"]): r["capacity"] for r in h.rows()} for h in here]}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=("sampling", "ring", "validation"), default=None)
+    p.add_argument("--only", choices=("sampling", "ring", "validation", "capacity"), default=None)
     p.add_argument("--per-board", type=int, default=4 * 2032, help="plan samples per board")
     p.add_argument("--chunk", type=int, default=2032,
                    help="plan samples per chunk (16 reference rows are added to each)")
@@ -192,6 +221,8 @@ def main() -> int:
     p.add_argument("--fp32", action="store_true", help="ring: train in float32 (default: bfloat16, as the experiment)")
     p.add_argument("--val-images", type=int, default=400, help="validation: test images per board")
     p.add_argument("--val-chunk", type=int, default=100, help="validation: images per slice")
+    p.add_argument("--cap-n-max", type=int, default=8, help="capacity: the largest N searched")
+    p.add_argument("--cap-chunk", type=int, default=32, help="capacity: labellings per chunk")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     out: dict[str, Any] = {"load_average_before": list(os.getloadavg())}
@@ -201,6 +232,8 @@ def main() -> int:
         out["ring"] = bench_ring(a)
     if a.only in (None, "validation"):
         out["validation"] = bench_validation(a)
+    if a.only in (None, "capacity"):
+        out["capacity"] = bench_capacity(a)
     out["load_average_after"] = list(os.getloadavg())
     if a.json:
         print(json.dumps(out, indent=1))
@@ -232,6 +265,13 @@ def main() -> int:
                   f"{r['rate_ips']:7.2f}/s  every image once: {r['every_image_once']}  accuracy "
                   f"{100 * r['accuracy']:.2f} % (simulated {100 * r['simulated_accuracy']:.2f} %)  {r['per_board']}")
         print(f"  four / one = {v['ratio']:.2f}x")
+    if "capacity" in out:
+        c = out["capacity"]
+        print(f"capacity: the surrogate search of {len(c['surrogates'])} chips, N = 4..{c['n_max']}, chunks of "
+              f"{c['chunk']} labellings")
+        print(f"  one process, 1 thread : {c['one_process_s']:7.2f} s")
+        print(f"  2 one-CPU Ray workers : {c['two_workers_s']:7.2f} s  -> {c['ratio']:.2f}x, identical results: "
+              f"{c['identical']}")
     return 0
 
 

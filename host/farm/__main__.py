@@ -1,16 +1,17 @@
-"""python -m host.farm {sample,train,ring,info} [--cluster local|ray://HOST:PORT|auto] ...
+"""python -m host.farm {sample,train,validate,ring,capacity,info} [--cluster local|ray://HOST:PORT|auto] ...
 
     sample  measure one sampling plan on many boards (one Ray actor per board) into datasets
     train   one surrogate per device from those datasets, the trainings fanned out over the cluster
     validate  one network file measured on many boards (slices of the test set), per group of chips
     ring    the ring experiment's trial search, chunks fanned out over the cluster's CPUs
+    capacity  the capacity's labelling search of one chip or of every chip of a board, chunks fanned out
     info    what a cluster offers: nodes, CPUs, GPUs, boards (custom resources board:NAME)
 
 --cluster local starts a Ray cluster on this machine for the command's duration (the boards
 named with --board become its custom resources); --cluster ray://HOST:PORT joins a running
 cluster, whose nodes declare their own boards (ray start --resources '{"board:NAME": 1}').
 Without --cluster nothing is distributed and Ray is not imported: `sample` measures one board
-here (as python -m host.sample does), `train` and `ring` run their tasks one after another
+here (as python -m host.sample does), `train`, `ring` and `capacity` run their tasks one after another
 here, with the same results as on a cluster.
 
 Exit status: 0 done, 2 a failure the message explains (bad address, missing resource, a board
@@ -46,6 +47,19 @@ RING_EPILOG = """examples:
 Each chunk's trials are seeded from (seed, architecture, first trial) only, so the best trial is
 the same on any number of workers; a worker killed mid-chunk has that chunk run again (Ray task
 retries), finished chunks are on disk in --out/chunks and --resume skips them."""
+
+CAPACITY_EPILOG = """examples:
+  python -m host.farm capacity --cluster local --cpus 2 --n-max 10 --out results/farm-capacity
+  python -m host.farm capacity --cluster local --data-electrodes 1,4/0,3/1,4 --out results/farm-capacity-chips \
+         --surrogate models/surrogate.onnx,models/chips/virtual-dnpu-meanfield-seed5.onnx,models/chips/virtual-dnpu-meanfield-seed7.onnx
+
+Every device's labellings of every N are cut into chunks of --chunk labellings, one task each,
+seeded from (seed, N, first labelling) only: the same labellings are found with the same margins
+on any number of workers. A worker killed mid-chunk has that chunk run again, finished chunks are
+on disk in --out/chunks and --resume skips them. Writes --out/results.json (per device: the
+surrogate's C_N and robust C_N, VC estimates), --out/device-K/solutions.npz (every labelling's
+controls) and --out/capacity_devices.png. The board check of the solutions stays with
+python -m host.experiments capacity."""
 
 
 TRAIN_EPILOG = """examples:
@@ -85,6 +99,17 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--worker-niceness", type=int, default=None,
                    help="--cluster local: niceness of the workers (default Ray's 15: below any other load; "
                         "0: on a par with it)")
+
+
+def _search_args(p: argparse.ArgumentParser, out_help: str) -> None:
+    """The options of an experiment's search fanned out as tasks (ring, capacity)."""
+    p.add_argument("--engine", choices=("core", "torch"), default="core", help="surrogate engine of the workers")
+    p.add_argument("--threads", type=int, default=1, help="threads per chunk (and CPUs each task asks for)")
+    p.add_argument("--retries", type=int, default=3, help="times a chunk whose worker died is run again")
+    p.add_argument("--out", type=Path, required=True, help=out_help)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,13 +198,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prune-at", default="0.25,0.5,0.75", help="successive halving fractions of --epochs ('' for none)")
     r.add_argument("--prune-keep", type=float, default=0.5)
     r.add_argument("--fp32", action="store_true", help="train in float32 (default: bfloat16 autocast)")
-    r.add_argument("--engine", choices=("core", "torch"), default="core", help="surrogate engine of the workers")
-    r.add_argument("--threads", type=int, default=1, help="threads per chunk (and CPUs each task asks for)")
-    r.add_argument("--retries", type=int, default=3, help="times a chunk whose worker died is run again")
-    r.add_argument("--out", type=Path, required=True, help="output folder: results.json, chunks/")
-    r.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.add_argument("--json", action="store_true", help="print a JSON summary")
+    _search_args(r, "output folder: results.json, chunks/")
+
+    c = sub.add_parser("capacity", help="the capacity's labelling search on the cluster", epilog=CAPACITY_EPILOG,
+                       description="The capacity experiment's surrogate search (host.experiments.capacity) for one "
+                                   "surrogate or one per device of a board of several chips, its chunks of "
+                                   "labellings as Ray tasks.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _cluster_args(c)
+    c.add_argument("--surrogate", default="models/surrogate.onnx",
+                   help="surrogate ONNX file, or one per device, comma-separated in the board's device order")
+    c.add_argument("--data-electrodes", default="1,2",
+                   help="the two electrodes the points go on: one pair for every device (1,2) or one per device "
+                        "separated by / (1,4/0,3/1,4)")
+    from host.experiments.capacity_config import add_search_arguments
+    add_search_arguments(c)
+    c.add_argument("--seed", type=int, default=0, help="seed of initialisation and noise")
+    c.add_argument("--chunk", type=int, default=64, help="labellings per chunk (one task)")
+    _search_args(c, "output folder: results.json, device-K/, chunks/")
 
     i = sub.add_parser("info", help="what a cluster offers", description="Nodes, CPUs, GPUs and boards of a cluster.")
     _cluster_args(i)
@@ -200,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         return {"sample": _sample, "train": _train, "validate": _validate, "ring": _ring,
-                "info": _info}[args.command](args)
+                "capacity": _capacity, "info": _info}[args.command](args)
     except FarmError as e:
         return fail(str(e))
     except KeyboardInterrupt:
@@ -486,6 +522,82 @@ def _ring_run(args: argparse.Namespace) -> int:
         for a, b in summary["best"].items():
             print(f"{a:7s} best trial {b['trial']}: noise-free test {100 * b['clean_test_accuracy']:.2f} %, "
                   f"predicted (under noise) {100 * b['predicted_board_accuracy']:.2f} %")
+        print(f"{n_chunks} chunks in {wall:.1f} s; results in {out / 'results.json'}")
+    return 0
+
+
+# ---- capacity (the search) -------------------------------------------------------------------
+def _capacity(args: argparse.Namespace) -> int:
+    from host.experiments.errors import ExperimentError
+
+    try:
+        return _capacity_run(args)
+    except (ExperimentError, ValueError) as e:
+        raise FarmError(str(e)) from None
+
+
+def _electrode_pairs(text: str) -> list[tuple[int, int]]:
+    from host.experiments.data_electrodes import parse_data_electrodes
+
+    pairs = []
+    for part in text.split("/"):
+        pair = parse_data_electrodes(part.strip())
+        if not isinstance(pair, tuple):
+            raise FarmError(f"--data-electrodes: the farm takes given pairs ({text!r}); screen with "
+                            "python -m host.experiments capacity --data-electrodes auto first")
+        pairs.append(pair)
+    return pairs
+
+
+def _capacity_run(args: argparse.Namespace) -> int:
+    from host.board.chips import describe_chip, surrogate_chip
+    from host.experiments.capacity_cli import devices_table, plot_devices
+    from host.experiments.surrogates import load_surrogate, surrogate_paths
+    from host.farm.capacity import capacity_job, chunks_of, device_row, job_record, save_solutions, search_all
+    from host.farm.tasks import ChunkStore, TaskOptions
+
+    if args.retries < 0:
+        raise FarmError("--retries must be >= 0")
+    paths = surrogate_paths(args.surrogate)
+    overrides = {"n_min": args.n_min, "n_max": args.n_max, "attempts": args.attempts, "epochs": args.epochs,
+                 "seed": args.seed, "bf16": args.bf16}
+    job = capacity_job(paths, _electrode_pairs(args.data_electrodes), overrides, engine=args.engine,
+                       threads=args.threads, chunk=args.chunk)
+    out = Path(args.out)
+    store = ChunkStore(out / "chunks", job_record(job), resume=args.resume)
+    n_chunks = len(chunks_of(job))
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_chunks, desc="capacity chunks", unit="chunk", disable=args.quiet, dynamic_ncols=True)
+    t = time.monotonic()
+    try:
+        if args.cluster is None:
+            found = search_all(job, None, store=store, on_result=lambda i, r: bar.update(1))
+            where: dict[str, Any] = {"address": None}
+        else:
+            from host.farm.cluster import connect
+
+            with connect(_cluster_config(args)) as cluster:
+                where = cluster.describe()
+                found = search_all(job, cluster, store=store,
+                                   options=TaskOptions(num_cpus=args.threads, max_retries=args.retries),
+                                   on_result=lambda i, r: bar.update(1))
+    finally:
+        bar.close()
+    wall = time.monotonic() - t
+    chips = [describe_chip(surrogate_chip(load_surrogate(p, engine="torch").metadata)) for p in job.surrogates]
+    rows = [device_row(f, chips[f.device]) for f in found]
+    for f, row in zip(found, rows):
+        row["solutions"] = str(save_solutions(out / f"device-{f.device}", f))
+    results = {"job": job_record(job), "cluster": where, "wall_s": round(wall, 3), "chunks": n_chunks,
+               "devices": rows}
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot_devices(out / "capacity_devices.png", rows)
+    if args.json:
+        print(json.dumps({"out": str(out), "wall_s": results["wall_s"], "chunks": n_chunks,
+                          "devices": [{k: r[k] for k in ("device", "chip", "vc", "capacity")} for r in rows]}))
+    else:
+        print(devices_table(rows), end="")
         print(f"{n_chunks} chunks in {wall:.1f} s; results in {out / 'results.json'}")
     return 0
 

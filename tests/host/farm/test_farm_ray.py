@@ -287,6 +287,25 @@ def test_ring_search_on_the_cluster_equals_one_process(cluster, tmp_path: Path) 
     assert float(s["clean"][0]) == pytest.approx(here.best()["clean_test_accuracy"])
 
 
+# ---- the capacity search ----------------------------------------------------------------------
+def test_capacity_search_of_two_chips_on_the_cluster_equals_one_process(cluster, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    from host.farm.capacity import capacity_job, job_record, search_all
+    from host.farm.tasks import ChunkStore
+
+    paths = [str(root / "models" / "surrogate.onnx"), str(root / "models/chips/virtual-dnpu-meanfield-seed5.onnx")]
+    job = capacity_job(paths, [(1, 2)], {"n_min": 4, "n_max": 4, "attempts": 2, "epochs": 100},
+                       engine="torch", threads=1, chunk=2)
+    here = search_all(job, None)
+    st = ChunkStore(tmp_path / "chunks", job_record(job), resume=False)
+    there = search_all(job, cluster, store=st, options=TaskOptions(num_cpus=1))
+    for h, t in zip(here, there):
+        assert h.rows()[0] == {**t.rows()[0], "wall_s": h.rows()[0]["wall_s"]}
+        for a, b in zip(h.runs, t.runs):
+            assert np.array_equal(a.found, b.found) and np.array_equal(a.margin, b.margin)
+            assert np.array_equal(a.solution, b.solution)
+
+
 # ---- one network on several boards ------------------------------------------------------------
 VALIDATION_BOARDS = {         # noise-free linear chips, no DAC errors: every board of a chip agrees
     "v1": "sim://?seed=21&device=linear&chips=0&dac_gain_error=0&dac_offset_error_mv=0",

@@ -22,7 +22,8 @@ def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 def test_importing_the_farm_and_its_cli_does_not_import_ray() -> None:
     r = _python("import sys, host.farm, host.farm.__main__ as m, host.farm.boards, host.farm.sampling, "
-                "host.farm.tasks, host.farm.ring, host.farm.cluster, host.farm.training, host.farm.validation\n"
+                "host.farm.tasks, host.farm.ring, host.farm.capacity, host.farm.cluster, host.farm.training, "
+                "host.farm.validation\n"
                 "m.build_parser()\n"
                 "assert 'ray' not in sys.modules, 'ray imported'\nprint('ok')")
     assert r.returncode == 0, r.stderr
@@ -140,3 +141,42 @@ def _square(x: int) -> dict:
 
 def _fail(x: int) -> dict:
     raise AssertionError("a stored chunk ran again")
+
+
+def test_capacity_cli_here_gives_each_chip_its_own_search_and_resumes(tmp_path: Path) -> None:
+    """Copies of one chip get the same search (a chunk's seed is its N and first labelling, not its
+    device); another chip gets another; a resumed run reads its chunks and changes nothing."""
+    import json
+
+    from host.farm.__main__ import main
+
+    chip0, chip5 = "models/surrogate.onnx", "models/chips/virtual-dnpu-meanfield-seed5.onnx"
+    small = ["capacity", "--n-min", "4", "--n-max", "5", "--attempts", "2", "--epochs", "150", "--chunk", "4",
+             "--engine", "torch", "--quiet", "--json", "--surrogate", f"{chip0},{chip5},{chip0}"]
+    out = tmp_path / "cap"
+    assert main([*small, "--data-electrodes", "1,2", "--out", str(out)]) == 0
+    first = json.loads((out / "results.json").read_text())
+    rows = first["devices"]
+    assert [r["chip"] for r in rows] == ["virtual-dnpu-meanfield seed 0 (30 sites)",
+                                         "virtual-dnpu-meanfield seed 5 (30 sites)",
+                                         "virtual-dnpu-meanfield seed 0 (30 sites)"]
+    strip = [{k: v for k, v in r.items() if k not in ("device", "solutions", "table")} for r in rows]
+    assert strip[0] == strip[2] and strip[0] != strip[1]
+    import numpy as np
+    sol = [np.load(out / f"device-{d}" / "solutions.npz") for d in range(3)]
+    assert np.array_equal(sol[0]["controls_5"], sol[2]["controls_5"])
+    assert sol[0]["labels_5"].shape == (30, 5) and sol[0]["controls_5"].shape == (30, 5)
+    assert main([*small, "--data-electrodes", "1,2", "--out", str(out), "--resume"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert [r["capacity"] for r in again["devices"]] == [r["capacity"] for r in rows]
+    assert main([*small, "--data-electrodes", "1,2", "--out", str(out)]) == 2     # a second job: --resume asked
+
+
+def test_capacity_cli_bad_electrodes_are_one_line(tmp_path: Path, capsys) -> None:
+    from host.farm.__main__ import main
+
+    base = ["capacity", "--surrogate", "models/surrogate.onnx,models/surrogate.onnx", "--out", str(tmp_path)]
+    assert main([*base, "--data-electrodes", "1,2/0,3/1,4"]) == 2
+    assert "3 data-electrode pairs for 2 surrogates" in capsys.readouterr().err
+    assert main([*base, "--data-electrodes", "auto"]) == 2
+    assert "screen with python -m host.experiments capacity --data-electrodes auto" in capsys.readouterr().err
