@@ -37,6 +37,13 @@ def labellings(n: int) -> np.ndarray:
     return ((codes[:, None] >> np.arange(n)[None, :]) & 1).astype(np.float32)
 
 
+def searched_labellings(cfg: CapacityConfig, n: int) -> np.ndarray:
+    """The labellings of n points a search trains: the first half of labellings(n) when each
+    complement gets its partner's result (cfg.use_complements, mirrored by with_complements)."""
+    labs = labellings(n)
+    return labs[:len(labs) // 2] if cfg.use_complements else labs
+
+
 def noise_schedule(std0: float, attempts: int) -> list[float]:
     """sigma_{n+1}^2 = (1 - (n+1)/attempts) sigma_n^2, starting at std0."""
     var, out = std0 ** 2, []
@@ -215,12 +222,8 @@ def capacity_runs(make_model: Callable[[int, torch.Generator], nn.Module], cfg: 
     for n in range(cfg.n_min, cfg.n_max + 1):
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + n)
         torch.manual_seed(cfg.seed * 1000 + n)      # the noise injected while training
-        labs = labellings(n)
-        if cfg.use_complements:
-            r = search(make_model, n, torch.as_tensor(labs[:len(labs) // 2]), cfg, gen, progress, points)
-            out.append(with_complements(r))
-        else:
-            out.append(search(make_model, n, torch.as_tensor(labs), cfg, gen, progress, points))
+        r = search(make_model, n, torch.as_tensor(searched_labellings(cfg, n)), cfg, gen, progress, points)
+        out.append(with_complements(r) if cfg.use_complements else r)
     return out
 
 

@@ -47,16 +47,10 @@ def chunk_seed(seed: int, n: int, first: int) -> int:
     return int(np.random.SeedSequence([int(seed), 0xCA9, int(n), int(first)]).generate_state(1)[0])
 
 
-def searched_labellings(cfg: Any, n: int) -> np.ndarray:
-    """The labellings of N points the search trains: the first half when complements are mirrored."""
-    from host.experiments.capacity import labellings
-
-    labs = labellings(n)
-    return labs[:len(labs) // 2] if cfg.use_complements else labs
-
-
 def chunks_of(job: CapacityJob) -> list[tuple[int, int, int, int]]:
     """(device, N, first, end) for every chunk of the job, device by device, N by N."""
+    from host.experiments.capacity import searched_labellings
+
     out = []
     for d, cfg in enumerate(job.cfgs):
         for n in range(cfg.n_min, cfg.n_max + 1):
@@ -69,7 +63,7 @@ def capacity_chunk(job: CapacityJob, chunk: tuple[int, int, int, int]) -> dict[s
     """Search labellings first..end-1 of N points on device d's surrogate: found, margin, attempts, controls."""
     import torch
 
-    from host.experiments.capacity import search
+    from host.experiments.capacity import search, searched_labellings
     from host.experiments.options import set_threads
     from host.experiments.surrogates import load_surrogate
     from host.networks.classifiers import TrialDNPUClassifier
@@ -109,7 +103,7 @@ def search_all(job: CapacityJob, cluster: Cluster | None, *, store: ChunkStore |
                options: TaskOptions = TaskOptions(),
                on_result: Callable[[int, dict[str, np.ndarray]], None] | None = None) -> list[DeviceCapacity]:
     """Every chunk of the job on `cluster` (None: here), merged per device and N in labelling order."""
-    from host.experiments.capacity import CapacityN, with_complements
+    from host.experiments.capacity import CapacityN, searched_labellings, with_complements
 
     chunks = chunks_of(job)
     results = map_chunks(capacity_chunk, chunks, cluster, shared=(job,), options=options, store=store,
@@ -164,15 +158,15 @@ def job_record(job: CapacityJob) -> dict[str, Any]:
 
 
 def device_row(found: DeviceCapacity, chip: str) -> dict[str, Any]:
-    """A device's row as host.experiments.capacity_cli.summarise_device makes it (its table and plot read it)."""
+    """A device's row as host.experiments.capacity_cli.summarise_device makes it from a one-device
+    run's results (its table and plot read it), with the surrogate's table."""
     from host.experiments.capacity import vc_estimate
+    from host.experiments.capacity_cli import summarise_device
 
     rows = found.rows()
-    return {"device": found.device, "surrogate": found.surrogate, "chip": chip,
-            "data_electrodes": list(found.electrodes),
-            "vc": {"surrogate": vc_estimate(rows), "surrogate_robust": vc_estimate(rows, "robust_capacity")},
-            "capacity": {"surrogate": {str(r["n"]): r["capacity"] for r in rows},
-                         "surrogate_robust": {str(r["n"]): r["robust_capacity"] for r in rows}},
+    results = {"data_electrodes": list(found.electrodes), "table": {"surrogate": rows, "surrogate_robust": rows},
+               "vc": {"surrogate": vc_estimate(rows), "surrogate_robust": vc_estimate(rows, "robust_capacity")}}
+    return {"device": found.device, "surrogate": found.surrogate, "chip": chip, **summarise_device(results),
             "table": rows}
 
 
