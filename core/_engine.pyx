@@ -64,6 +64,9 @@ cdef extern from "dnpu_core.h" nogil:
     int dnpu_isa_env_status()
     const char *dnpu_isa_name(int isa)
     double dnpu_fma_peak_gflops(int isa, int n_threads, double seconds)
+    long long dnpu_volts_to_codes(size_t n, int w, const double *v, const double *v0,
+                                  const double *per_code, const double *lo_v, const double *hi_v,
+                                  const double *lo_code, const double *hi_code, unsigned short *out)
 
 cdef enum:
     OP_LINEAR = 0
@@ -133,6 +136,30 @@ def fma_peak_gflops(int threads=1, isa=None, double seconds=0.2) -> float:
     if g < 0:
         raise ValueError("fma_peak_gflops: invalid arguments")
     return g
+
+
+def volts_to_codes(const double[:, ::1] v, const double[::1] v0, const double[::1] per_code,
+                   const double[::1] lo_v, const double[::1] hi_v, const double[::1] lo_code,
+                   const double[::1] hi_code, unsigned short[:, ::1] out) -> int:
+    """DAC codes of volts [n, w] into out [n, w] (uint16) in one pass, each column checked
+    against [lo_v, hi_v] and its codes clamped to [lo_code, hi_code]: -1 when every value was
+    inside, else the flat index of the first value outside (NaN included; out is then partial)."""
+    cdef Py_ssize_t w = v.shape[1]
+    if out.shape[0] != v.shape[0] or out.shape[1] != w:
+        raise ValueError(f"volts_to_codes: out has shape {tuple(out.shape)[:2]}, volts {tuple(v.shape)[:2]}")
+    for name, col in (("v0", v0), ("per_code", per_code), ("lo_v", lo_v), ("hi_v", hi_v),
+                      ("lo_code", lo_code), ("hi_code", hi_code)):
+        if col.shape[0] != w:
+            raise ValueError(f"volts_to_codes: {name} has {col.shape[0]} values for {w} columns")
+    if v.shape[0] == 0:
+        return -1
+    cdef long long rc
+    with nogil:
+        rc = dnpu_volts_to_codes(<size_t>v.shape[0], <int>w, &v[0, 0], &v0[0], &per_code[0],
+                                 &lo_v[0], &hi_v[0], &lo_code[0], &hi_code[0], &out[0, 0])
+    if rc == -2:
+        raise ValueError(f"volts_to_codes: {w} columns or codes outside 0..65535 not supported")
+    return rc
 
 
 cdef object _as_f32_2d(object x, Py_ssize_t ncols, str what):

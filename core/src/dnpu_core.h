@@ -13,6 +13,7 @@
 #define DNPU_CORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -145,6 +146,18 @@ const char *dnpu_isa_name(int isa);
 /* Measured FMA throughput (GFLOP/s, 2 flops per lane per FMA) of n_threads threads running
  * independent FMA chains with the given instruction set for about `seconds`. */
 double dnpu_fma_peak_gflops(int isa, int n_threads, double seconds);
+
+/* ---- DAC quantisation (quantise.c) --------------------------------------------------------- */
+
+/* Volts to DAC codes in one pass: v is n rows of w values (w <= 64), column c inside
+ * [lo_v[c], hi_v[c]] (NaN is not), its code rint((v - v0[c]) / per_code[c]) clamped to
+ * [lo_code[c], hi_code[c]] (codes within 0..65535). Returns -1 when every value was inside (out,
+ * n rows of w codes, is then written), else the flat index of the first value outside (out is
+ * then partly written); -2 for a width or code range it cannot take (nothing written). The same
+ * arithmetic as numpy's subtract, divide, rint, maximum, minimum. */
+long long dnpu_volts_to_codes(size_t n, int w, const double *v, const double *v0, const double *per_code,
+                              const double *lo_v, const double *hi_v, const double *lo_code,
+                              const double *hi_code, uint16_t *out);
 
 #ifdef __cplusplus
 }

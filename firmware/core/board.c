@@ -753,7 +753,7 @@ static void handle_frame(dnpu_board *b, const dnpu_frame *f, double t)
             credit(b, f->payload);
         return;
     }
-    uint32_t key = dnpu_crc32(dnpu_crc32(0, &f->msg, 1), f->payload, f->len);
+    uint32_t key = dnpu_crc32_combine(dnpu_crc32(0, &f->msg, 1), f->payload_crc, f->len);  /* CRC of msg, payload */
     const dnpu_cached_reply *hit = cache_find(b, f->seq);
     if (hit != NULL && hit->key == key) {
         CNT(b, cached_replies);

@@ -103,7 +103,12 @@ dnpu_dec_result dnpu_decoder_next(dnpu_decoder *d, dnpu_frame *f)
         f->seq = dnpu_get16(h + DNPU_OFF_SEQ);
         f->len = length;
         f->payload = h + DNPU_HEADER_SIZE;
-        uint32_t crc = dnpu_crc32(crc_seed(f->msg), h + DNPU_OFF_LEN, end - i - DNPU_OFF_LEN);
+        /* one pass over the payload: its own CRC (the board keys its reply cache by it), the
+         * frame's from the header's and that */
+        f->payload_crc = dnpu_crc32(0, f->payload, length);
+        uint32_t crc = dnpu_crc32_combine(dnpu_crc32(crc_seed(f->msg), h + DNPU_OFF_LEN,
+                                                     DNPU_HEADER_SIZE - DNPU_OFF_LEN),
+                                          f->payload_crc, length);
         if (crc != dnpu_get32(d->buf + end)) {
             d->crc_errors++;
             d->pos = i + 1;

@@ -32,6 +32,7 @@ typedef struct dnpu_frame {
     uint16_t seq;
     uint16_t len;
     const uint8_t *payload;   /* valid until the decoder is next fed or asked */
+    uint32_t payload_crc;     /* crc32(0, payload, len): the frame's CRC is checked from it */
 } dnpu_frame;
 
 typedef struct dnpu_decoder {

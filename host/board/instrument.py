@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from core._engine import volts_to_codes as quantise_volts
 from core.electrodes import N_ELECTRODES
 from host.board import protocol as P
 from host.board.errors import (BoardError, BoardTimeout, IncompatibleBoard, LimitError,
@@ -222,6 +223,7 @@ class Board:
         self.device_limits_v = np.array(ident["limits_v"], dtype=np.float64).reshape(self.n_devices, N_ELECTRODES, 2)
         self.limits_v = self.device_limits_v[0]
         self._limit_codes = np.array(ident["limit_codes"], dtype=np.int64).reshape(c, 2)
+        self._limit_codes_f = [np.ascontiguousarray(self._limit_codes[:, k], dtype=np.float64) for k in (0, 1)]
         self._na_per_code = float(ident["adc"]["na_per_code"])
         self._na_at_0 = float(ident["adc"]["na_at_code0"])
         self.max_slew_v_per_s = float(ident["max_slew_v_per_s"])
@@ -268,51 +270,44 @@ class Board:
 
     def volts_to_codes(self, volts: Any, device: int = 0) -> np.ndarray:
         """DAC codes uint16 [n, 7] of `device` for volts [n, 7] (checked against its limits)."""
-        return self._device_codes(self.validate(volts, device), device)
+        return self._device_codes(volts, device)
 
-    def _device_codes(self, checked: np.ndarray, device: int) -> np.ndarray:
-        """DAC codes of `device` for volts already checked against its limits."""
+    def _device_codes(self, volts: Any, device: int) -> np.ndarray:
+        """DAC codes of `device` for volts [n, 7], checked against its limits: the common case
+        (a float64 array, every value inside) in one pass of the core's quantiser; anything else
+        through `validate` first (its errors, and values past a limit by float32 rounding
+        taken as the limit)."""
+        v = volts
+        if not (isinstance(v, np.ndarray) and v.dtype == np.float64 and v.ndim == 2
+                and v.shape[1] == N_ELECTRODES and v.flags.c_contiguous):
+            v = np.ascontiguousarray(self.validate(v, device))
         cols = self._columns(device)
-        return self._to_codes(checked, self._v_at_0[cols], self._v_per_code[cols], self._limit_codes[cols])
+        lim = self.device_limits_v[self.device_index(device)]
+        out = np.empty(v.shape, np.uint16)
+        args = tuple(np.ascontiguousarray(a) for a in (
+            self._v_at_0[cols], self._v_per_code[cols], lim[:, 0], lim[:, 1],
+            self._limit_codes_f[0][cols], self._limit_codes_f[1][cols]))
+        if quantise_volts(v, *args, out) >= 0:        # some value outside: the full check decides
+            v = np.ascontiguousarray(self.validate(v, device))
+            if quantise_volts(v, *args, out) >= 0:
+                raise AssertionError("volts inside their limits after validate were refused")
+        return out
 
     def _full_codes(self, volts: dict[int, np.ndarray]) -> np.ndarray:
         """Codes [n, channels]: each device of `volts` ({device: [n, 7]}) at its volts (all checked
         first), the devices not named at their present targets (read from the board)."""
-        checked = {d: self.validate(v, d) for d, v in volts.items()}
-        n = len(next(iter(checked.values())))
-        if any(len(v) != n for v in checked.values()):
+        codes = {d: self._device_codes(v, d) for d, v in volts.items()}
+        n = len(next(iter(codes.values())))
+        if any(len(c) != n for c in codes.values()):
             raise LimitError("every device needs the same number of rows")
-        if len(checked) == self.n_devices:
+        if len(codes) == self.n_devices == 1:
+            return codes[next(iter(codes))]
+        if len(codes) == self.n_devices:
             out = np.empty((n, self.channels), np.uint16)
         else:
             out = np.tile(self._output_codes()[1].astype(np.uint16), (n, 1))
-        for d, v in checked.items():
-            out[:, self._columns(d)] = self._device_codes(v, d)
-        return out
-
-    @staticmethod
-    def _to_codes(v: np.ndarray, v_at_0: np.ndarray, v_per_code: np.ndarray, limit_codes: np.ndarray) -> np.ndarray:
-        v = np.ascontiguousarray(v)
-        width = v.shape[1]
-        out = np.empty(v.shape, dtype=np.uint16)
-        rows = min(1 << 14, len(v))     # per chunk: flat loops against tiled constants, in cache
-        if rows == 0:
-            return out
-        v0, per_code = np.tile(v_at_0, rows), np.tile(v_per_code, rows)
-        lo, hi = (np.tile(limit_codes[:, k].astype(np.float64), rows) for k in (0, 1))
-        flat_v, flat_out, m = v.reshape(-1), out.reshape(-1), rows * width
-        tmp = np.empty(m)
-        for i in range(0, len(flat_v), m):
-            c = flat_v[i:i + m]
-            n = len(c)
-            x = tmp[:n]
-            np.subtract(c, v0[:n], out=x)
-            np.divide(x, per_code[:n], out=x)
-            np.rint(x, out=x)
-            # A value inside the limits may round one code past them: keep it inside.
-            np.maximum(x, lo[:n], out=x)
-            np.minimum(x, hi[:n], out=x)
-            flat_out[i:i + n] = x
+        for d, c in codes.items():
+            out[:, self._columns(d)] = c
         return out
 
     def codes_to_volts(self, codes: np.ndarray, device: int = 0) -> np.ndarray:

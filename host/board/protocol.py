@@ -107,11 +107,11 @@ class MessageSpec:
             body = self.head.pack(*(values[n] for n in self.fields))
         except struct.error as e:
             raise ProtocolError(f"{self.name}: {e}") from None
-        if isinstance(tail, np.ndarray):
-            tail = np.ascontiguousarray(tail, dtype=self.tail_dtype).tobytes()
-        if tail and not self.tail:
+        if isinstance(tail, np.ndarray):     # its buffer, joined to the head in one copy
+            tail = np.ascontiguousarray(tail, dtype=self.tail_dtype).reshape(-1).view(np.uint8)
+        if len(tail) and not self.tail:
             raise ProtocolError(f"{self.name} takes no tail")
-        return body + tail
+        return b"".join((body, tail))
 
     def unpack(self, payload: bytes) -> dict[str, Any]:
         """Field dict; the tail (if any) under "tail". Raises ProtocolError on a bad length."""
@@ -195,8 +195,8 @@ def encode_frame(msg_id: int, seq: int, payload: bytes = b"", flags: int = 0,
         raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     pre = _PRE.pack(SYNC, len(payload), msg_id, flags, seq & 0xFFFF)
     header = pre + _U16.pack(binascii.crc_hqx(pre, HCRC_INIT))
-    crc = zlib.crc32(header[OFF_LEN:] + payload, seed_for(msg_id, schema_hash))
-    return header + payload + _U32.pack(crc)
+    crc = zlib.crc32(payload, zlib.crc32(header[OFF_LEN:], seed_for(msg_id, schema_hash)))
+    return b"".join((header, payload, _U32.pack(crc)))
 
 
 def build(name: str, seq: int, tail: bytes | np.ndarray = b"", frame_flags: int = 0,
@@ -284,7 +284,8 @@ class FrameDecoder:
             end = head_end + length
             if n < end + CRC_SIZE:
                 break
-            payload = bytes(buf[head_end:end])
+            with memoryview(buf) as view:   # one copy of the payload, not two
+                payload = bytes(view[head_end:end])
             crc = zlib.crc32(payload, zlib.crc32(buf[at + OFF_LEN:head_end], seed_for(msg, self.schema_hash)))
             if crc != _U32.unpack_from(buf, end)[0]:
                 st.crc_errors += 1

@@ -2,7 +2,9 @@
 replies byte for byte those of firmware_sim (the behaviour it must reproduce)."""
 from __future__ import annotations
 
+import ctypes
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -12,9 +14,25 @@ from firmware_sim.devices import MAX_DEVICES as SIM_MAX_DEVICES
 from firmware_sim.devices import DeviceArray, LinearDevice
 from host.board import protocol as H
 
-from fake_board import MAX_DEVICES, TICKS_PER_S, FakeBoard, codes_of
+from fake_board import LIBRARY, MAX_DEVICES, TICKS_PER_S, FakeBoard, codes_of
 
 ZERO = 32768
+
+
+def test_crc32_and_its_combination_are_zlibs() -> None:
+    # the core checks a frame's CRC from its header's and its payload's (one pass over the
+    # payload, eight bytes a step on Linux builds): every length and seed must agree with zlib
+    lib = ctypes.CDLL(str(LIBRARY))
+    u32, sz = ctypes.c_uint32, ctypes.c_size_t
+    lib.dnpu_crc32.restype, lib.dnpu_crc32.argtypes = u32, [u32, ctypes.c_char_p, sz]
+    lib.dnpu_crc32_combine.restype, lib.dnpu_crc32_combine.argtypes = u32, [u32, u32, sz]
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 7, 8, 9, 15, 16, 63, 1000, 8192):
+        a, b = rng.bytes(int(rng.integers(0, 40))), rng.bytes(n)
+        seed = int(rng.integers(0, 1 << 32))
+        assert lib.dnpu_crc32(seed, b, n) == zlib.crc32(b, seed)
+        assert lib.dnpu_crc32_combine(zlib.crc32(a), zlib.crc32(b), n) == zlib.crc32(a + b)
+        assert lib.dnpu_crc32_combine(seed, zlib.crc32(b), n) == zlib.crc32(b, seed)
 
 
 def test_power_up_at_zero_volts_latched_safe() -> None:

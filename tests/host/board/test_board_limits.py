@@ -52,3 +52,35 @@ def test_error_names_electrode_sample_and_distance() -> None:
     assert float(shown) == v[28, 0] and shown != "-1.2"
     with pytest.raises(LimitError, match=r"e5 sample 0: 0.31 V is 0.01 V above its limits \[-0.7, 0.3\]"):
         check_volts([0, 0, 0, 0, 0, 0.31, 0], LIMITS)
+
+
+def _numpy_codes(v: np.ndarray, v0: np.ndarray, per: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The definition of a DAC code, in numpy: the nearest code (ties to even), kept in range."""
+    return np.minimum(np.maximum(np.rint((v - v0) / per), lo), hi).astype(np.uint16)
+
+
+def test_the_cores_quantiser_gives_the_defined_codes_and_refuses_what_is_outside() -> None:
+    from core._engine import volts_to_codes
+    rng = np.random.default_rng(3)
+    v0, per = np.full(7, -2.0), np.full(7, 4.0 / 65536)
+    per[6] = 3.9 / 65536                                       # an odd step on one channel
+    lo_c = np.rint((LIMITS[:, 0] - v0) / per) + 1             # a code range narrower than the volts
+    hi_c = np.rint((LIMITS[:, 1] - v0) / per) - 1
+    v = rng.uniform(LIMITS[:, 0], LIMITS[:, 1], (5000, 7))
+    k = rng.integers(0, 65535, (5000, 7))
+    v[:1000] = np.clip(v0 + (k[:1000] + 0.5) * per, LIMITS[:, 0], LIMITS[:, 1])   # ties
+    v[1000:1010] = LIMITS[:, 0]
+    v[1010:1020] = LIMITS[:, 1]                                # on the limits: clamped codes
+    out = np.empty(v.shape, np.uint16)
+    assert volts_to_codes(v, v0, per, LIMITS[:, 0].copy(), LIMITS[:, 1].copy(), lo_c, hi_c, out) == -1
+    np.testing.assert_array_equal(out, _numpy_codes(v, v0, per, lo_c, hi_c))
+    assert out[1000, 0] == lo_c[0] and out[1010, 6] == hi_c[6]
+    for value, where in ((np.nan, (7, 3)), (0.6 + 1e-12, (9, 2)), (-0.7 - 1e-9, (11, 5))):
+        bad = v.copy()
+        bad[where] = value
+        assert volts_to_codes(bad, v0, per, LIMITS[:, 0].copy(), LIMITS[:, 1].copy(), lo_c, hi_c, out) \
+            == where[0] * 7 + where[1]
+    with pytest.raises(ValueError, match="out has shape"):
+        volts_to_codes(v, v0, per, LIMITS[:, 0].copy(), LIMITS[:, 1].copy(), lo_c, hi_c, out[:10])
+    with pytest.raises(ValueError, match="v0 has 6 values"):
+        volts_to_codes(v, v0[:6], per, LIMITS[:, 0].copy(), LIMITS[:, 1].copy(), lo_c, hi_c, out)
