@@ -9,7 +9,9 @@ was measured on (for a board of several devices, the identity as seen through th
 """
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 #: entries of a device description that name the chip (a virtual DNPU: model, version, seed,
@@ -59,6 +61,18 @@ def _source_chip(source: Any) -> dict[str, Any] | None:
     if isinstance(variant, dict):
         return _source_chip(variant.get("source"))
     return None
+
+
+def is_twin_of(chip: dict[str, Any] | None, surrogate_path: str | Path) -> bool:
+    """Whether `chip` (a device's, from `board_chips`) is a digital twin running the very file at
+    `surrogate_path`: then the file's predictions are the twin's, whatever chip the file itself
+    was measured on."""
+    if chip is None or "sha256" not in chip:
+        return False
+    try:
+        return hashlib.sha256(Path(surrogate_path).read_bytes()).hexdigest() == chip["sha256"]
+    except OSError:
+        return False
 
 
 def describe_chip(chip: dict[str, Any] | None) -> str:

@@ -82,11 +82,13 @@ class BoardSession:
     def check_chip(self, sur: Any) -> dict[str, Any]:
         """The surrogate's chip against the chip of the session's device: a record for the results,
         and a warning (kept in ``warnings``) when they differ (the prediction is for another chip)."""
-        from host.board.chips import board_chips, describe_chip, surrogate_chip
+        from host.board.chips import board_chips, describe_chip, is_twin_of, surrogate_chip
 
         want, have = surrogate_chip(sur.metadata), board_chips(self.board.identity)[self.device]
+        twin = is_twin_of(have, sur.path)
         rec = {"device": self.device, "surrogate": sur.path, "surrogate_chip": describe_chip(want),
-               "device_chip": describe_chip(have), "same": None if want is None or have is None else want == have}
+               "device_chip": describe_chip(have) + (" (the twin of this surrogate file)" if twin else ""),
+               "same": True if twin else None if want is None or have is None else want == have}
         if rec["same"] is False:
             msg = (f"surrogate {sur.path!r} was measured on {describe_chip(want)}, but device {self.device} of the "
                    f"board carries {describe_chip(have)}: the surrogate's predictions are for another chip")
@@ -177,7 +179,7 @@ def check_chips(session: BoardSession, surrogates: Sequence[Any]) -> list[dict[s
     device order), each file's chip against its device's: an ExperimentError on a mismatch or a
     count that differs (a surrogate never stands for a chip other than its own); the pairs, for
     the results."""
-    from host.board.chips import board_chips, describe_chip, surrogate_chip
+    from host.board.chips import board_chips, describe_chip, is_twin_of, surrogate_chip
 
     chips = board_chips(session.board.identity)
     if len(chips) != len(surrogates):
@@ -185,6 +187,8 @@ def check_chips(session: BoardSession, surrogates: Sequence[Any]) -> list[dict[s
     out = []
     for d, (s, c) in enumerate(zip(surrogates, chips)):
         want = surrogate_chip(s.metadata)
+        if is_twin_of(c, s.path):                    # the twin of this very file
+            want = c
         if want is not None and c is not None and want != c:
             raise ExperimentError(f"surrogate {s.path!r} was measured on {describe_chip(want)}, but device {d} of "
                                   f"the board carries {describe_chip(c)}: give the surrogates in the board's device order")

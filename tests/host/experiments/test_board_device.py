@@ -48,6 +48,17 @@ def test_the_chip_is_checked_and_a_mismatch_is_warned_about() -> None:
             pass
 
 
+def test_a_twin_of_the_surrogates_own_file_is_its_chip() -> None:
+    # the twin runs the file itself: its predictions are the twin's, no warning; a surrogate of
+    # another chip on that twin is warned about
+    with BoardSession(f"sim://?device=surrogate&model={SEED5}", device=0) as s:
+        rec = s.check_chip(load_surrogate(SEED5, engine="torch"))
+        assert rec["same"] is True and "twin of this surrogate file" in rec["device_chip"] and not s.warnings
+        with pytest.warns(UserWarning, match="the surrogate's predictions are for another chip"):
+            rec = s.check_chip(load_surrogate(CHIP0, engine="torch"))
+        assert rec["same"] is False
+
+
 def test_gates_on_device_1_of_a_two_chip_board(tmp_path) -> None:
     out = tmp_path / "gates"
     rc = main(["gates", "--gates", "NAND", "--trials", "6", "--epochs", "400", "--repeats", "10",
