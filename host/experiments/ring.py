@@ -515,6 +515,10 @@ def plot_board_time(path: Path, off_chip: dict[str, Any], loops: dict[str, Any],
         if hist:
             ax.plot([t0 + h["board_s"] for h in hist], [100 * h["best_train_accuracy"] for h in hist], "-",
                     color=col, alpha=0.7, label=f"{name}: in the loop (train, measured)")
+        ga = (lp.get("ga") or {}).get("history", [])
+        if ga:
+            ax.plot([t0 + g["board_s"] for g in ga], [100 * g["best_fitness"] for g in ga], "--", color=col, alpha=0.7,
+                    label=f"{name}: the loop's GA (train, best measured)")
         b = lp.get("board", {})
         if "accuracy_mean" in b and hist:
             ax.plot([t0 + lp["account"]["board_s"] + b["account"]["board_s"]], [100 * b["accuracy_mean"]], "*",
@@ -569,6 +573,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loop-candidates", type=int, default=lc.candidates, help="off-chip trials fine-tuned on the board")
     p.add_argument("--loop-epochs", type=int, default=lc.epochs, help="optimiser steps on the board")
     p.add_argument("--loop-lr", type=float, default=lc.lr, help="Adam learning rate in the loop")
+    p.add_argument("--loop-ga", type=int, default=lc.ga_generations, metavar="GENERATIONS",
+                   help="after the gradient epochs, a genetic algorithm on the board refines the candidates (its first "
+                        "generation their start, best and final states, the rest random) for this many generations; "
+                        "its fittest join the selection (0: none)")
+    p.add_argument("--loop-ga-population", type=int, default=lc.ga_population, help="the loop's GA population")
     p.add_argument("--learn-twin", action="store_true",
                    help="fine-tune a copy of the surrogate on the states measured in the loop and report its error "
                         "there before and after; written as surrogate_tuned_<arch>.onnx, a surrogate file like any other")
@@ -633,7 +642,8 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, noise_std_na=sur.test_rmse_na, prune_keep=args.prune_keep,
                          prune_at=_prune_epochs(args.prune_at, args.epochs))
         loop_cfg = (LoopConfig(candidates=args.loop_candidates, epochs=args.loop_epochs, lr=args.loop_lr,
-                               learn_twin=args.learn_twin) if trains_on_board(args) else None)
+                               learn_twin=args.learn_twin,
+                               ga_generations=args.loop_ga, ga_population=args.loop_ga_population, ga_seed=args.seed) if trains_on_board(args) else None)
         if isinstance(sur, ChipSurrogates) and loop_cfg is not None and loop_cfg.learn_twin:
             raise ExperimentError("--learn-twin fine-tunes one surrogate; with one per device (several "
                                   "--surrogate files) leave it off")

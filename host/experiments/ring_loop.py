@@ -8,10 +8,17 @@ board applied (host.networks.in_loop). Between layers the outputs are standardis
 statistics of the measured outputs (batch statistics while training; the stored ones are
 re-calibrated on the board at the end).
 
+With ``ga_generations`` (``--loop-ga``) a genetic algorithm on the board (host.networks.model_free)
+follows the gradient epochs: its first generation holds every candidate's start, best-epoch and
+final state (the rest of the population random), its fitness is one measured pass's training
+accuracy (ties by Fisher), and the fittest ``candidates`` of its last generation join the
+contenders. It needs no gradient, so it moves where the surrogate's slopes mislead the loop or the
+controls sit at their limits (device 5's single DNPU: docs/experiments.md).
+
 Selection never sees the test set, and a noisy pass cannot pick a network. The contenders are
 every candidate's off-chip start, its state at the epoch of its best measured training accuracy
 (the logistic output neuron fitted on that epoch's measured currents; ties by Fisher) and its
-final state. All are measured on ``select_passes`` fresh passes over the training set and the
+final state (and the GA's fittest). All are measured on ``select_passes`` fresh passes over the training set and the
 validation set (the run's third split; the training set again without one): one logistic neuron
 per contender is fitted to all its training passes, as the validation fits it, and the best mean
 accuracy on the validation passes wins. Then the winner and the off-chip network (the search's
@@ -51,12 +58,18 @@ class LoopConfig:
     significance: float = 3.0  # the loop's winner replaces the off-chip network when its paired gain
                                # on the training points exceeds this many standard errors
     learn_twin: bool = False   # fine-tune a copy of the surrogate on the measured states (LoopOutcome.twin_model)
+    ga_generations: int = 0    # > 0: after the gradient epochs a genetic algorithm on the board (host.networks.
+                               # model_free) refines the candidates' states; its best join the contenders
+    ga_population: int = 48    # its population: the candidates' start, best-epoch and final states, the rest random
+    ga_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.epochs < 0 or self.select_passes < 2:
             raise ValueError("loop candidates >= 1, epochs >= 0 and select passes >= 2 are needed")
         if not self.lr > 0:
             raise ValueError(f"the loop's learning rate must be > 0, got {self.lr}")
+        if self.ga_generations < 0 or self.ga_population < 2:
+            raise ValueError("the loop's GA needs generations >= 0 and a population >= 2")
 
 
 @dataclass
@@ -72,6 +85,7 @@ class LoopOutcome:
     selection: dict[str, Any] = field(default_factory=dict)
     twin: dict[str, Any] | None = None
     twin_model: Any = None                      # the fine-tuned surrogate (torch), when learn_twin
+    ga: dict[str, Any] | None = None            # the GA stage's record (LoopConfig.ga_generations > 0)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -79,7 +93,7 @@ class LoopOutcome:
         return {"history": self.history, "account": self.account, "clipped_control_values": self.clipped_values,
                 "chosen_candidate": self.chosen_candidate, "chosen_epoch": self.chosen_epoch,
                 "chosen_state": self.chosen_state, "kept_off_chip": self.kept_off_chip,
-                "selection": self.selection, "twin": self.twin, "error": self.error,
+                "selection": self.selection, "twin": self.twin, "ga": self.ga, "error": self.error,
                 "warnings": self.warnings}
 
 
@@ -141,6 +155,97 @@ def paired_gain(per_point_new: np.ndarray, per_point_old: np.ndarray) -> tuple[f
     measured on the same points: the mean and standard error of the per-point differences."""
     d = np.asarray(per_point_new, dtype=np.float64) - np.asarray(per_point_old, dtype=np.float64)
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("inf")
+
+
+def _flat_controls(net: Any) -> np.ndarray:
+    """Every trial's controls of every layer as one row: [T, sum of nodes x controls]."""
+    return np.concatenate([layer.control.detach().double().reshape(net.trials, -1).numpy() for layer in net.layers],
+                          axis=1)
+
+
+def _set_flat_controls(net: Any, rows: np.ndarray) -> None:
+    import torch
+
+    a = 0
+    with torch.no_grad():
+        for layer in net.layers:
+            c = layer.control
+            w = int(np.prod(c.shape[1:]))
+            c.copy_(torch.as_tensor(rows[:, a:a + w], dtype=c.dtype).reshape(c.shape))
+            a += w
+
+
+def _flat_bounds(net: Any, limits_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from host.networks.in_loop import control_bounds
+
+    lo, hi = [], []
+    for layer in net.layers:
+        l, h = control_bounds(layer, limits_v)
+        k = int(np.prod(layer.control.shape[1:-1]))
+        lo.append(np.tile(l.double().numpy(), k))
+        hi.append(np.tile(h.double().numpy(), k))
+    return np.concatenate(lo), np.concatenate(hi)
+
+
+def ga_refine(seeds: Any, loop: Any, x_tr: Any, y_tr: Any, limits_v: np.ndarray, cfg: LoopConfig, keep: int,
+              quiet: bool = True, desc: str = "loop GA") -> tuple[Any, dict[str, Any], str | None]:
+    """A genetic algorithm on the board over the controls of every node (host.networks.model_free),
+    its first generation the trials of `seeds` (a DNPUNet) and random candidates. Fitness: the
+    training accuracy of one measured pass (the logistic neuron fitted on it), ties by the Fisher
+    criterion. Returns (a DNPUNet of the `keep` fittest of the last generation measured, the
+    stage's record, the board's error or None: the best so far is kept)."""
+    import torch
+
+    from host.networks.classifiers import DNPUNet
+    from host.networks.in_loop import on_board
+    from host.networks.losses import neg_fisher_per_trial
+    from host.networks.model_free import GAConfig, SearchInterrupted, genetic_search
+
+    p = cfg.ga_population
+    init = _flat_controls(seeds)[:p]
+    pop_net = DNPUNet.concat_trials([_one(seeds, 0)] * p)
+    lo, hi = _flat_bounds(pop_net, limits_v)
+    last: dict[str, np.ndarray] = {}
+    start = loop.account.to_json()
+
+    def fitness(pop: np.ndarray) -> np.ndarray:
+        _set_flat_controls(pop_net, pop)
+        with on_board(pop_net, loop), torch.no_grad():
+            pop_net.train()
+            out = pop_net(x_tr)
+        acc = _train_accuracy(out, y_tr)
+        fis = (-neg_fisher_per_trial(out, y_tr)).numpy()
+        f = acc + 1e-3 * np.tanh(fis)               # a Fisher tie-break below one point of 200
+        last["pop"], last["f"] = pop.copy(), f
+        return f
+
+    history: list[dict[str, Any]] = []
+    error = None
+    with progress_bar(cfg.ga_generations, desc, quiet) as bar:
+        def on_gen(rec: dict[str, Any]) -> None:
+            acc = loop.account.to_json()
+            history.append({"generation": rec["index"], "best_fitness": rec["best_fitness"],
+                            "mean_fitness": rec["mean_fitness"], "points": acc["points"] - start["points"],
+                            "board_s": acc["board_s"]})
+            bar.update(1)
+        try:
+            res = genetic_search(fitness, lo, hi, GAConfig(population=p, generations=cfg.ga_generations,
+                                                          seed=cfg.ga_seed), on_gen, initial=init)
+        except SearchInterrupted as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):
+                raise KeyboardInterrupt from e
+            res, error = e.result, str(e.__cause__ or e)
+    if "pop" not in last:
+        raise ExperimentError(error or "the loop's GA measured nothing")
+    order = np.argsort(-last["f"], kind="stable")[:keep]
+    _set_flat_controls(pop_net, last["pop"])
+    pop_net.keep_trials(torch.as_tensor(order))
+    record = {"generations": len(history), "population": p, "seeded": int(len(init)), "evaluations": res.evaluations,
+              "clipped": res.clipped, "best_fitness": res.best_fitness,
+              "last_generation_best": [float(v) for v in last["f"][order]],
+              "points": loop.account.points - start["points"], "board_s": loop.account.board_s - start["board_s"],
+              "history": history, "error": error}
+    return pop_net, record, error
 
 
 def board_loops(session: BoardSession, sur: SurrogateInfo | ChipSurrogates, nodes: Any,
@@ -225,14 +330,23 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
     if outcome.clipped_values:
         outcome.warnings.append(f"{outcome.clipped_values} control values of optimiser steps would have left the "
                                 "electrodes' ranges or the board's limits; clipped, never sent")
-    kinds = ("start", "best epoch", "final")
-    contenders = DNPUNet.concat_trials([start_net, best_net, net])          # T = 3n
+    kinds = ("start", "best epoch", "final", "GA")
+    stages = [start_net, best_net, net]
     chosen = start_net
     try:
         if outcome.error is not None:
             raise ExperimentError(outcome.error)
+        if cfg.ga_generations > 0:
+            ga_net, outcome.ga, err = ga_refine(DNPUNet.concat_trials(stages), loop, x_tr, y_tr, limits_v, cfg, n,
+                                                quiet, f"{desc} GA")
+            if ga_net.trials == n:
+                stages.append(ga_net)
+            if err is not None:
+                outcome.error = err
+                raise ExperimentError(err)
+        contenders = DNPUNet.concat_trials(stages)                        # T = 3n (4n with the GA)
         r1 = _measured_scores(contenders, loop, data, cfg.select_passes)
-        c = max(range(3 * n), key=lambda i: (r1.selection[i], r1.fisher[i]))
+        c = max(range(contenders.trials), key=lambda i: (r1.selection[i], r1.fisher[i]))
         pair = DNPUNet.concat_trials([_one(contenders, c), _one(start_net, 0)])
         r2 = _measured_scores(pair, loop, data, cfg.select_passes)
         gain, se = paired_gain(r2.per_point[0], r2.per_point[1])
@@ -243,7 +357,7 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
         outcome.selection = {
             "passes": cfg.select_passes, "split": split, "round1_selection_accuracy": r1.selection.tolist(),
             "round1_train_accuracy": r1.train_accuracy.tolist(), "round1_fisher": r1.fisher.tolist(),
-            "contenders": [f"{kinds[i // n]} of candidate {i % n}" for i in range(3 * n)],
+            "contenders": [f"{kinds[i // n]} of candidate {i % n}" for i in range(contenders.trials)],
             "round2": {"winner": f"{kinds[c // n]} of candidate {c % n}",
                        "winner_selection_accuracy": float(r2.selection[0]),
                        "off_chip_selection_accuracy": float(r2.selection[1]),
@@ -256,7 +370,7 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
         outcome.kept_off_chip = not take
         chosen = _one(contenders, c)
         outcome.chosen_candidate, outcome.chosen_state = c % n, kinds[c // n]
-        outcome.chosen_epoch = {0: 0, 1: best_epoch[c % n], 2: len(outcome.history) - 1}[c // n]
+        outcome.chosen_epoch = {0: 0, 1: best_epoch[c % n]}.get(c // n, len(outcome.history) - 1)
         with on_board(chosen, loop):
             chosen.calibrate(x_tr)                                # stored statistics of measured outputs
     except ExperimentError as e:
@@ -265,6 +379,11 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
             t = int(max(range(n), key=lambda i: best_key[i]))
             chosen = _one(best_net, t)
             outcome.chosen_candidate, outcome.chosen_state, outcome.chosen_epoch = t, kinds[1], best_epoch[t]
+            ga_best = (outcome.ga or {}).get("last_generation_best") or [-1.0]
+            if len(stages) == 4 and ga_best[0] > best_key[t][0]:        # the GA's fittest measured better
+                chosen = _one(stages[3], 0)
+                outcome.chosen_candidate, outcome.chosen_state = 0, kinds[3]
+                outcome.chosen_epoch = len(outcome.history) - 1
     net = chosen
     outcome.best = net
     if cfg.learn_twin and loop.record:

@@ -306,10 +306,12 @@ def _mutate(x: np.ndarray, rate: float, lo: np.ndarray, hi: np.ndarray, rng: np.
 
 
 def genetic_search(objective: Objective, lo: Any, hi: Any, cfg: GAConfig | None = None,
-                   on_generation: Callback | None = None) -> SearchResult:
+                   on_generation: Callback | None = None, initial: Any = None) -> SearchResult:
     """Maximise `objective` over the box [lo, hi] with a genetic algorithm (module docstring).
 
     `objective(pop [P, C]) -> [P]` is called once per generation with the whole population.
+    `initial` [k, C] (k <= P): candidates the first generation starts from (solutions found
+    otherwise, to be refined); clipped into the box and counted; the rest of it is drawn uniformly.
     `on_generation(record)` gets each generation's history record (a callback may add its own
     keys to it, such as device accounting; they stay in the history). Raises SearchInterrupted
     (with the partial result) if the objective, the callback or Ctrl-C stops the search."""
@@ -319,8 +321,17 @@ def genetic_search(objective: Objective, lo: Any, hi: Any, cfg: GAConfig | None 
     t = _Tracker("ga", objective, lo_a, hi_a)
     p_rank = _rank_probabilities(cfg.population, cfg.selection_pressure)
     n_child = cfg.population - cfg.elite
+    init = None if initial is None else np.asarray(initial, dtype=np.float64)
+    if init is not None and (init.ndim != 2 or init.shape[1] != lo_a.size or not 1 <= len(init) <= cfg.population):
+        raise ValueError(f"initial candidates must be [k, {lo_a.size}] with 1 <= k <= {cfg.population}, "
+                         f"got shape {init.shape}")
+    if init is not None and not np.all(np.isfinite(init)):
+        raise ValueError("initial candidates must be finite")
     try:
         pop = lo_a + rng.random((cfg.population, lo_a.size)) * (hi_a - lo_a)
+        if init is not None:
+            pop[:len(init)], n_clipped = _clip_count(init, lo_a, hi_a)
+            t.result.clipped += n_clipped
         for g in range(cfg.generations):
             rate = cfg.mutation_rate(g)
             f = t.evaluate(pop)

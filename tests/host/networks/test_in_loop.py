@@ -199,3 +199,59 @@ def test_the_sessions_loop_reports_the_volts_the_dacs_apply():
     with pytest.raises(ExperimentError):
         with BoardSession("sim://?seed=0", limit_policy="refuse") as session:
             session.in_loop(None).measure(np.full((1, 7), 5.0))
+
+
+def _single(sur, seed: int) -> DNPUNet:
+    net = DNPUNet(sur.model, sur.ranges_v, 1, nodes=(1,), data_electrodes=(2, 4),
+                  generator=torch.Generator().manual_seed(seed))
+    net.calibrate(torch.as_tensor(np.random.default_rng(seed).uniform(-1, 1, (64, 2)), dtype=torch.float32))
+    return net
+
+
+def test_the_loops_ga_refines_the_candidates_on_the_board(sur):
+    """The GA stage starts from the candidates' measured states, stays inside the limits (the
+    session refuses anything outside), is counted, and its fittest join the selection."""
+    from host.experiments.ring import ring_data
+
+    x, y = ring_data(60, 0.1, np.random.default_rng(0))
+    cands = [_single(sur, s) for s in range(3)]
+    cfg = LoopConfig(candidates=3, epochs=2, lr=0.01, select_passes=3, ga_generations=12, ga_population=16)
+    with BoardSession("sim://?seed=0", limit_policy="refuse") as session:
+        out = fine_tune_on_board(session, sur, cands, {"x_train": x, "y_train": y}, 1.0, cfg)
+        assert not [w for w in session.warnings if "outside the board limits" in w]
+    assert out.error is None and out.ga is not None
+    ga = out.ga
+    assert ga["generations"] == 12 and ga["seeded"] == 9 and ga["evaluations"] == 12 * 16
+    assert ga["points"] == 12 * 16 * 120
+    assert out.account["points"] >= ga["points"] + 3 * 120 * 3
+    # the GA's fittest of its last generation beat the best start it was seeded with
+    start_best = max(out.history[0]["train_accuracy"])
+    assert ga["last_generation_best"][0] >= start_best
+    assert [c for c in out.selection["contenders"] if c.startswith("GA of")] == [f"GA of candidate {i}" for i in range(3)]
+    assert out.best.trials == 1
+
+
+def test_a_board_that_drops_during_the_ga_keeps_the_best_state_and_ends_at_zero_volts(sur, monkeypatch):
+    from host.board.errors import BoardDisconnected
+    from host.experiments.ring import ring_data
+
+    x, y = ring_data(30, 0.1, np.random.default_rng(0))
+    cands = [_single(sur, s) for s in range(2)]
+    real = Board.measure
+    calls = {"n": 0}
+
+    def flaky(self, volts, **kw):
+        calls["n"] += 1
+        if calls["n"] > 3 + 4:            # three gradient epochs (one layer), four GA generations
+            raise BoardDisconnected("cable pulled (test)")
+        return real(self, volts, **kw)
+
+    with BoardSession("sim://?seed=0") as session:
+        monkeypatch.setattr(Board, "measure", flaky)
+        out = fine_tune_on_board(session, sur, cands, {"x_train": x, "y_train": y}, 1.0,
+                                 LoopConfig(candidates=2, epochs=2, lr=0.01, ga_generations=20, ga_population=8))
+        monkeypatch.setattr(Board, "measure", real)
+        np.testing.assert_allclose(session.board.outputs()["target"], 0.0, atol=1e-3)
+    assert out.error is not None and "cable pulled" in out.error
+    assert out.ga is not None and out.ga["generations"] == 4 and out.ga["error"]
+    assert out.best is not None and out.best.trials == 1 and out.chosen_state in ("best epoch", "GA")

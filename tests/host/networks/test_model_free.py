@@ -203,3 +203,22 @@ def test_bad_boxes_and_starts_are_refused():
         spsa_search(quadratic, LO, HI[:3])
     with pytest.raises(ValueError, match="inside"):
         spsa_search(quadratic, LO, HI, x0=HI + 0.1)
+
+
+def test_the_ga_starts_from_the_candidates_it_is_given():
+    """A seeded first generation: the given rows (clipped into the box, counted) are measured first,
+    and a start at the optimum is never lost (the elite keeps it)."""
+    rec = Recorder(quadratic)
+    start = np.stack([OPT, HI + 0.5])
+    res = genetic_search(rec, LO, HI, GAConfig(population=10, generations=3, seed=0), initial=start)
+    first = rec.seen[0]
+    np.testing.assert_allclose(first[0], OPT)
+    np.testing.assert_allclose(first[1], HI)           # clipped onto the box
+    assert res.clipped >= 1 and res.best_fitness == pytest.approx(0.0, abs=1e-12)
+    assert_inside(rec.all_seen())
+    with pytest.raises(ValueError, match="initial"):
+        genetic_search(quadratic, LO, HI, GAConfig(population=4, generations=2, elite=1), initial=np.zeros((5, 5)))
+    with pytest.raises(ValueError, match="initial"):
+        genetic_search(quadratic, LO, HI, GAConfig(population=4, generations=2, elite=1), initial=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="finite"):
+        genetic_search(quadratic, LO, HI, GAConfig(population=4, generations=2, elite=1), initial=np.full((1, 5), np.nan))
