@@ -19,7 +19,7 @@ of a shared machine does not land on one side only.
 
 Columns: the sequential loop (float32, T = 1) with the torch and with the core surrogate;
 batched on the torch engine (bfloat16 autocast, the previous pipeline); batched on the core in
-float32 and in bfloat16 (AMX tiles where the CPU has them); and the ring experiment's pipeline
+float32 and in bfloat16 (AMX tiles or AVX512-BF16 dot products where the CPU has them); and the ring experiment's pipeline
 (core, bfloat16 + successive halving, whose pruned trial-epochs count as done: end-to-end trials
 per second).
 """
@@ -114,14 +114,14 @@ def main() -> int:
              for r in rows]
     from core import _engine
 
-    info = {"threads": a.threads, "core_bf16_tiles": _engine.bf16_supported(), "chunk": a.chunk,
+    info = {"threads": a.threads, "core_bf16_unit": _engine.bf16_unit(), "chunk": a.chunk,
             "rounds": a.rounds, "epochs_timed": a.epochs,
             "samples_per_trial": int(len(y)), "full_epochs": a.full_epochs, "rows": table}
     if a.json:
         print(json.dumps(info, indent=1))
         return 0
     print(f"ring training, {len(y)} samples/trial, {a.threads} thread(s), batched: {a.chunk} trials per tensor "
-          f"program, AMX bf16 tiles: {'yes' if info['core_bf16_tiles'] else 'no'}; trials/s at {a.full_epochs} epochs, "
+          f"program, core bf16 products: {info['core_bf16_unit']}; trials/s at {a.full_epochs} epochs, "
           f"speed-up over the faster sequential loop, s for 1000 trials")
     for r in table:
         for m in modes:

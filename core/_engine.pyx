@@ -52,6 +52,7 @@ cdef extern from "dnpu_core.h" nogil:
     ctypedef struct dnpu_bf16_chain:
         int n_layers
     int dnpu_bf16_supported()
+    const char *dnpu_bf16_unit_name()
     int dnpu_bf16_chain_pack(dnpu_bf16_chain *c, const dnpu_mlp *m, const dnpu_mlp *back)
     void dnpu_bf16_chain_free(dnpu_bf16_chain *c)
     int dnpu_mlp_value_grad_bf16(const dnpu_mlp *m, const dnpu_bf16_chain *c, int n_threads,
@@ -87,8 +88,15 @@ def supported_isas() -> list:
 
 
 def bf16_supported() -> bool:
-    """True if this CPU (and OS) runs the bfloat16 training gradient (AMX-BF16 + AVX512-BF16)."""
+    """True if this CPU (and OS) runs the bfloat16 training gradient (AMX-BF16 tiles or
+    AVX512-BF16 dot products; DNPU_CORE_BF16=0 turns it off)."""
     return dnpu_bf16_supported() != 0
+
+
+def bf16_unit() -> str:
+    """The unit of the bfloat16 products in this process: "amx", "avx512bf16" (no AMX, or
+    DNPU_CORE_BF16=avx512) or "none"."""
+    return dnpu_bf16_unit_name().decode()
 
 
 def default_isa() -> str:
@@ -305,7 +313,7 @@ cdef class Mlp:
         cdef float[::1] yv = y
         cdef float[:, ::1] gv = g
         if bf16 and (self.chain16 == NULL or not dnpu_bf16_supported()):
-            raise ValueError("bf16 gradients need AMX-BF16 (this CPU or model does not allow them)")
+            raise ValueError("bf16 gradients need AMX-BF16 or AVX512-BF16 (this CPU or model does not allow them)")
         with nogil:
             if bf16:
                 rc = dnpu_mlp_value_grad_bf16(&self.m, self.chain16, threads, n, &xv[0, 0],

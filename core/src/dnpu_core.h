@@ -86,8 +86,10 @@ typedef struct dnpu_bf16_chain {
   dnpu_bf16_layer back[DNPU_MAX_LAYERS]; /* layers 0..L-2 of `back` */
 } dnpu_bf16_chain;
 
-/* 1 if this CPU and OS run the bf16 gradient (AMX-BF16 and AVX512-BF16). */
+/* 1 if this CPU and OS run the bf16 gradient: AMX-BF16 tiles or AVX512-BF16 dot products. */
 int dnpu_bf16_supported(void);
+/* Which of them this process uses: "amx", "avx512bf16" or "none" (DNPU_CORE_BF16: bf16.h). */
+const char *dnpu_bf16_unit_name(void);
 /* Packs m (and its transposed chain, as for dnpu_mlp_value_grad) for the tiles; every product
  * has at most 96 outputs, so the input and hidden widths must be at most 96 (a lone hidden layer
  * may be wider; DNPU_ERR_ARG otherwise).  Free with dnpu_bf16_chain_free. */

@@ -9,7 +9,7 @@
 
 #include "dnpu_core.h"
 #include "kernels.h"
-#include "amx.h"
+#include "bf16.h"
 
 #define BLK 32                /* samples per block pushed through all layers */
 #define MIN_ROWS_PER_THREAD 128 /* below this a thread costs more than it saves */
@@ -346,6 +346,7 @@ typedef struct grad_job {
   float *y, *g;
   int err;
   int nvm; /* bf16: ReLU mask words per row (16 columns each) */
+  int unit; /* bf16: the unit of the products (DNPU_BF16_AMX or DNPU_BF16_AVX512) */
 } grad_job;
 
 /* m's layers as a chain that runs dense: at the density of a trained ReLU chain skipping
@@ -452,20 +453,25 @@ int dnpu_mlp_value_grad(const dnpu_mlp *m, const dnpu_mlp *back, int isa, int n_
 #define B16 16 /* rows per tile product */
 #define S16 128 /* rows taken through each layer before the next (per thread) */
 
-#ifndef DNPU_AMX_KERNELS /* stubs: never called, dnpu_amx_available() is 0 */
-int dnpu_amx_available(void) { return 0; }
-void dnpu_amx_thread_begin(void) {}
-void dnpu_amx_thread_end(void) {}
-void dnpu_amx_matmul16(const dnpu_bf16_layer *L, const uint16_t *a, size_t lda, float *c,
-                       size_t ldc) {}
-void dnpu_amx_fwd_epilogue(size_t rows, int n, int kp, const float *c, size_t ldc,
-                           const float *bias, uint16_t *mask, int nvm, uint16_t *a16, size_t lda,
-                           const float *w, float wb, float *y) {}
-void dnpu_amx_bwd_epilogue(size_t rows, int n, int kp, const float *g, size_t ldg,
-                           const uint16_t *mask, int nvm, uint16_t *a16, size_t lda) {}
+#ifndef DNPU_BF16_KERNELS /* stubs: never called, dnpu_bf16_unit() is DNPU_BF16_NONE */
+int dnpu_bf16_unit(void) { return DNPU_BF16_NONE; }
+void dnpu_bf16_thread_begin(int unit) {}
+void dnpu_bf16_thread_end(int unit) {}
+void dnpu_bf16_matmul16(int unit, const dnpu_bf16_layer *L, const uint16_t *a, size_t lda, float *c,
+                        size_t ldc) {}
+void dnpu_bf16_fwd_epilogue(size_t rows, int n, int kp, const float *c, size_t ldc,
+                            const float *bias, uint16_t *mask, int nvm, uint16_t *a16, size_t lda,
+                            const float *w, float wb, float *y) {}
+void dnpu_bf16_bwd_epilogue(size_t rows, int n, int kp, const float *g, size_t ldg,
+                            const uint16_t *mask, int nvm, uint16_t *a16, size_t lda) {}
 #endif
 
-int dnpu_bf16_supported(void) { return dnpu_amx_available(); }
+int dnpu_bf16_supported(void) { return dnpu_bf16_unit() != DNPU_BF16_NONE; }
+
+const char *dnpu_bf16_unit_name(void) {
+  static const char *const names[] = {"none", "amx", "avx512bf16"};
+  return names[dnpu_bf16_unit()];
+}
 
 static uint16_t f32_to_bf16(float f) { /* round to nearest even (weights are finite) */
   uint32_t u;
@@ -525,7 +531,7 @@ static void grad16_rows(const grad_job *j, size_t rows, const float *x, float *y
                         uint16_t *masks, float *c, uint16_t *a16[2], const float *zero) {
   const dnpu_mlp *m = j->m;
   const dnpu_bf16_chain *ch = j->c;
-  const int L = m->n_layers, nvm = j->nvm;
+  const int L = m->n_layers, nvm = j->nvm, u = j->unit;
   const size_t ldb = j->ldb, mstride = S16 * (size_t)nvm;
   const dnpu_layer *last = &m->layer[L - 1];
   int cur = 0;
@@ -538,8 +544,8 @@ static void grad16_rows(const grad_job *j, size_t rows, const float *x, float *y
       if (l == 0)
         j->fn(&m->layer[0], tr, x + r0 * j->ldx, j->ldx, c, ldb);
       else
-        dnpu_amx_matmul16(&ch->fwd[l], a16[cur] + r0 * ldb, ldb, c, ldb);
-      dnpu_amx_fwd_epilogue(tr, m->layer[l].n, kp_next, c, ldb, bias,
+        dnpu_bf16_matmul16(u, &ch->fwd[l], a16[cur] + r0 * ldb, ldb, c, ldb);
+      dnpu_bf16_fwd_epilogue(tr, m->layer[l].n, kp_next, c, ldb, bias,
                             masks + (size_t)l * mstride + r0 * nvm, nvm,
                             is_last ? NULL : a16[cur ^ 1] + r0 * ldb, ldb,
                             is_last ? last->w : NULL, last->b[0], y + r0);
@@ -548,16 +554,16 @@ static void grad16_rows(const grad_job *j, size_t rows, const float *x, float *y
   /* backward: the output layer's weights through the last ReLU, then layer by layer */
   for (size_t r0 = 0; r0 < rows; r0 += B16) {
     const size_t tr = rows - r0 < B16 ? rows - r0 : B16;
-    dnpu_amx_bwd_epilogue(tr, last->k, ch->back[L - 2].kp, last->w, 0,
+    dnpu_bf16_bwd_epilogue(tr, last->k, ch->back[L - 2].kp, last->w, 0,
                           masks + (size_t)(L - 2) * mstride + r0 * nvm, nvm, a16[cur] + r0 * ldb, ldb);
   }
   const int nin = m->layer[0].k;
   for (int l = L - 2; l >= 0; l--, cur ^= 1) {
     for (size_t r0 = 0; r0 < rows; r0 += B16) {
       const size_t tr = rows - r0 < B16 ? rows - r0 : B16;
-      dnpu_amx_matmul16(&ch->back[l], a16[cur] + r0 * ldb, ldb, c, ldb);
+      dnpu_bf16_matmul16(u, &ch->back[l], a16[cur] + r0 * ldb, ldb, c, ldb);
       if (l > 0)
-        dnpu_amx_bwd_epilogue(tr, m->layer[l - 1].n, ch->back[l - 1].kp, c, ldb,
+        dnpu_bf16_bwd_epilogue(tr, m->layer[l - 1].n, ch->back[l - 1].kp, c, ldb,
                               masks + (size_t)(l - 1) * mstride + r0 * nvm, nvm,
                               a16[cur ^ 1] + r0 * ldb, ldb);
       else
@@ -580,14 +586,14 @@ static void *grad16_job_run(void *arg) {
   float *c = buf, *zero = buf + B16 * j->ldb;
   uint16_t *a16[2] = {(uint16_t *)(zero + j->ldb), (uint16_t *)(zero + j->ldb) + S16 * j->ldb};
   uint16_t *masks = (uint16_t *)(zero + j->ldb + a16_floats);
-  dnpu_amx_thread_begin();
+  dnpu_bf16_thread_begin(j->unit);
   for (;;) {
     const size_t i = atomic_fetch_add(j->next, S16);
     if (i >= j->n) break;
     const size_t rows = j->n - i < S16 ? j->n - i : S16;
     grad16_rows(j, rows, j->x + i * j->ldx, j->y + i, j->g + i * j->ldg, masks, c, a16, zero);
   }
-  dnpu_amx_thread_end();
+  dnpu_bf16_thread_end(j->unit);
   free(buf);
   return NULL;
 }
@@ -614,8 +620,9 @@ int dnpu_mlp_value_grad_bf16(const dnpu_mlp *m, const dnpu_bf16_chain *c, int n_
   int nvm = 1; /* mask words per row: 16 units each */
   for (int l = 0; l < m->n_layers - 1; l++)
     if (m->layer[l].npad / DNPU_LANES > nvm) nvm = m->layer[l].npad / DNPU_LANES;
-  return run_grad_jobs((grad_job){&fwd, NULL, c, kern->layer, NULL, n, ldx, ldg, ldb, x, y, g, DNPU_OK, nvm},
-                       n_threads, grad16_job_run);
+  return run_grad_jobs(
+      (grad_job){&fwd, NULL, c, kern->layer, NULL, n, ldx, ldg, ldb, x, y, g, DNPU_OK, nvm, dnpu_bf16_unit()},
+      n_threads, grad16_job_run);
 }
 
 /* ---- network engine ---------------------------------------------------------------------- */

@@ -465,6 +465,8 @@ def loop_and_validate(session: BoardSession, sur: SurrogateInfo, r: ArchResult, 
     rec["off_chip_board_accuracy"] = off_chip.get("accuracy_mean")
     rec["gain_points"] = 100 * (val["accuracy_mean"] - off_chip.get("accuracy_mean", float("nan")))
     last = outcome.history[-1]["train_accuracy"][outcome.chosen_candidate] if outcome.history else None
+    if outcome.chosen_state == "GA" and outcome.ga:         # its last generation's measured pass
+        last = outcome.ga["last_generation_train_accuracy"][outcome.chosen_candidate]
     # what the loop claimed for the chosen network (its re-measured training accuracy), against
     # what the validation measured with the stored (board-calibrated) standardisation
     r2 = outcome.selection.get("round2", {})

@@ -216,7 +216,7 @@ def ga_refine(seeds: Any, loop: Any, x_tr: Any, y_tr: Any, limits_v: np.ndarray,
         acc = _train_accuracy(out, y_tr)
         fis = (-neg_fisher_per_trial(out, y_tr)).numpy()
         f = acc + 1e-3 * np.tanh(fis)               # a Fisher tie-break below one point of 200
-        last["pop"], last["f"] = pop.copy(), f
+        last["pop"], last["f"], last["acc"] = pop.copy(), f, acc
         return f
 
     history: list[dict[str, Any]] = []
@@ -243,6 +243,7 @@ def ga_refine(seeds: Any, loop: Any, x_tr: Any, y_tr: Any, limits_v: np.ndarray,
     record = {"generations": len(history), "population": p, "seeded": int(len(init)), "evaluations": res.evaluations,
               "clipped": res.clipped, "best_fitness": res.best_fitness,
               "last_generation_best": [float(v) for v in last["f"][order]],
+              "last_generation_train_accuracy": [float(v) for v in last["acc"][order]],
               "points": loop.account.points - start["points"], "board_s": loop.account.board_s - start["board_s"],
               "history": history, "error": error}
     return pop_net, record, error
@@ -341,6 +342,9 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
                                                 quiet, f"{desc} GA")
             if ga_net.trials == n:
                 stages.append(ga_net)
+            if outcome.ga["clipped"]:
+                outcome.warnings.append(f"{outcome.ga['clipped']} of the loop's GA candidates left the electrodes' "
+                                        "ranges or the board's limits; clipped onto them, never sent")
             if err is not None:
                 outcome.error = err
                 raise ExperimentError(err)

@@ -48,12 +48,19 @@ def test_every_instruction_set_of_this_cpu_is_offered():
 
 
 @linux_x86
-def test_bf16_runs_only_where_the_cpu_has_amx_and_not_when_turned_off():
+def test_bf16_runs_on_amx_or_avx512_bf16_as_the_cpu_has_them_and_not_when_turned_off():
     f = cpu_flags()
-    if not {"amx_tile", "amx_bf16", "avx512_bf16"} <= f:
-        assert not _engine.bf16_supported()
-    code = "from core import _engine; print(_engine.bf16_supported())"
-    assert _python(code, DNPU_CORE_BF16="0") == "False"
+    unit = "from core import _engine; print(_engine.bf16_supported(), _engine.bf16_unit())"
+    has_dot = {"avx512f", "avx512_bf16"} <= f
+    chosen = _python(unit, DNPU_CORE_BF16="").split()[1]          # the default choice
+    if not has_dot:
+        assert chosen == "none"
+    elif {"amx_tile", "amx_bf16"} <= f:
+        assert chosen in ("amx", "avx512bf16")                  # the OS may refuse the tile state
+    else:
+        assert chosen == "avx512bf16"
+    assert _python(unit, DNPU_CORE_BF16="0") == "False none"
+    assert _python(unit, DNPU_CORE_BF16="avx512") == ("True avx512bf16" if has_dot else "False none")
 
 
 @pytest.mark.parametrize("isa", ISAS)
