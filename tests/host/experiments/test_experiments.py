@@ -276,7 +276,7 @@ def test_ring_trained_on_the_board_reports_the_loop_and_its_accounting(tmp_path,
     rc = main(["ring", "--archs", "2-2-1", "--trials", "4", "--chunk", "4", "--epochs", "20", "--n-per-class", "20",
                "--noise-draws", "2", "--board-runs", "3", "--nn-baselines", "", "--prune-at", "",
                "--train-on", "board", "--loop-candidates", "2", "--loop-epochs", "4", "--learn-twin",
-               "--out", str(out), "--quiet", "--threads", "1"])
+               "--loop-ga", "3", "--loop-ga-population", "8", "--out", str(out), "--quiet", "--threads", "1"])
     assert rc == 0
     res = _results(out)
     loop = res["in_loop"]["2-2-1"]
@@ -287,6 +287,9 @@ def test_ring_trained_on_the_board_reports_the_loop_and_its_accounting(tmp_path,
     assert a["points"] > 0 and a["board_s"] > 0 and a["host_s"] >= 0
     # every epoch measured the two candidates' five nodes on all 40 training points
     assert loop["history"][1]["points"] - loop["history"][0]["points"] == 2 * 40 * 5
+    ga = loop["ga"]                       # the GA after the epochs: 8 candidates x 5 nodes x 40 points a generation
+    assert ga["generations"] == 3 and ga["seeded"] == 6 and ga["points"] == 3 * 8 * 40 * 5
+    assert sum(c.startswith("GA of") for c in loop["selection"]["contenders"]) == 2
     assert "accuracy_mean" in loop["board"] and loop["off_chip_board_accuracy"] == res["board"]["2-2-1"]["accuracy_mean"]
     assert loop["selection"]["round2"]["required_sigmas"] > 0 and loop["selection"]["split"] == "validation"
     claim = loop["loop_claim"]            # what the loop measured for its network, and the validation's figure
