@@ -60,7 +60,7 @@ ARCHS = {"single": (1,), "2-1": (2, 1), "2-2-1": (2, 2, 1)}
 class RingConfig:
     gap_mv: float = 6.25
     n_per_class: int = 100          # per class and split (train, test)
-    val_per_class: int = 100        # per class of a third split that the in-the-loop selection uses (0: the training set)
+    val_per_class: int = 400        # per class of a third split that the in-the-loop selection uses (0: the training set)
     trials: int = 1000
     epochs: int = 400
     lr: float = 0.0065
