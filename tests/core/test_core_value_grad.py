@@ -86,7 +86,7 @@ def test_models_without_a_scalar_relu_chain_are_refused(rng):
         Surrogate(Ws, bs, relu=[False, False]).value_and_grad(np.zeros((2, 7), np.float32))
 
 
-needs_bf16 = pytest.mark.skipif(not _engine.bf16_supported(), reason="no AMX-BF16 on this CPU (or DNPU_CORE_BF16=0)")
+needs_bf16 = pytest.mark.skipif(not _engine.bf16_supported(), reason="no bf16 unit (AMX-BF16 or AVX512-BF16) on this CPU, or DNPU_CORE_BF16=0")
 
 
 @needs_bf16

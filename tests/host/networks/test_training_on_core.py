@@ -71,7 +71,7 @@ def test_a_221_network_trains_with_the_same_gradients_on_either_engine():
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.skipif(not _engine.bf16_supported(), reason="no AMX-BF16 on this CPU (or DNPU_CORE_BF16=0)")
+@pytest.mark.skipif(not _engine.bf16_supported(), reason="no bf16 unit (AMX-BF16 or AVX512-BF16) on this CPU, or DNPU_CORE_BF16=0")
 def test_bf16_autocast_uses_the_tiles_and_stays_close():
     m = random_surrogate(2)
     sur = CoreSurrogate.from_torch(m)
