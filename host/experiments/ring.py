@@ -644,8 +644,9 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, noise_std_na=sur.test_rmse_na, prune_keep=args.prune_keep,
                          prune_at=_prune_epochs(args.prune_at, args.epochs))
         loop_cfg = (LoopConfig(candidates=args.loop_candidates, epochs=args.loop_epochs, lr=args.loop_lr,
-                               learn_twin=args.learn_twin,
-                               ga_generations=args.loop_ga, ga_population=args.loop_ga_population, ga_seed=args.seed) if trains_on_board(args) else None)
+                               learn_twin=args.learn_twin, ga_generations=args.loop_ga,
+                               ga_population=args.loop_ga_population, ga_seed=args.seed)
+                    if trains_on_board(args) else None)
         if isinstance(sur, ChipSurrogates) and loop_cfg is not None and loop_cfg.learn_twin:
             raise ExperimentError("--learn-twin fine-tunes one surrogate; with one per device (several "
                                   "--surrogate files) leave it off")

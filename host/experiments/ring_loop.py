@@ -70,6 +70,9 @@ class LoopConfig:
             raise ValueError(f"the loop's learning rate must be > 0, got {self.lr}")
         if self.ga_generations < 0 or self.ga_population < 2:
             raise ValueError("the loop's GA needs generations >= 0 and a population >= 2")
+        if self.ga_generations and self.ga_population < self.candidates:
+            raise ValueError(f"the loop's GA population ({self.ga_population}) must hold at least the "
+                             f"{self.candidates} candidates it returns")
 
 
 @dataclass
@@ -188,12 +191,12 @@ def _flat_bounds(net: Any, limits_v: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def ga_refine(seeds: Any, loop: Any, x_tr: Any, y_tr: Any, limits_v: np.ndarray, cfg: LoopConfig, keep: int,
-              quiet: bool = True, desc: str = "loop GA") -> tuple[Any, dict[str, Any], str | None]:
+              quiet: bool = True, desc: str = "loop GA") -> tuple[Any, dict[str, Any]]:
     """A genetic algorithm on the board over the controls of every node (host.networks.model_free),
     its first generation the trials of `seeds` (a DNPUNet) and random candidates. Fitness: the
     training accuracy of one measured pass (the logistic neuron fitted on it), ties by the Fisher
     criterion. Returns (a DNPUNet of the `keep` fittest of the last generation measured, the
-    stage's record, the board's error or None: the best so far is kept)."""
+    stage's record); the record's "error" is the board's failure, if any (the best so far is kept)."""
     import torch
 
     from host.networks.classifiers import DNPUNet
@@ -246,7 +249,7 @@ def ga_refine(seeds: Any, loop: Any, x_tr: Any, y_tr: Any, limits_v: np.ndarray,
               "last_generation_train_accuracy": [float(v) for v in last["acc"][order]],
               "points": loop.account.points - start["points"], "board_s": loop.account.board_s - start["board_s"],
               "history": history, "error": error}
-    return pop_net, record, error
+    return pop_net, record
 
 
 def board_loops(session: BoardSession, sur: SurrogateInfo | ChipSurrogates, nodes: Any,
@@ -338,16 +341,14 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
         if outcome.error is not None:
             raise ExperimentError(outcome.error)
         if cfg.ga_generations > 0:
-            ga_net, outcome.ga, err = ga_refine(DNPUNet.concat_trials(stages), loop, x_tr, y_tr, limits_v, cfg, n,
-                                                quiet, f"{desc} GA")
-            if ga_net.trials == n:
-                stages.append(ga_net)
+            ga_net, outcome.ga = ga_refine(DNPUNet.concat_trials(stages), loop, x_tr, y_tr, limits_v, cfg, n,
+                                           quiet, f"{desc} GA")
+            stages.append(ga_net)
             if outcome.ga["clipped"]:
                 outcome.warnings.append(f"{outcome.ga['clipped']} of the loop's GA candidates left the electrodes' "
                                         "ranges or the board's limits; clipped onto them, never sent")
-            if err is not None:
-                outcome.error = err
-                raise ExperimentError(err)
+            if outcome.ga["error"] is not None:
+                raise ExperimentError(outcome.ga["error"])
         contenders = DNPUNet.concat_trials(stages)                        # T = 3n (4n with the GA)
         r1 = _measured_scores(contenders, loop, data, cfg.select_passes)
         c = max(range(contenders.trials), key=lambda i: (r1.selection[i], r1.fisher[i]))
@@ -383,7 +384,7 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
             t = int(max(range(n), key=lambda i: best_key[i]))
             chosen = _one(best_net, t)
             outcome.chosen_candidate, outcome.chosen_state, outcome.chosen_epoch = t, kinds[1], best_epoch[t]
-            ga_best = (outcome.ga or {}).get("last_generation_best") or [-1.0]
+            ga_best = (outcome.ga or {}).get("last_generation_train_accuracy") or [-1.0]
             if len(stages) == 4 and ga_best[0] > best_key[t][0]:        # the GA's fittest measured better
                 chosen = _one(stages[3], 0)
                 outcome.chosen_candidate, outcome.chosen_state = 0, kinds[3]

@@ -24,8 +24,8 @@ def sur():
     return load_surrogate(SURROGATE, engine="core", threads=1)
 
 
-def _net(sur, trials: int = 2, seed: int = 0) -> DNPUNet:
-    net = DNPUNet(sur.model, sur.ranges_v, trials, nodes=(2, 2, 1), data_electrodes=(2, 4),
+def _net(sur, trials: int = 2, seed: int = 0, nodes: tuple[int, ...] = (2, 2, 1)) -> DNPUNet:
+    net = DNPUNet(sur.model, sur.ranges_v, trials, nodes=nodes, data_electrodes=(2, 4),
                   generator=torch.Generator().manual_seed(seed))
     net.calibrate(torch.as_tensor(np.random.default_rng(seed).uniform(-1, 1, (64, 2)), dtype=torch.float32))
     return net
@@ -187,6 +187,9 @@ def test_loop_config_is_validated():
         LoopConfig(candidates=0)
     with pytest.raises(ValueError):
         LoopConfig(lr=0)
+    with pytest.raises(ValueError, match="population"):
+        LoopConfig(candidates=8, ga_generations=5, ga_population=4)
+    assert LoopConfig(candidates=8, ga_generations=0, ga_population=4).ga_population == 4
 
 
 def test_the_sessions_loop_reports_the_volts_the_dacs_apply():
@@ -201,20 +204,13 @@ def test_the_sessions_loop_reports_the_volts_the_dacs_apply():
             session.in_loop(None).measure(np.full((1, 7), 5.0))
 
 
-def _single(sur, seed: int) -> DNPUNet:
-    net = DNPUNet(sur.model, sur.ranges_v, 1, nodes=(1,), data_electrodes=(2, 4),
-                  generator=torch.Generator().manual_seed(seed))
-    net.calibrate(torch.as_tensor(np.random.default_rng(seed).uniform(-1, 1, (64, 2)), dtype=torch.float32))
-    return net
-
-
 def test_the_loops_ga_refines_the_candidates_on_the_board(sur):
     """The GA stage starts from the candidates' measured states, stays inside the limits (the
     session refuses anything outside), is counted, and its fittest join the selection."""
     from host.experiments.ring import ring_data
 
     x, y = ring_data(60, 0.1, np.random.default_rng(0))
-    cands = [_single(sur, s) for s in range(3)]
+    cands = [_net(sur, trials=1, seed=s, nodes=(1,)) for s in range(3)]
     cfg = LoopConfig(candidates=3, epochs=2, lr=0.01, select_passes=3, ga_generations=12, ga_population=16)
     with BoardSession("sim://?seed=0", limit_policy="refuse") as session:
         out = fine_tune_on_board(session, sur, cands, {"x_train": x, "y_train": y}, 1.0, cfg)
@@ -236,7 +232,7 @@ def test_a_board_that_drops_during_the_ga_keeps_the_best_state_and_ends_at_zero_
     from host.experiments.ring import ring_data
 
     x, y = ring_data(30, 0.1, np.random.default_rng(0))
-    cands = [_single(sur, s) for s in range(2)]
+    cands = [_net(sur, trials=1, seed=s, nodes=(1,)) for s in range(2)]
     real = Board.measure
     calls = {"n": 0}
 
