@@ -8,9 +8,10 @@ Data: points in the unit disc of normalised inputs, which map linearly onto the 
 (the disc's radius is half the electrodes' span, centred in their range). Class 0 is the inner
 disc of radius r0, class 1 the ring r0 + g <= r <= 1; g is the gap in volts divided by the
 half-span, and r0 makes the two areas equal. Points are uniform in area, ``n_per_class`` per class
-for the training and the test set and ``val_per_class`` for a validation set (on which the
-in-the-loop selection chooses), each drawn independently (the validation set last, so a seed's
-training and test sets do not depend on it).
+for the training and the test set, ``val_per_class`` for a validation set (on which the
+in-the-loop selection chooses) and ``confirm_per_class`` for a confirmation set (on which its
+choice must beat the off-chip network), each drawn independently (the last two after the others,
+so a seed's training and test sets do not depend on them).
 
 Training (per architecture, ``trials`` independent trials trained as batched tensor programs of
 ``chunk`` trials each): negative Fisher criterion of the last node's output plus alpha x the L1
@@ -48,7 +49,7 @@ from host.experiments.errors import ExperimentError, fail
 from host.experiments.data_electrodes import AUTO, Screening, choose_electrodes, parse_data_electrodes, screen_pairs
 from host.experiments.options import add_common_arguments, add_train_on, run_info, set_threads, trains_on_board
 from host.experiments.results import out_folder, progress_bar, timer, write_json
-from host.experiments.ring_loop import LoopConfig, fine_tune_on_board
+from host.experiments.ring_loop import SINGLE_NODE_GA, LoopConfig, fine_tune_on_board
 from host.experiments.surrogates import ChipSurrogates, SurrogateInfo, load_surrogates
 
 DESCRIPTION = "ring classification: 1,000 trials of a single DNPU and of a 2-2-1 DNPU network, validated on a board"
@@ -61,6 +62,8 @@ class RingConfig:
     gap_mv: float = 6.25
     n_per_class: int = 100          # per class and split (train, test)
     val_per_class: int = 400        # per class of a third split that the in-the-loop selection uses (0: the training set)
+    confirm_per_class: int = 1000   # per class of a fourth split on which the loop's winner must beat the off-chip
+                                    # network (0: the validation split again)
     trials: int = 1000
     epochs: int = 400
     lr: float = 0.0065
@@ -72,7 +75,8 @@ class RingConfig:
     chunk: int = 250                # trials per batched tensor program
     noise_draws: int = 10           # noisy passes used to score each trial
     board_runs: int = 50
-    board_train_runs: int = 10      # board passes over the training set that the logistic neuron is re-fitted on
+    board_train_runs: int = 40      # board passes over the training set that the logistic neuron is re-fitted on
+                                    # (the paper: about 80 readings per point)
     oversample: int = 1             # board readout averaged over this many ADC samples per point
     bf16: bool = False
     # successive halving: at each of these epochs a chunk keeps the `prune_keep` share of its
@@ -89,6 +93,9 @@ class RingConfig:
             raise ValueError(f"gap_mv must be in [0, 1000) mV, got {self.gap_mv}")
         if self.val_per_class != 0 and self.val_per_class < 4:
             raise ValueError(f"val_per_class must be 0 (select on the training set) or >= 4, got {self.val_per_class}")
+        if self.confirm_per_class != 0 and self.confirm_per_class < 4:
+            raise ValueError(f"confirm_per_class must be 0 (confirm on the validation split) or >= 4, "
+                             f"got {self.confirm_per_class}")
         if self.n_per_class < 4 or self.trials < 1 or self.epochs < 1 or self.chunk < 1:
             raise ValueError("n_per_class >= 4 and trials, epochs, chunk >= 1 are needed")
         if self.lr <= 0 or self.alpha < 0 or self.train_noise_factor < 0:
@@ -108,11 +115,13 @@ def ring_radii(gap: float) -> tuple[float, float]:
 
 
 def ring_splits(cfg: RingConfig, gap: float) -> dict[str, np.ndarray]:
-    """The run's data: x_/y_train, x_/y_test and, with cfg.val_per_class, x_/y_val (drawn last, so
-    a seed's training and test sets do not depend on it)."""
+    """The run's data: x_/y_train, x_/y_test and, with cfg.val_per_class and cfg.confirm_per_class,
+    x_/y_val and x_/y_confirm (drawn in that order after them, so a seed's training and test sets
+    do not depend on them)."""
     rng = np.random.default_rng(cfg.seed)
     data: dict[str, np.ndarray] = {}
-    for split, n in (("train", cfg.n_per_class), ("test", cfg.n_per_class), ("val", cfg.val_per_class)):
+    for split, n in (("train", cfg.n_per_class), ("test", cfg.n_per_class), ("val", cfg.val_per_class),
+                     ("confirm", cfg.confirm_per_class)):
         if n:
             data[f"x_{split}"], data[f"y_{split}"] = ring_data(n, gap, rng)
     return data
@@ -344,7 +353,7 @@ def nn_baseline(hidden: int, cfg: RingConfig, data: dict[str, Any], trials: int)
 
 def board_validate(session: BoardSession, net: Any, data: dict[str, np.ndarray], runs: int,
                    record: dict[str, Any], quiet: bool = True, desc: str = "board", oversample: int = 1,
-                   train_runs: int = 10, devices: list[list[int]] | None = None) -> None:
+                   train_runs: int = RingConfig.board_train_runs, devices: list[list[int]] | None = None) -> None:
     """Best network on the board: the logistic neuron re-trained on the currents of `train_runs`
     passes over the training set (all pooled, as the paper's ~80 samples per point), scored on each
     of them (train accuracy) and on `runs` test passes. `devices`: the device of every node (per
@@ -475,7 +484,7 @@ def loop_and_validate(session: BoardSession, sur: SurrogateInfo, r: ArchResult, 
     rec["loop_claim"] = {"train_accuracy_in_loop": claim, "train_accuracy_validated": val["train_accuracy"],
                          "difference_points": (None if claim is None else 100 * (val["train_accuracy"] - claim)),
                          "validation_accuracy_in_loop": r2.get(f"{who}_selection_accuracy"),
-                         "selection_split": outcome.selection.get("split"),
+                         "selection_split": outcome.selection.get("confirmation_split"),
                          "test_accuracy_validated": val["accuracy_mean"],
                          "last_epoch_train_accuracy": last}
     if outcome.twin is not None and loop_cfg.learn_twin:
@@ -541,6 +550,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-per-class", type=int, default=d.val_per_class,
                    help="points per class of a validation split (drawn like train and test, never trained on) on "
                         "which --train-on board chooses its network; 0: on the training set")
+    p.add_argument("--confirm-per-class", type=int, default=d.confirm_per_class,
+                   help="points per class of a confirmation split (drawn after the validation split, never trained "
+                        "on or chosen on) on which the loop's choice must beat the off-chip network; 0: on the "
+                        "validation split again")
     p.add_argument("--trials", type=int, default=d.trials, help="independent trials per architecture")
     p.add_argument("--epochs", type=int, default=d.epochs, help="full-batch epochs per trial")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
@@ -575,14 +588,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loop-candidates", type=int, default=lc.candidates, help="off-chip trials fine-tuned on the board")
     p.add_argument("--loop-epochs", type=int, default=lc.epochs, help="optimiser steps on the board")
     p.add_argument("--loop-lr", type=float, default=lc.lr, help="Adam learning rate in the loop")
-    p.add_argument("--loop-ga", type=int, default=lc.ga_generations, metavar="GENERATIONS",
+    p.add_argument("--loop-ga", type=_loop_ga, default="auto", metavar="GENERATIONS",
                    help="after the gradient epochs, a genetic algorithm on the board refines the candidates (its first "
                         "generation their start, best and final states, the rest random) for this many generations; "
-                        "its fittest join the selection (0: none)")
+                        f"its fittest join the selection (0: none; auto: {SINGLE_NODE_GA} for the single DNPU, "
+                        "none for the networks)")
+    p.add_argument("--loop-significance", type=float, default=lc.significance, metavar="SIGMAS",
+                   help="the loop's network replaces the off-chip one only when its gain on the confirmation "
+                        "points exceeds this many standard errors")
     p.add_argument("--loop-ga-population", type=int, default=lc.ga_population, help="the loop's GA population")
     p.add_argument("--learn-twin", action="store_true",
                    help="fine-tune a copy of the surrogate on the states measured in the loop and report its error "
                         "there before and after; written as surrogate_tuned_<arch>.onnx, a surrogate file like any other")
+
+
+def _loop_ga(text: str) -> int | None:
+    """--loop-ga: generations, or auto (None: LoopConfig's default per network)."""
+    if text == "auto":
+        return None
+    try:
+        g = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of generations, got {text!r}") from None
+    if g < 0:
+        raise argparse.ArgumentTypeError(f"generations must be >= 0, got {g}")
+    return g
 
 
 def _prune_epochs(text: str, epochs: int) -> tuple[int, ...]:
@@ -636,6 +666,7 @@ def run(args: argparse.Namespace) -> int:
         # with auto, the screening starts from the default pair and replaces it below
         cfg = RingConfig(gap_mv=args.gap_mv, data_electrodes=RingConfig.data_electrodes if choice == AUTO else choice,
                          n_per_class=args.n_per_class, val_per_class=args.val_per_class,
+                         confirm_per_class=args.confirm_per_class,
                          trials=args.trials, epochs=args.epochs,
                          lr=args.lr, chunk=args.chunk, train_noise_factor=args.train_noise_factor,
                          noise_draws=args.noise_draws, board_runs=args.board_runs,
@@ -645,6 +676,7 @@ def run(args: argparse.Namespace) -> int:
                          prune_at=_prune_epochs(args.prune_at, args.epochs))
         loop_cfg = (LoopConfig(candidates=args.loop_candidates, epochs=args.loop_epochs, lr=args.loop_lr,
                                learn_twin=args.learn_twin, ga_generations=args.loop_ga,
+                               significance=args.loop_significance, claim_passes=args.board_train_runs,
                                ga_population=args.loop_ga_population, ga_seed=args.seed)
                     if trains_on_board(args) else None)
         if isinstance(sur, ChipSurrogates) and loop_cfg is not None and loop_cfg.learn_twin:

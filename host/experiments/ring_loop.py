@@ -8,8 +8,8 @@ board applied (host.networks.in_loop). Between layers the outputs are standardis
 statistics of the measured outputs (batch statistics while training; the stored ones are
 re-calibrated on the board at the end).
 
-With ``ga_generations`` (``--loop-ga``) a genetic algorithm on the board (host.networks.model_free)
-follows the gradient epochs: its first generation holds every candidate's start, best-epoch and
+With ``ga_generations`` (``--loop-ga``; by default for a single DNPU only) a genetic algorithm on
+the board (host.networks.model_free) follows the gradient epochs: its first generation holds every candidate's start, best-epoch and
 final state (the rest of the population random), its fitness is one measured pass's training
 accuracy (ties by Fisher), and the fittest ``candidates`` of its last generation join the
 contenders. It needs no gradient, so it moves where the surrogate's slopes mislead the loop or the
@@ -22,10 +22,12 @@ final state (and the GA's fittest). All are measured on ``select_passes`` fresh 
 validation set (the run's third split; the training set again without one): one logistic neuron
 per contender is fitted to all its training passes, as the validation fits it, and the best mean
 accuracy on the validation passes wins. Then the winner and the off-chip network (the search's
-best trial, as the off-chip validation measured it) are measured again on fresh passes, and the
-winner replaces the off-chip network only if its paired gain on the validation points (per point:
-the share of passes classified right, new less old) exceeds ``significance`` standard errors: the
-loop keeps the off-chip result where it cannot measurably improve on it. What the loop claims for
+best trial, as the off-chip validation measured it) are measured again on fresh passes over the
+confirmation split (the run's fourth; the validation split again without one), and the winner
+replaces the off-chip network only if its paired gain there (per point: the share of passes
+classified right, new less old) exceeds ``significance`` standard errors: the loop keeps the
+off-chip result where it cannot measurably improve on it. The confirmation points did not choose
+the winner, so its gain there is not raised by the choice of the best of many on the same points. What the loop claims for
 the network it returns is that second round's training accuracy, which the validation
 (``ring.board_validate``, the same procedure in the deployed form: stored standardisation, node by
 node) measures again: ``loop_claim``.
@@ -49,30 +51,49 @@ from host.experiments.results import progress_bar
 from host.experiments.surrogates import ChipSurrogates, SurrogateInfo
 
 
+# The GA's generations by default for a single DNPU. There the surrogate's slopes can mislead the
+# gradient loop (device 5: +0.85 points with the gradient alone, +4.11 with 100 generations, 960,000
+# board points; docs/experiments.md); on a network the gradient loop gains (device 5's 2-2-1: +6.94)
+# and a generation costs one sweep per node, so networks run it only when asked.
+SINGLE_NODE_GA = 100
+
+
 @dataclass(frozen=True)
 class LoopConfig:
     candidates: int = 8        # best off-chip trials fine-tuned together
     epochs: int = 60           # optimiser steps on the board
     lr: float = 0.005          # Adam (the off-chip search uses 0.0065)
-    select_passes: int = 10    # fresh training-set passes per contender in each selection round
-    significance: float = 3.0  # the loop's winner replaces the off-chip network when its paired gain
-                               # on the training points exceeds this many standard errors
+    select_passes: int = 5     # fresh passes per contender over the training and validation (round 1) and
+                               # confirmation (round 2) points
+    claim_passes: int | None = None  # training-set passes of the second round (the loop's claim, fitted as the
+                               # validation fits its neuron: ring passes its --board-train-runs); None: select_passes
+    significance: float = 2.0  # the loop's winner replaces the off-chip network when its paired gain on the
+                               # confirmation points (never used to choose it) exceeds this many standard errors
     learn_twin: bool = False   # fine-tune a copy of the surrogate on the measured states (LoopOutcome.twin_model)
-    ga_generations: int = 0    # > 0: after the gradient epochs a genetic algorithm on the board (host.networks.
-                               # model_free) refines the candidates' states; its best join the contenders
+    ga_generations: int | None = None  # > 0: after the gradient epochs a genetic algorithm on the board
+                               # (host.networks.model_free) refines the candidates' states; its best join the
+                               # contenders. None: SINGLE_NODE_GA generations for one DNPU, none for networks
     ga_population: int = 48    # its population: the candidates' start, best-epoch and final states, the rest random
     ga_seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.candidates < 1 or self.epochs < 0 or self.select_passes < 2:
-            raise ValueError("loop candidates >= 1, epochs >= 0 and select passes >= 2 are needed")
+        if self.candidates < 1 or self.epochs < 0 or self.select_passes < 2 or (self.claim_passes or 2) < 2:
+            raise ValueError("loop candidates >= 1, epochs >= 0 and select and claim passes >= 2 are needed")
         if not self.lr > 0:
             raise ValueError(f"the loop's learning rate must be > 0, got {self.lr}")
-        if self.ga_generations < 0 or self.ga_population < 2:
+        if (self.ga_generations is not None and self.ga_generations < 0) or self.ga_population < 2:
             raise ValueError("the loop's GA needs generations >= 0 and a population >= 2")
-        if self.ga_generations and self.ga_population < self.candidates:
+        if self.significance < 0:
+            raise ValueError(f"the loop's significance must be >= 0 standard errors, got {self.significance}")
+        if self.ga_for(1) and self.ga_population < self.candidates:
             raise ValueError(f"the loop's GA population ({self.ga_population}) must hold at least the "
                              f"{self.candidates} candidates it returns")
+
+    def ga_for(self, nodes: int) -> int:
+        """The GA's generations for a network of `nodes` DNPU nodes."""
+        if self.ga_generations is not None:
+            return self.ga_generations
+        return SINGLE_NODE_GA if nodes == 1 else 0
 
 
 @dataclass
@@ -127,10 +148,12 @@ def _one(net: Any, t: int) -> Any:
     return one
 
 
-def _measured_scores(net: Any, loop: Any, data: dict[str, Any], passes: int) -> MeasuredScores:
-    """`passes` fresh board passes over the training set (and the validation set, when the data has
-    one): as the validation does, one logistic neuron per trial is fitted to all the training
-    passes' outputs; it scores each training pass and each validation pass."""
+def _measured_scores(net: Any, loop: Any, data: dict[str, Any], passes: int, split: str = "val",
+                     fit_passes: int | None = None) -> MeasuredScores:
+    """`passes` fresh board passes over the data's `split` ("val", "confirm"; the training set again
+    when the data has none) and `fit_passes` (default `passes`) over the training set: as the
+    validation does, one logistic neuron per trial is fitted to all the training passes' outputs; it
+    scores each training pass and each pass over the split."""
     import torch
 
     from host.networks.in_loop import on_board
@@ -138,16 +161,16 @@ def _measured_scores(net: Any, loop: Any, data: dict[str, Any], passes: int) -> 
     from host.networks.losses import neg_fisher_per_trial
 
     x_tr, y_tr = torch.as_tensor(data["x_train"]), torch.as_tensor(data["y_train"]).double()
-    val = "x_val" in data
-    x_s, y_s = (torch.as_tensor(data["x_val"]), torch.as_tensor(data["y_val"]).double()) if val else (x_tr, y_tr)
+    val = f"x_{split}" in data
+    x_s, y_s = (torch.as_tensor(data[f"x_{split}"]), torch.as_tensor(data[f"y_{split}"]).double()) if val else (x_tr, y_tr)
     with on_board(net, loop), torch.no_grad():
         net.train()                  # batch statistics of each pass's measured outputs, as in the loop
-        fit = [net(x_tr).double() for _ in range(passes)]
+        fit = [net(x_tr).double() for _ in range(fit_passes or passes)]
         sel = [net(x_s).double() for _ in range(passes)] if val else fit
     fis = np.mean([(-neg_fisher_per_trial(o, y_tr)).numpy() for o in fit], axis=0)
-    ref, y_ref = torch.cat(fit, dim=1), y_tr.repeat(passes)[None]
+    ref, y_ref = torch.cat(fit, dim=1), y_tr.repeat(len(fit))[None]
     t = ref.shape[0]
-    train = fitted_correct(ref, y_ref, ref, y_ref).reshape(t, passes, -1).numpy()
+    train = fitted_correct(ref, y_ref, ref, y_ref).reshape(t, len(fit), -1).numpy()
     right = fitted_correct(ref, y_ref, torch.cat(sel, dim=1), y_s.repeat(passes)[None]).reshape(t, passes, -1).numpy()
     per_point = right.mean(axis=1)
     return MeasuredScores(train.mean(axis=(1, 2)), per_point.mean(axis=-1), fis, per_point)
@@ -191,7 +214,7 @@ def _flat_bounds(net: Any, limits_v: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def ga_refine(seeds: Any, loop: Any, x_tr: Any, y_tr: Any, limits_v: np.ndarray, cfg: LoopConfig, keep: int,
-              quiet: bool = True, desc: str = "loop GA") -> tuple[Any, dict[str, Any]]:
+              generations: int, quiet: bool = True, desc: str = "loop GA") -> tuple[Any, dict[str, Any]]:
     """A genetic algorithm on the board over the controls of every node (host.networks.model_free),
     its first generation the trials of `seeds` (a DNPUNet) and random candidates. Fitness: the
     training accuracy of one measured pass (the logistic neuron fitted on it), ties by the Fisher
@@ -224,7 +247,7 @@ def ga_refine(seeds: Any, loop: Any, x_tr: Any, y_tr: Any, limits_v: np.ndarray,
 
     history: list[dict[str, Any]] = []
     error = None
-    with progress_bar(cfg.ga_generations, desc, quiet) as bar:
+    with progress_bar(generations, desc, quiet) as bar:
         def on_gen(rec: dict[str, Any]) -> None:
             acc = loop.account.to_json()
             history.append({"generation": rec["index"], "best_fitness": rec["best_fitness"],
@@ -232,7 +255,7 @@ def ga_refine(seeds: Any, loop: Any, x_tr: Any, y_tr: Any, limits_v: np.ndarray,
                             "board_s": acc["board_s"]})
             bar.update(1)
         try:
-            res = genetic_search(fitness, lo, hi, GAConfig(population=p, generations=cfg.ga_generations,
+            res = genetic_search(fitness, lo, hi, GAConfig(population=p, generations=generations,
                                                           seed=cfg.ga_seed), on_gen, initial=init)
         except SearchInterrupted as e:
             if isinstance(e.__cause__, KeyboardInterrupt):
@@ -340,9 +363,10 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
     try:
         if outcome.error is not None:
             raise ExperimentError(outcome.error)
-        if cfg.ga_generations > 0:
+        generations = cfg.ga_for(sum(net.nodes))
+        if generations > 0:
             ga_net, outcome.ga = ga_refine(DNPUNet.concat_trials(stages), loop, x_tr, y_tr, limits_v, cfg, n,
-                                           quiet, f"{desc} GA")
+                                           generations, quiet, f"{desc} GA")
             stages.append(ga_net)
             if outcome.ga["clipped"]:
                 outcome.warnings.append(f"{outcome.ga['clipped']} of the loop's GA candidates left the electrodes' "
@@ -350,17 +374,22 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
             if outcome.ga["error"] is not None:
                 raise ExperimentError(outcome.ga["error"])
         contenders = DNPUNet.concat_trials(stages)                        # T = 3n (4n with the GA)
-        r1 = _measured_scores(contenders, loop, data, cfg.select_passes)
+        r1 = _measured_scores(contenders, loop, data, cfg.select_passes, "val")
         c = max(range(contenders.trials), key=lambda i: (r1.selection[i], r1.fisher[i]))
         pair = DNPUNet.concat_trials([_one(contenders, c), _one(start_net, 0)])
-        r2 = _measured_scores(pair, loop, data, cfg.select_passes)
+        confirm = "confirm" if "x_confirm" in data else "val"
+        r2 = _measured_scores(pair, loop, data, cfg.select_passes, confirm, cfg.claim_passes)
         gain, se = paired_gain(r2.per_point[0], r2.per_point[1])
         # the winner must beat the off-chip network on fresh passes by more than the points' draw
-        # explains (a network that fits 200 points better by chance does not generalise)
+        # explains (a network that fits 200 points better by chance does not generalise), on points
+        # that did not choose it (the best of many on the same points measures high by the choice alone)
         take = c != 0 and gain > cfg.significance * se and gain > 0
-        split = "validation" if "x_val" in data else "training"
+        names = {"val": "validation", "confirm": "confirmation"}
+        split = names["val"] if "x_val" in data else "training"
         outcome.selection = {
-            "passes": cfg.select_passes, "split": split, "round1_selection_accuracy": r1.selection.tolist(),
+            "passes": cfg.select_passes, "split": split,
+            "confirmation_split": names[confirm] if f"x_{confirm}" in data else "training",
+            "round1_selection_accuracy": r1.selection.tolist(),
             "round1_train_accuracy": r1.train_accuracy.tolist(), "round1_fisher": r1.fisher.tolist(),
             "contenders": [f"{kinds[i // n]} of candidate {i % n}" for i in range(contenders.trials)],
             "round2": {"winner": f"{kinds[c // n]} of candidate {c % n}",
@@ -370,6 +399,8 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
                        "off_chip_train_accuracy": float(r2.train_accuracy[1]),
                        "winner_fisher": float(r2.fisher[0]), "off_chip_fisher": float(r2.fisher[1]),
                        "gain": gain, "gain_standard_error": se, "required_sigmas": cfg.significance,
+                       "confirmation_points": int(r2.per_point.shape[1]),
+                       "train_passes": cfg.claim_passes or cfg.select_passes,
                        "adopted": bool(take)}}
         c = c if take else 0
         outcome.kept_off_chip = not take

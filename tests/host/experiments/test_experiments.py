@@ -80,6 +80,20 @@ def test_ring_validation_split_is_drawn_last_and_disjoint():
         RingConfig(val_per_class=2)
 
 
+def test_ring_confirmation_split_comes_after_the_validation_split_and_is_disjoint():
+    from host.experiments.ring import ring_splits
+
+    both = ring_splits(RingConfig(n_per_class=30, val_per_class=40, confirm_per_class=50, seed=3), 0.1)
+    no_confirm = ring_splits(RingConfig(n_per_class=30, val_per_class=40, confirm_per_class=0, seed=3), 0.1)
+    assert "x_confirm" not in no_confirm and both["x_confirm"].shape == (100, 2) and both["y_confirm"].sum() == 50
+    for k in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val"):   # earlier splits do not move
+        np.testing.assert_array_equal(both[k], no_confirm[k])
+    seen = {tuple(r) for k in ("x_train", "x_test", "x_val") for r in both[k]}
+    assert not seen & {tuple(r) for r in both["x_confirm"]}
+    with pytest.raises(ValueError, match="confirm_per_class"):
+        RingConfig(confirm_per_class=3)
+
+
 def test_one_logistic_neuron_fitted_on_pooled_passes_scores_each():
     import torch
 
@@ -276,7 +290,8 @@ def test_ring_trained_on_the_board_reports_the_loop_and_its_accounting(tmp_path,
     rc = main(["ring", "--archs", "2-2-1", "--trials", "4", "--chunk", "4", "--epochs", "20", "--n-per-class", "20",
                "--noise-draws", "2", "--board-runs", "3", "--nn-baselines", "", "--prune-at", "",
                "--train-on", "board", "--loop-candidates", "2", "--loop-epochs", "4", "--learn-twin",
-               "--loop-ga", "3", "--loop-ga-population", "8", "--out", str(out), "--quiet", "--threads", "1"])
+               "--loop-ga", "3", "--loop-ga-population", "8", "--val-per-class", "20", "--confirm-per-class", "30",
+               "--out", str(out), "--quiet", "--threads", "1"])
     assert rc == 0
     res = _results(out)
     loop = res["in_loop"]["2-2-1"]
@@ -292,11 +307,15 @@ def test_ring_trained_on_the_board_reports_the_loop_and_its_accounting(tmp_path,
     assert sum(c.startswith("GA of") for c in loop["selection"]["contenders"]) == 2
     assert "accuracy_mean" in loop["board"] and loop["off_chip_board_accuracy"] == res["board"]["2-2-1"]["accuracy_mean"]
     assert loop["selection"]["round2"]["required_sigmas"] > 0 and loop["selection"]["split"] == "validation"
+    # the winner is confirmed against the off-chip network on the fourth split's 60 points
+    assert loop["selection"]["confirmation_split"] == "confirmation"
+    assert loop["selection"]["round2"]["confirmation_points"] == 60 and loop["loop_claim"]["selection_split"] == "confirmation"
+    assert loop["selection"]["round2"]["train_passes"] == 40       # the claim is fitted as the validation fits
     claim = loop["loop_claim"]            # what the loop measured for its network, and the validation's figure
     assert 0 <= claim["train_accuracy_in_loop"] <= 1 and 0 <= claim["validation_accuracy_in_loop"] <= 1
     assert claim["difference_points"] == pytest.approx(100 * (claim["train_accuracy_validated"]
                                                               - claim["train_accuracy_in_loop"]))
-    assert res["board"]["2-2-1"]["train_runs"] == 10
+    assert res["board"]["2-2-1"]["train_runs"] == 40
     assert (out / "ring_board_time.png").is_file() and (out / "ring_2-2-1.onnx").is_file()
     assert "in the loop: board" in capsys.readouterr().out
 

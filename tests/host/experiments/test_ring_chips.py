@@ -110,7 +110,8 @@ def test_in_the_loop_every_node_measures_on_its_own_device() -> None:
 def test_the_ring_across_chips_trains_in_the_loop(tmp_path: Path) -> None:
     out = tmp_path / "ring"
     rc = main(["ring", "--surrogate", f"{SURROGATE},{SEED5}", "--board", "sim://?chips=0,5", "--out", str(out),
-               *SMALL, "--train-on", "board", "--loop-candidates", "2", "--loop-epochs", "3"])
+               *SMALL, "--train-on", "board", "--loop-candidates", "2", "--loop-epochs", "3",
+               "--val-per-class", "20", "--confirm-per-class", "20"])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     loop = res["in_loop"]["2-2-1"]

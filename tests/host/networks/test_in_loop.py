@@ -190,6 +190,18 @@ def test_loop_config_is_validated():
     with pytest.raises(ValueError, match="population"):
         LoopConfig(candidates=8, ga_generations=5, ga_population=4)
     assert LoopConfig(candidates=8, ga_generations=0, ga_population=4).ga_population == 4
+    with pytest.raises(ValueError, match="significance"):
+        LoopConfig(significance=-1)
+
+
+def test_the_loops_ga_runs_by_default_on_a_single_dnpu_only():
+    from host.experiments.ring_loop import SINGLE_NODE_GA
+
+    auto = LoopConfig()
+    assert SINGLE_NODE_GA > 0 and auto.ga_for(1) == SINGLE_NODE_GA and auto.ga_for(3) == auto.ga_for(5) == 0
+    assert LoopConfig(ga_generations=0).ga_for(1) == 0 and LoopConfig(ga_generations=7).ga_for(5) == 7
+    with pytest.raises(ValueError, match="population"):     # the default GA needs room for the candidates
+        LoopConfig(candidates=8, ga_population=4)
 
 
 def test_the_sessions_loop_reports_the_volts_the_dacs_apply():
