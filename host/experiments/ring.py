@@ -49,7 +49,7 @@ from host.experiments.errors import ExperimentError, fail
 from host.experiments.data_electrodes import AUTO, Screening, choose_electrodes, parse_data_electrodes, screen_pairs
 from host.experiments.options import add_common_arguments, add_train_on, run_info, set_threads, trains_on_board
 from host.experiments.results import out_folder, progress_bar, timer, write_json
-from host.experiments.ring_loop import SINGLE_NODE_GA, LoopConfig, fine_tune_on_board
+from host.experiments.ring_loop import SINGLE_NODE_GA, LoopConfig, fine_tune_on_board, paired_gain
 from host.experiments.surrogates import ChipSurrogates, SurrogateInfo, load_surrogates
 
 DESCRIPTION = "ring classification: 1,000 trials of a single DNPU and of a 2-2-1 DNPU network, validated on a board"
@@ -473,6 +473,11 @@ def loop_and_validate(session: BoardSession, sur: SurrogateInfo, r: ArchResult, 
     rec["board"] = {k: v for k, v in val.items() if k != "test_logits"}
     rec["off_chip_board_accuracy"] = off_chip.get("accuracy_mean")
     rec["gain_points"] = 100 * (val["accuracy_mean"] - off_chip.get("accuracy_mean", float("nan")))
+    # its standard error over the draw of the test points (the same points for both: paired); the
+    # confirmation split measured the same gain on more points (selection.round2)
+    rec["gain_standard_error_points"] = (0.0 if outcome.kept_off_chip else
+                                         100 * paired_test_gain(val, off_chip, data["y_test"])[1]
+                                         if "test_logits" in off_chip else None)
     last = outcome.history[-1]["train_accuracy"][outcome.chosen_candidate] if outcome.history else None
     if outcome.chosen_state == "GA" and outcome.ga:         # its last generation's measured pass
         last = outcome.ga["last_generation_train_accuracy"][outcome.chosen_candidate]
@@ -492,6 +497,13 @@ def loop_and_validate(session: BoardSession, sur: SurrogateInfo, r: ArchResult, 
         if outcome.twin_model is not None:
             rec["twin"]["path"] = str(write_twin(out / f"surrogate_tuned_{name}.onnx", outcome.twin_model, sur, outcome.twin))
     return outcome.best, val
+
+
+def paired_test_gain(new: dict[str, Any], old: dict[str, Any], y_test: np.ndarray) -> tuple[float, float]:
+    """(accuracy gain, standard error over the points) of one validated network on another, from
+    their test logits [runs, B]: per test point, the share of runs classified right."""
+    right = [np.mean((np.asarray(r["test_logits"]) > 0) == (np.asarray(y_test) > 0.5), axis=0) for r in (new, old)]
+    return paired_gain(right[0], right[1])
 
 
 def write_twin(path: Path, model: Any, sur: SurrogateInfo, report: dict[str, Any]) -> Path:
@@ -823,9 +835,13 @@ def run(args: argparse.Namespace) -> int:
     for name in archs:
         lp = results.get("in_loop", {}).get(name, {})
         if "accuracy_mean" in lp.get("board", {}):
-            a = lp["account"]
+            a, r2 = lp["account"], lp.get("selection", {}).get("round2", {})
+            se = lp.get("gain_standard_error_points")
+            gain = f"{lp['gain_points']:+.2f}" + (f" +- {se:.2f}" if se else "")
+            if "gain" in r2:
+                gain += f"; confirmation {100 * r2['gain']:+.2f} +- {100 * r2['gain_standard_error']:.2f}"
             print(f"{name:7s} in the loop: board {100 * lp['board']['accuracy_mean']:.2f} % "
-                  f"({lp['gain_points']:+.2f} points on off-chip), {a['points']:,} board points, "
+                  f"({gain} points on off-chip), {a['points']:,} board points, "
                   f"{a['board_s']:.1f} board s, {a['host_s']:.1f} host s"
                   + (" (kept the off-chip network: the loop did not measurably improve on it)"
                      if lp.get("kept_off_chip") else f" ({lp['chosen_state']} of candidate {lp['chosen_candidate']})"))

@@ -336,3 +336,15 @@ def test_a_twin_written_from_the_loop_keeps_the_amplified_currents(tmp_path):
 def test_ring_on_the_board_needs_a_board(tmp_path, capsys):
     rc = main(["ring", "--train-on", "board", "--no-board", "--out", str(tmp_path / "r"), "--quiet"])
     assert rc == 2 and "needs the board" in capsys.readouterr().err
+
+
+def test_the_rings_test_gain_is_paired_over_the_test_points():
+    from host.experiments.ring import paired_test_gain
+
+    y = np.array([0, 1, 0, 1])
+    right = np.where(y > 0.5, 1.0, -1.0)                        # logits that classify every point right
+    old = {"test_logits": np.stack([right * [1, 1, -1, -1]] * 3)}  # the last two points wrong in every run
+    new = {"test_logits": np.stack([right, right * [1, 1, 1, -1], right])}  # the last point wrong in one run
+    gain, se = paired_test_gain(new, old, y)
+    per_point = np.array([0.0, 0.0, 1.0, 2 / 3])
+    assert gain == pytest.approx(per_point.mean()) and se == pytest.approx(per_point.std(ddof=1) / 2)
