@@ -9,10 +9,10 @@ statistics of the measured outputs (batch statistics while training; the stored 
 re-calibrated on the board at the end).
 
 With ``ga_generations`` (``--loop-ga``; by default for a single DNPU only) a genetic algorithm on
-the board (host.networks.model_free) follows the gradient epochs: its first generation holds every candidate's start, best-epoch and
-final state (the rest of the population random), its fitness is one measured pass's training
-accuracy (ties by Fisher), and the fittest ``candidates`` of its last generation join the
-contenders. It needs no gradient, so it moves where the surrogate's slopes mislead the loop or the
+the board (host.networks.model_free) follows the gradient epochs: its first generation holds
+every candidate's start, best-epoch and final state (the rest of the population random), its
+fitness is one measured pass's training accuracy (ties by Fisher), and the fittest
+``candidates`` of its last generation join the contenders. It needs no gradient, so it moves where the surrogate's slopes mislead the loop or the
 controls sit at their limits (device 5's single DNPU: docs/experiments.md).
 
 Selection never sees the test set, and a noisy pass cannot pick a network. The contenders are
@@ -27,8 +27,9 @@ confirmation split (the run's fourth; the validation split again without one), a
 replaces the off-chip network only if its paired gain there (per point: the share of passes
 classified right, new less old) exceeds ``significance`` standard errors: the loop keeps the
 off-chip result where it cannot measurably improve on it. The confirmation points did not choose
-the winner, so its gain there is not raised by the choice of the best of many on the same points. What the loop claims for
-the network it returns is that second round's training accuracy, which the validation
+the winner, so its gain there is not raised by the choice of the best of many on the same points.
+What the loop claims for the network it returns is that second round's training accuracy
+(``claim_passes`` passes over the training set), which the validation
 (``ring.board_validate``, the same procedure in the deployed form: stored standardisation, node by
 node) measures again: ``loop_claim``.
 A board that fails mid-run keeps the history and the best state so far (``LoopOutcome.error``).
@@ -77,7 +78,7 @@ class LoopConfig:
     ga_seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.candidates < 1 or self.epochs < 0 or self.select_passes < 2 or (self.claim_passes or 2) < 2:
+        if self.candidates < 1 or self.epochs < 0 or self.select_passes < 2 or self.claim_train_passes < 2:
             raise ValueError("loop candidates >= 1, epochs >= 0 and select and claim passes >= 2 are needed")
         if not self.lr > 0:
             raise ValueError(f"the loop's learning rate must be > 0, got {self.lr}")
@@ -85,9 +86,14 @@ class LoopConfig:
             raise ValueError("the loop's GA needs generations >= 0 and a population >= 2")
         if self.significance < 0:
             raise ValueError(f"the loop's significance must be >= 0 standard errors, got {self.significance}")
-        if self.ga_for(1) and self.ga_population < self.candidates:
+        if self.ga_for(1) and self.ga_population < self.candidates:     # one node: the most generations
             raise ValueError(f"the loop's GA population ({self.ga_population}) must hold at least the "
                              f"{self.candidates} candidates it returns")
+
+    @property
+    def claim_train_passes(self) -> int:
+        """Training-set passes of the second selection round."""
+        return self.select_passes if self.claim_passes is None else self.claim_passes
 
     def ga_for(self, nodes: int) -> int:
         """The GA's generations for a network of `nodes` DNPU nodes."""
@@ -378,7 +384,7 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
         c = max(range(contenders.trials), key=lambda i: (r1.selection[i], r1.fisher[i]))
         pair = DNPUNet.concat_trials([_one(contenders, c), _one(start_net, 0)])
         confirm = "confirm" if "x_confirm" in data else "val"
-        r2 = _measured_scores(pair, loop, data, cfg.select_passes, confirm, cfg.claim_passes)
+        r2 = _measured_scores(pair, loop, data, cfg.select_passes, confirm, cfg.claim_train_passes)
         gain, se = paired_gain(r2.per_point[0], r2.per_point[1])
         # the winner must beat the off-chip network on fresh passes by more than the points' draw
         # explains (a network that fits 200 points better by chance does not generalise), on points
@@ -400,7 +406,7 @@ def fine_tune_on_board(session: BoardSession, sur: SurrogateInfo | ChipSurrogate
                        "winner_fisher": float(r2.fisher[0]), "off_chip_fisher": float(r2.fisher[1]),
                        "gain": gain, "gain_standard_error": se, "required_sigmas": cfg.significance,
                        "confirmation_points": int(r2.per_point.shape[1]),
-                       "train_passes": cfg.claim_passes or cfg.select_passes,
+                       "train_passes": cfg.claim_train_passes,
                        "adopted": bool(take)}}
         c = c if take else 0
         outcome.kept_off_chip = not take

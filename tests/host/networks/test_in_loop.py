@@ -192,6 +192,9 @@ def test_loop_config_is_validated():
     assert LoopConfig(candidates=8, ga_generations=0, ga_population=4).ga_population == 4
     with pytest.raises(ValueError, match="significance"):
         LoopConfig(significance=-1)
+    with pytest.raises(ValueError, match="claim passes"):
+        LoopConfig(claim_passes=0)
+    assert LoopConfig(select_passes=3).claim_train_passes == 3 and LoopConfig(claim_passes=40).claim_train_passes == 40
 
 
 def test_the_loops_ga_runs_by_default_on_a_single_dnpu_only():
